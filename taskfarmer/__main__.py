@@ -1,0 +1,5 @@
+"""``python -m taskfarmer`` is ``farmer``."""
+
+from .cli import main
+
+main()

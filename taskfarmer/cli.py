@@ -1,0 +1,112 @@
+"""The ``farmer`` command: a thin click layer over :mod:`taskfarmer.farm`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import click
+
+from . import __version__
+from .errors import TaskfarmerError
+from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
+from .locking import LOCK_KINDS, make_lock
+from .registry import Registry
+from .slurm import default_proc
+from .store import StateStore
+from .timeline import Timeline
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
+configuration or state error; 3 stopped early (signal or --timeout) with work left."""
+
+
+def compat_argv(argv: Sequence[str]) -> List[str]:
+    """Accept PyTaskFarmer's ``--verbose VALUE`` (it took a value) next to plain ``-v``."""
+    out: List[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        following = items[index + 1].lower() if index + 1 < len(items) else None
+        if item in ("-v", "--verbose") and following is not None and (
+                following in _TRUE or following in _FALSE):
+            if following in _TRUE:
+                out.append("--verbose")
+            index += 2
+            continue
+        out.append(item)
+        index += 1
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.argument("tasklist", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--proc", "-n", type=click.IntRange(min=1), default=None,
+              help="Tasks to run at once [default: the CPUs this process may use; inside "
+                   "SLURM, those of the step].")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop after SECONDS, putting running tasks back.")
+@click.option("--workdir", "-w", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where state, logs and timeline go [default: TASKLIST_workdir].")
+@click.option("--verbose", "-v", is_flag=True, help="One line per task start and end.")
+@click.option("--runner", "-r", default="default", show_default=True,
+              help="Runner definition to run tasks with.")
+@click.option("--tasklist", "-t", "handler", default="default", show_default=True,
+              help="Tasklist handler definition to read TASKLIST with.")
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LEASE,
+              show_default=True, metavar="SECONDS",
+              help="Take over the tasks of a farmer silent for this long.")
+@click.option("--lock", "lock_kind", type=click.Choice(LOCK_KINDS),
+              default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
+              help="flock, or soft (O_EXCL lock file) for filesystems without flock "
+                   "[default: $TASKFARMER_LOCK or flock].")
+@click.version_option(__version__, "--version", prog_name="farmer")
+def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
+        verbose: bool, runner: str, handler: str, lease: float, lock_kind: str) -> None:
+    """Run every line of TASKLIST as a shell command, PROC at a time.
+
+    Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
+    """
+    environ = dict(os.environ)
+    registry = Registry()
+    the_runner = registry.runner(runner)
+    the_handler = registry.tasklist(handler)
+    config = FarmConfig(
+        tasklist=tasklist,
+        workdir=workdir_for(tasklist, workdir),
+        proc=proc or default_proc(environ),
+        timeout=timeout,
+        verbose=verbose,
+        lease=lease,
+        environ=environ,
+    )
+    if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
+        the_handler.lines(tasklist)  # raises the right TasklistError
+    store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ))
+    farm = Farm(config, store, Timeline(config.workdir / "timeline.json"), the_runner,
+                the_handler)
+    report = farm.run()
+    sys.exit(report.exit_code)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console-script entry point: run the CLI, turn library errors into one-line messages."""
+    args = compat_argv(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=args, prog_name="farmer", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        click.echo(f"farmer: error: {error.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.Abort:
+        click.echo("farmer: aborted", err=True)
+        sys.exit(EXIT_USAGE)
+    except TaskfarmerError as error:
+        click.echo(f"farmer: error: {error}", err=True)
+        sys.exit(EXIT_USAGE)

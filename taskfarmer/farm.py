@@ -1,0 +1,353 @@
+"""The farm: a farmer's main process and the pool of workers it supervises.
+
+The main process prepares the workdir, starts ``--proc`` worker processes
+(:mod:`taskfarmer.worker`), renews their leases, takes over the leases of dead farmers, refills
+free worker slots while tasks are pending, shows progress, and on a stop signal or ``--timeout``
+stops the workers (which put their tasks back) and exits. It waits while other farmers still
+hold leases rather than exit: if one of them dies, its tasks come back and must be run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable, Dict, Mapping, Optional
+
+from .errors import TaskfarmerError
+from .identity import Identity
+from .progress import PlainDisplay, Snapshot, make_display
+from .runners.base import Runner
+from .signals import StopRequest
+from .slurm import job_labels
+from .store import Counts, LeaseInfo, StateCounter, StateStore
+from .tasks import TaskList
+from .timeline import Timeline, process_name_event, thread_name_event, track_id
+from .worker import KILL_GRACE, Worker, WorkerConfig
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+
+#: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
+#: that the tasks of a dead node come back within minutes.
+DEFAULT_LEASE = 300.0
+#: The main loop wakes at least this often.
+POLL = 0.5
+#: Worker exit code for a state or configuration error (not worth restarting the worker).
+WORKER_ERROR = 2
+#: Give up after this many unexpected worker deaths.
+MAX_WORKER_CRASHES = 20
+
+
+@dataclass
+class FarmConfig:
+    """The options of one farmer run."""
+
+    tasklist: Path
+    workdir: Path
+    proc: int
+    timeout: Optional[float] = None
+    verbose: bool = False
+    lease: float = DEFAULT_LEASE
+    task_timeout: Optional[float] = None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@dataclass(frozen=True)
+class FarmReport:
+    """How a farmer run ended."""
+
+    counts: Counts
+    stopped_by: Optional[str]
+    work_left: bool
+    error: Optional[str] = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done; 1 done with failures; 2 error; 3 stopped with work left."""
+        if self.error is not None:
+            return EXIT_USAGE
+        if self.work_left:
+            return EXIT_STOPPED
+        return EXIT_FAILED if self.counts.failed else EXIT_OK
+
+    @property
+    def outcome(self) -> str:
+        """A few words for the last log line."""
+        if self.error is not None:
+            return f"error: {self.error}"
+        if self.work_left:
+            return f"stopped by {self.stopped_by}, work left"
+        return "done with failures" if self.counts.failed else "done"
+
+
+def expired(info: LeaseInfo, now: float, lease: float, observer: Identity) -> bool:
+    """Whether another farmer's lease may be taken over.
+
+    Half-revoked leases always; provably dead owners (same boot and PID namespace, pid gone)
+    at once; anyone else once the heartbeat is older than ``lease`` seconds.
+    """
+    return info.dead or info.owner.provably_dead(observer) or now - info.heartbeat > lease
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker if the farmer's main process dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class Farm:
+    """A farmer's main process."""
+
+    def __init__(
+        self,
+        config: FarmConfig,
+        store: StateStore,
+        timeline: Timeline,
+        runner: Runner,
+        handler: TaskList,
+        identity: Optional[Identity] = None,
+        clock: Callable[[], float] = time.time,
+        display: Optional[PlainDisplay] = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.timeline = timeline
+        self.runner = runner
+        self.handler = handler
+        self.clock = clock
+        self.identity = identity or Identity.current(environ=config.environ)
+        self.name = f"{self.identity.node}:{self.identity.pid}"
+        self.farmer = f"{self.identity.node}.{self.identity.pid}-{os.urandom(3).hex()}"
+        self.track = track_id(self.farmer)
+        self.display = display or make_display(self.name, clock=clock)
+        self.stop = StopRequest()
+        self.counter = StateCounter(store)
+        self.workers: Dict[int, multiprocessing.Process] = {}
+        self.crashes = 0
+        self.error: Optional[str] = None
+        self._context = multiprocessing.get_context("fork")
+        self._busy = self._context.RawArray("i", [-1] * config.proc)
+        self._messages_r, self._messages_w = os.pipe()
+        os.set_blocking(self._messages_r, False)
+        self._partial = b""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> FarmReport:
+        """Farm until the list is done, a stop signal arrives or ``--timeout`` passes."""
+        self._prepare()
+        self.stop.on_stop(self._forward_stop)
+        self.stop.install()
+        deadline = self.clock() + self.config.timeout if self.config.timeout else None
+        period = min(self.config.lease / 4, 30.0)
+        next_beat = 0.0
+        self.display.start(self._snapshot())
+        try:
+            while not self.stop.requested and self.error is None:
+                now = self.clock()
+                if deadline is not None and now >= deadline:
+                    self.stop.request("timeout")
+                    break
+                if now >= next_beat:
+                    self._heartbeat()
+                    self._take_over_expired()
+                    next_beat = now + period
+                self._reap()
+                if self.error is not None:
+                    break
+                self._fill_slots()
+                if not self.workers and self._all_done():
+                    break
+                self._drain_messages()
+                self.display.update(self._snapshot())
+                timeout = POLL if deadline is None else max(0.0, min(POLL, deadline - now))
+                wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
+        finally:
+            self._shutdown()
+        return self._report()
+
+    def _prepare(self) -> None:
+        self.store.prepare()
+        with self.store.locked():
+            for path, fragment in self.store.repair():
+                self.display.say(f"cut a torn last line off {path.name} (kept in torn): "
+                                 f"{fragment[:60]!r}")
+            self.timeline.repair()
+            if not self.store.initialized():
+                self.store.initialize(self.handler.lines(self.config.tasklist))
+            events = process_name_event(self.track, self.name, job_labels(self.config.environ))
+            events += [thread_name_event(self.track, slot, f"worker {slot}")
+                       for slot in range(self.config.proc)]
+            self.timeline.append(events)
+        self._take_over_expired()
+
+    def _shutdown(self) -> None:
+        for process in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        end = time.monotonic() + KILL_GRACE + 10.0
+        for process in self.workers.values():
+            process.join(max(0.0, end - time.monotonic()))
+        for slot, process in list(self.workers.items()):
+            if process.is_alive():
+                process.kill()
+                process.join()
+            self._revoke_worker(slot, process)
+        self.workers.clear()
+        self._drain_messages()
+        with self.store.locked():
+            self.store.tidy()
+        self.timeline.close()
+
+    def _report(self) -> FarmReport:
+        with self.store.locked():
+            work_left = self.store.pending() or self.store.any_leases()
+        snapshot = self._snapshot()
+        report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
+                            else None, work_left, self.error)
+        self.display.finish(snapshot, report.outcome)
+        self.store.close()
+        return report
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _fill_slots(self) -> None:
+        free = [slot for slot in range(self.config.proc) if slot not in self.workers]
+        if not free or self.stop.requested:
+            return
+        with self.store.locked():
+            count = self.store.pending_count(len(free))
+        for slot in free[:count]:
+            process = self._context.Process(target=self._worker_main, args=(slot,),
+                                            name=f"taskfarmer worker {slot}", daemon=False)
+            process.start()
+            self.workers[slot] = process
+
+    def _worker_main(self, slot: int) -> None:
+        """Body of a worker process (runs after fork)."""
+        _die_with_parent(self.identity.pid)
+        os.close(self._messages_r)
+        stop = StopRequest()
+        config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
+                              node=self.identity.node, verbose=self.config.verbose,
+                              task_timeout=self.config.task_timeout,
+                              environ=self.config.environ)
+        worker = Worker(config, self.store, self.timeline, self.runner, self.handler, stop,
+                        clock=self.clock, say=self._send, on_change=self._mark)
+        worker.install_signal_handlers()
+        try:
+            code = worker.run()
+        except TaskfarmerError as error:
+            self._send(f"{self.name} worker {slot}: error: {error}")
+            code = WORKER_ERROR
+        sys.exit(code)
+
+    def _mark(self, slot: int, task_id: int, succeeded: Optional[bool]) -> None:
+        self._busy[slot] = task_id
+
+    def _send(self, text: str) -> None:
+        # One write(2) of at most PIPE_BUF bytes to a pipe is atomic: lines never interleave.
+        data = (text.rstrip("\n") + "\n").encode()[: 4000]
+        try:
+            os.write(self._messages_w, data)
+        except OSError:
+            pass
+
+    def _drain_messages(self) -> None:
+        while True:
+            try:
+                data = os.read(self._messages_r, 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            self.display.log(line.decode(errors="replace"))
+
+    def _reap(self) -> None:
+        for slot, process in list(self.workers.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            del self.workers[slot]
+            self._busy[slot] = -1
+            code = process.exitcode
+            if code == 0:
+                continue
+            self._drain_messages()
+            if self.stop.requested:
+                continue
+            self._revoke_worker(slot, process)
+            if code == WORKER_ERROR:
+                self.error = f"worker {slot} stopped on an error (see above)"
+            else:
+                self.crashes += 1
+                self.display.say(f"worker {slot} died (exit code {code}); its tasks are back "
+                                 "in toprocess")
+                if self.crashes > MAX_WORKER_CRASHES:
+                    self.error = f"{self.crashes} worker crashes; giving up"
+
+    def _revoke_worker(self, slot: int, process: multiprocessing.Process) -> None:
+        """Put back the tasks of one of our workers that is gone."""
+        prefix = f"{self.farmer}.w{slot}.{process.pid}."
+        with self.store.locked():
+            for info in self.store.lease_infos():
+                if info.name.startswith(prefix):
+                    self.store.revoke(info.name)
+
+    def _forward_stop(self) -> None:
+        for process in self.workers.values():
+            if process.pid is not None:
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
+        for info in self.store.lease_infos():
+            if info.name.startswith(self.farmer + ".") and not info.dead:
+                self.store.renew(info.name)
+
+    def _take_over_expired(self) -> None:
+        now = self.clock()
+        with self.store.locked():
+            for info in self.store.lease_infos():
+                if info.name.startswith(self.farmer + "."):
+                    continue
+                if expired(info, now, self.config.lease, self.identity):
+                    tasks = self.store.revoke(info.name)
+                    self.display.say(f"took over lease {info.name} of {info.owner.node} "
+                                     f"pid {info.owner.pid}: {len(tasks)} task(s) back in "
+                                     "toprocess")
+
+    def _all_done(self) -> bool:
+        with self.store.locked():
+            return not self.store.pending() and not self.store.any_leases()
+
+    def _snapshot(self) -> Snapshot:
+        running = sum(1 for task_id in self._busy if task_id >= 0)
+        return Snapshot(self.counter.counts(), running)
+
+
+def workdir_for(tasklist: Path, workdir: Optional[Path]) -> Path:
+    """``--workdir`` or PyTaskFarmer's default ``TASKLIST_workdir``."""
+    return workdir if workdir is not None else Path(str(tasklist) + "_workdir")
+

@@ -1,0 +1,54 @@
+"""The runner interface: how a worker starts one task and how it stops it.
+
+A runner turns a task into an argument vector (:meth:`Runner.argv`, a pure function of the
+runner's settings, the task ID and the command) and an environment, and starts it with its
+output in the task's log, in a new session so that the whole tree it starts shares one process
+group. To write your own, subclass :class:`Runner`, override :meth:`Runner.argv` (and
+:meth:`Runner.cleanup` if stopping the process is not enough, as for containers), and name the
+class in a runner definition (INI ``Runner = module.Class``); the other INI keys are passed to
+its constructor as keyword arguments (strings).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Dict, List, Mapping
+
+
+class Runner:
+    """Base class of runners."""
+
+    def argv(self, task_id: int, command: str) -> List[str]:
+        """The argument vector that runs ``command`` (pure: no side effects)."""
+        raise NotImplementedError
+
+    def environment(self, task_id: int, environ: Mapping[str, str]) -> Dict[str, str]:
+        """The task's environment: ours plus ``PROC_NUMBER`` = the task ID."""
+        env = dict(environ)
+        env["PROC_NUMBER"] = str(task_id)
+        return env
+
+    def start(self, task_id: int, command: str, log_fd: int,
+              environ: Mapping[str, str]) -> subprocess.Popen:
+        """Start the task with stdout and stderr in ``log_fd``, as leader of a new session."""
+        return subprocess.Popen(
+            self.argv(task_id, command),
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            env=self.environment(task_id, environ),
+            start_new_session=True,
+        )
+
+    @staticmethod
+    def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the task's whole process group (it is the group's leader)."""
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def cleanup(self, task_id: int) -> None:
+        """Called after every task ends or is stopped; release what outlives the process."""

@@ -1,0 +1,62 @@
+"""Signals that stop a farm: SIGUSR1 (SLURM's warning before the time limit), SIGINT, SIGTERM.
+
+Handlers only set a flag and call plain functions (kill a process group, forward a signal):
+they never raise, so a signal arriving in the middle of a state update cannot tear it; the
+farm and its workers look at the flag between steps.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Callable, List, Optional
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGINT, signal.SIGTERM)
+
+
+def died_of_stop_signal(returncode: int) -> bool:
+    """True if a task ended by a stop signal, itself or through its shell (128 + n)."""
+    return any(returncode in (-sig, 128 + sig) for sig in STOP_SIGNALS)
+
+
+class StopRequest:
+    """Remembers the first stop signal and runs callbacks when one arrives."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.reason: Optional[str] = None
+        self._callbacks: List[Callable[[], None]] = []
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop was asked for."""
+        return self.signum is not None or self.reason is not None
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the signal handler) whenever a stop is requested."""
+        self._callbacks.append(callback)
+
+    def handle(self, signum: int, frame: Optional[FrameType] = None) -> None:
+        """The signal handler: record the signal and run the callbacks."""
+        if self.signum is None:
+            self.signum = signum
+        for callback in self._callbacks:
+            callback()
+
+    def request(self, reason: str) -> None:
+        """Ask for a stop without a signal (``--timeout``)."""
+        if self.reason is None:
+            self.reason = reason
+        for callback in self._callbacks:
+            callback()
+
+    def describe(self) -> str:
+        """``SIGUSR1``, ``timeout`` ... for log lines."""
+        if self.signum is not None:
+            return signal.Signals(self.signum).name
+        return self.reason or "none"
+
+    def install(self) -> None:
+        """Install :meth:`handle` for every stop signal in this process."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self.handle)
