@@ -1,0 +1,86 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+
+# ==========================================================================================
+# Docker fixtures: a private dockerd started by the tests themselves (see tests/dockerd.py)
+# ==========================================================================================
+#
+# docker_daemon (session)  a running DockerDaemon (tests/dockerd.py). Use its .host, .env(),
+#                          .env_overrides() and .docker(*args) (runs the docker client).
+# docker_image  (session)  name of a busybox image made with `docker import`
+#                          ("taskfarmer-test-busybox:latest"); sh, echo, sleep, ... in /bin.
+# docker_env   (function)  sets DOCKER_HOST, DOCKER_API_VERSION and DOCKER_CONFIG in
+#                          os.environ for one test only (monkeypatch), for code that runs
+#                          `docker` without an explicit env=; returns those variables.
+#
+# DOCKER_HOST is deliberately NOT set for the whole session: non-docker tests stay
+# untouched and a test that forgets to ask for the daemon fails loudly instead of talking
+# to whatever daemon happens to exist. Pass `env=docker_daemon.env()` to subprocesses, or
+# request `docker_env` when the code under test spawns `docker` itself.
+#
+# There is no bridge network: run containers with `--network none` (loopback only);
+# without it they start, but the client writes a "IPv4 forwarding is disabled" WARNING to
+# stderr.
+#
+# If `dockerd` is not installed the docker tests are skipped, except in CI (CI=true), where
+# that is an error. Any other problem (not root, busybox-static missing, ...) is an error.
+# Install: apt-get install -y --no-install-recommends docker.io busybox-static
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # works with every --import-mode
+    sys.path.insert(0, _TESTS_DIR)
+
+import dockerd as _dockerd  # noqa: E402
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_dockerd.DockerDaemon]:
+    """A private Docker daemon for the whole test session, stopped and removed at the end."""
+    if _dockerd.find_dockerd() is None:
+        reason = (
+            "dockerd is not installed (apt-get install -y --no-install-recommends "
+            + " ".join(_dockerd.APT_PACKAGES)
+            + ")"
+        )
+        if _in_ci():
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+    _dockerd.reap_stale_daemons()  # daemons of earlier, crashed runs (never live ones)
+    with _dockerd.DockerDaemon(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def docker_image(docker_daemon: _dockerd.DockerDaemon) -> str:
+    """Name of the busybox test image, imported into the private daemon once per session."""
+    return _dockerd.build_busybox_image(docker_daemon)
+
+
+@pytest.fixture
+def docker_env(
+    docker_daemon: _dockerd.DockerDaemon, monkeypatch: pytest.MonkeyPatch
+) -> Dict[str, str]:
+    """Point this test's os.environ (and so every child process) at the private daemon."""
+    for key in ("DOCKER_CONTEXT", "DOCKER_TLS", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    overrides = docker_daemon.env_overrides()
+    for key, value in overrides.items():
+        monkeypatch.setenv(key, value)
+    return overrides
+
+
+# ==========================================================================================
+# End of Docker fixtures
+# ==========================================================================================
