@@ -207,6 +207,7 @@ class Farm:
                 process.join()
             self._revoke_worker(slot, process)
         self.workers.clear()
+        self._busy[:] = [-1] * self.config.proc
         self._drain_messages()
         with self.store.locked():
             self.store.tidy()

@@ -189,7 +189,8 @@ class StateStore:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise WorkdirError(directory, f"cannot create directory: {error.strerror}") from None
+                reason = f"cannot create directory: {error.strerror}"
+                raise WorkdirError(directory, reason) from None
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise WorkdirError(directory, "directory is not writable")
 
@@ -497,7 +498,11 @@ class StateStore:
         return True
 
     def _compact(self) -> None:
-        """Replace ``toprocess`` by its untaken tail and empty ``claims``.
+        """Replace ``toprocess`` by its untaken tail, in task-ID order, and empty ``claims``.
+
+        Put-back tasks were appended at the end; sorting them back among the others restores
+        the tasklist's order (users put long tasks first). The tail is an ascending run plus a
+        few out-of-order lines, so this is a streaming merge holding only those lines.
 
         Two files change, so the order matters: (1) write ``toprocess.new`` and fsync it;
         (2) append ``- compact`` to ``claims`` — the commit point; (3) rename ``toprocess.new``
@@ -506,14 +511,30 @@ class StateStore:
         finishes (3) and (4) (:meth:`_finish_compaction`).
         """
         cursor = self.cursor()
+        outliers: List[Tuple[int, bytes]] = []
+        highest = -1
+        for offset, line in _lines(self.toprocess, start=cursor):
+            task_id = _parse_task_line(line, self.toprocess, offset).id
+            if task_id > highest:
+                highest = task_id
+            else:
+                outliers.append((task_id, line))
+        outliers.sort()
         new = self.workdir / "toprocess.new"
-        with open(self.toprocess, "rb") as source, open(new, "wb") as out:
-            source.seek(cursor)
-            while True:
-                block = source.read(1 << 20)
-                if not block:
-                    break
-                out.write(block)
+        with open(new, "wb") as out:
+            highest = -1
+            index = 0
+            for _, line in _lines(self.toprocess, start=cursor):
+                task_id = int(line.partition(b" ")[0])
+                if task_id <= highest:
+                    continue  # an outlier: written from the sorted list
+                highest = task_id
+                while index < len(outliers) and outliers[index][0] < task_id:
+                    out.write(outliers[index][1] + b"\n")
+                    index += 1
+                out.write(line + b"\n")
+            for _, line in outliers[index:]:
+                out.write(line + b"\n")
             out.flush()
             os.fsync(out.fileno())
         _append(self._fd(self.claims), self.claims, COMPACT_MARK + b"\n")

@@ -52,7 +52,7 @@ class TaskList:
         with handle:
             number = 0
             try:
-                for number, raw in enumerate(handle, start=1):  # noqa: B007
+                for number, raw in enumerate(handle, start=1):
                     stripped = raw.strip()
                     if not stripped or stripped.startswith(b"#"):
                         continue
@@ -63,7 +63,8 @@ class TaskList:
                     except UnicodeDecodeError:
                         raise TasklistError(path, "line is not valid UTF-8", line=number) from None
             except OSError as error:
-                raise TasklistError(path, f"read error: {error.strerror}", line=number + 1) from None
+                reason = f"read error: {error.strerror}"
+                raise TasklistError(path, reason, line=number + 1) from None
 
     def command(self, task: Task) -> str:
         """The shell command that runs ``task`` (the line itself by default)."""

@@ -1,0 +1,104 @@
+"""Helpers for tests that run the real ``farmer`` command and read its workdir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+FARMER = [sys.executable, "-m", "taskfarmer"]
+
+
+def write_tasklist(path: Path, lines: Sequence[str]) -> Path:
+    """Write one task per line."""
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def farmer_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Our environment without SLURM/SCRATCH influence, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SLURM") and k not in ("SCRATCH", "TASKFARMER_LOCK")}
+    env.update(extra or {})
+    return env
+
+
+def run_farmer(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``farmer ARGS`` to completion, capturing its output."""
+    return subprocess.run([*FARMER, *args], capture_output=True, text=True, timeout=timeout,
+                          env=farmer_env(env), stdin=subprocess.DEVNULL)
+
+
+def start_farmer(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
+                 **kwargs: object) -> subprocess.Popen:
+    """Start ``farmer ARGS`` in the background (its own process group)."""
+    return subprocess.Popen([*FARMER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=farmer_env(env), stdin=subprocess.DEVNULL,
+                            start_new_session=True, **kwargs)  # type: ignore[arg-type]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+             ) -> None:
+    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ids(path: Path) -> List[int]:
+    """Task IDs of an ``ID task`` state file, in file order."""
+    if not path.exists():
+        return []
+    return [int(line.split(" ", 1)[0]) for line in path.read_text().splitlines() if line]
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def pids_in(directory: Path) -> List[int]:
+    """PIDs that tasks wrote into ``directory/*.pid``."""
+    return [int(p.read_text().split()[0]) for p in directory.glob("*.pid")
+            if p.read_text().strip()]
+
+
+def signal_tree(root: int, sig: int) -> None:
+    """Send ``sig`` to ``root`` and all its descendants, like SLURM signalling a job step."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        stack.extend(children.get(pid, []))
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGUSR1, timeout: float = 30
+         ) -> subprocess.CompletedProcess:
+    """Signal a background farmer and collect how it ended."""
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
