@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import click
 
@@ -13,7 +13,7 @@ from . import __version__
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .locking import LOCK_KINDS, make_lock
-from .registry import Registry
+from .registry import Registry, print_listing
 from .slurm import default_proc
 from .store import StateStore
 from .timeline import Timeline
@@ -23,6 +23,16 @@ _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal or --timeout) with work left."""
+
+
+def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:
+    """Callback of ``--list-runners`` / ``--list-tasklists``: print the catalog and exit."""
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        print_listing(getattr(Registry(), catalog), sys.stdout, sys.stdout.isatty())
+        ctx.exit(0)
+    return callback
 
 
 def compat_argv(argv: Sequence[str]) -> List[str]:
@@ -61,21 +71,36 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LEASE,
               show_default=True, metavar="SECONDS",
               help="Take over the tasks of a farmer silent for this long.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run a failed task up to N more times before recording it in failed.")
+@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
+@click.option("--requeue-failed", is_flag=True,
+              help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
 @click.option("--lock", "lock_kind", type=click.Choice(LOCK_KINDS),
               default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
               help="flock, or soft (O_EXCL lock file) for filesystems without flock "
                    "[default: $TASKFARMER_LOCK or flock].")
+@click.option("--list-runners", is_flag=True, expose_value=False, is_eager=True,
+              callback=_lister("runners"),
+              help="List the runner definitions and the file each comes from, and exit.")
+@click.option("--list-tasklists", is_flag=True, expose_value=False, is_eager=True,
+              callback=_lister("tasklists"),
+              help="List the tasklist handler definitions likewise, and exit.")
 @click.version_option(__version__, "--version", prog_name="farmer")
 def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
-        verbose: bool, runner: str, handler: str, lease: float, lock_kind: str) -> None:
+        verbose: bool, runner: str, handler: str, lease: float, retries: int,
+        task_timeout: Optional[float], requeue_failed: bool, lock_kind: str) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
     """
     environ = dict(os.environ)
-    registry = Registry()
+    registry = Registry(environ)
     the_runner = registry.runner(runner)
     the_handler = registry.tasklist(handler)
+    for problem in registry.warnings():
+        click.echo(f"farmer: warning: {problem}", err=True)
     config = FarmConfig(
         tasklist=tasklist,
         workdir=workdir_for(tasklist, workdir),
@@ -83,6 +108,9 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
         timeout=timeout,
         verbose=verbose,
         lease=lease,
+        retries=retries,
+        task_timeout=task_timeout,
+        requeue_failed=requeue_failed,
         environ=environ,
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():

@@ -58,6 +58,8 @@ class FarmConfig:
     verbose: bool = False
     lease: float = DEFAULT_LEASE
     task_timeout: Optional[float] = None
+    retries: int = 0
+    requeue_failed: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -188,6 +190,9 @@ class Farm:
             self.timeline.repair()
             if not self.store.initialized():
                 self.store.initialize(self.handler.lines(self.config.tasklist))
+            if self.config.requeue_failed:
+                count = self.store.requeue_failed()
+                self.display.say(f"put {count} failed task(s) back into toprocess")
             events = process_name_event(self.track, self.name, job_labels(self.config.environ))
             events += [thread_name_event(self.track, slot, f"worker {slot}")
                        for slot in range(self.config.proc)]
@@ -245,7 +250,7 @@ class Farm:
         config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
                               node=self.identity.node, verbose=self.config.verbose,
                               task_timeout=self.config.task_timeout,
-                              environ=self.config.environ)
+                              retries=self.config.retries, environ=self.config.environ)
         worker = Worker(config, self.store, self.timeline, self.runner, self.handler, stop,
                         clock=self.clock, say=self._send, on_change=self._mark)
         worker.install_signal_handlers()

@@ -39,14 +39,17 @@ def pid_namespace() -> str:
 def process_start_time(pid: int) -> Optional[str]:
     """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat).
 
-    Returns None when no such process exists in this PID namespace.
+    Returns None when no such process runs in this PID namespace: absent, or a zombie (it has
+    exited; an orphaned zombie can linger where nobody reaps it).
     """
     stat = _read(f"/proc/{pid}/stat")
     if not stat:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def node_name(environ: Mapping[str, str], hostname: str) -> str:

@@ -1,38 +1,123 @@
 """Named runner and tasklist-handler definitions (``--runner NAME``, ``--tasklist NAME``).
 
-``default`` is always the basic runner and the line-list handler.
+``default`` is always the basic runner and the line-list handler; every other name comes from
+the INI files of :mod:`taskfarmer.config`. A definition is imported and built only when asked
+for, so a broken one that the run does not use costs a warning (:meth:`Registry.warnings`),
+not the run. Runner classes written for PyTaskFarmer (``run``/``terminate``) are wrapped in
+:class:`~taskfarmer.runners.legacy.LegacyRunner`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+import os
+from pathlib import Path
+from typing import List, Mapping, Optional, TextIO
 
+from rich.console import Console
+from rich.table import Table
+
+from .config import (
+    RUNNERS,
+    TASKLISTS,
+    Catalog,
+    Definition,
+    import_object,
+    keyword_problem,
+    search_directories,
+)
 from .errors import ConfigError
-from .runners import BasicRunner
 from .runners.base import Runner
-from .tasks import ListTaskList, TaskList
+from .runners.legacy import LegacyRunner, is_legacy
+from .tasks import TaskList
+
+_HEADERS = ("NAME", "CLASS", "DEFINED IN", "NOTE")
 
 
 class Registry:
-    """Definitions by name; a definition is a factory that builds the object."""
+    """The runner and tasklist-handler definitions visible from ``cwd`` with ``HOME``.
 
-    def __init__(self) -> None:
-        self.runners: Dict[str, Callable[[], Runner]] = {"default": BasicRunner}
-        self.tasklists: Dict[str, Callable[[], TaskList]] = {"default": ListTaskList}
+    Args:
+        environ: the environment (``HOME``); default ``os.environ``.
+        cwd: the current directory (``./runners.d``, ``./tasklists.d``); default the process's.
+    """
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[Path] = None) -> None:
+        environ = os.environ if environ is None else environ
+        cwd = Path.cwd() if cwd is None else cwd
+        self.runners = Catalog.load(RUNNERS, search_directories(RUNNERS, environ, cwd))
+        self.tasklists = Catalog.load(TASKLISTS, search_directories(TASKLISTS, environ, cwd))
 
     def runner(self, name: str) -> Runner:
-        """Build the runner called ``name``."""
-        return self._build(self.runners, name, "runner", "--runner")
+        """Build the runner called ``name``.
+
+        Raises:
+            ConfigError: no such name, or its definition is broken, does not import or does
+                not construct (naming the INI file and section).
+        """
+        definition = self.runners.get(name)
+        made = _construct(definition)
+        if is_legacy(type(made)):
+            return LegacyRunner(definition.class_path, definition.arguments)
+        if not isinstance(made, Runner):
+            raise definition.error(f"{definition.class_path} is not a runner: subclass "
+                                   "taskfarmer.runners.Runner (or define PyTaskFarmer's "
+                                   "run(taskid, command, logfh))")
+        return made
 
     def tasklist(self, name: str) -> TaskList:
-        """Build the tasklist handler called ``name``."""
-        return self._build(self.tasklists, name, "tasklist handler", "--tasklist")
+        """Build the tasklist handler called ``name``.
 
-    @staticmethod
-    def _build(table: Dict[str, Callable[[], object]], name: str, kind: str,
-               option: str) -> object:
-        factory = table.get(name)
-        if factory is None:
-            known = ", ".join(sorted(table))
-            raise ConfigError(f"unknown {kind} {name!r} (known: {known})", option=option)
-        return factory()
+        Raises:
+            ConfigError: as for :meth:`runner`.
+        """
+        definition = self.tasklists.get(name)
+        made = _construct(definition)
+        if not isinstance(made, TaskList):
+            raise definition.error(f"{definition.class_path} is not a tasklist handler: "
+                                   "subclass taskfarmer.tasks.TaskList (PyTaskFarmer's "
+                                   "handler classes cannot be used)")
+        return made
+
+    def warnings(self) -> List[ConfigError]:
+        """Every problem met in the INI files, for a run that did not need the broken parts."""
+        return self.runners.warnings() + self.tasklists.warnings()
+
+
+def _construct(definition: Definition) -> object:
+    """Import the class of ``definition`` and call it with the INI arguments."""
+    try:
+        target = import_object(definition.class_path)
+    except ConfigError as error:
+        raise definition.error(error.reason) from None
+    if not callable(target):
+        raise definition.error(f"{definition.class_path} is not a class")
+    problem = keyword_problem(target, list(definition.arguments))
+    if problem is not None:
+        raise definition.error(f"{definition.class_path}: {problem}")
+    try:
+        return target(**definition.arguments)
+    except ConfigError as error:
+        raise definition.error(error.reason) from None
+    except Exception as error:  # the user's constructor: report it in one line
+        reason = " ".join(str(error).split())
+        raise definition.error(f"{definition.class_path}: {type(error).__name__}: "
+                               f"{reason}") from None
+
+
+def print_listing(catalog: Catalog, out: TextIO, terminal: bool) -> None:
+    """Print every definition of ``catalog``, where it comes from and what became of it.
+
+    A rich table on a ``terminal``; otherwise aligned plain-text columns, a line each.
+    """
+    rows = [(e.name, e.class_path, e.origin, e.note) for e in catalog.listing()]
+    if terminal:
+        table = Table(*_HEADERS, title=f"{catalog.kind.noun}s".capitalize())
+        for row in rows:
+            table.add_row(*row)
+        Console(file=out).print(table)
+        return
+    widths = [max(len(row[column]) for row in [_HEADERS, *rows]) for column in range(3)]
+    for row in [_HEADERS, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        out.write("  ".join([*cells, row[3]]).rstrip() + "\n")

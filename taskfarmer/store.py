@@ -13,6 +13,9 @@ Files (all UTF-8 text, one record per line, every line ends with a newline):
     ``- compact`` marks a compaction in progress (see :meth:`StateStore._compact`).
 ``finished`` / ``failed``
     ``ID task`` lines, PyTaskFarmer's format: exit code 0, and anything else.
+``attempts``
+    ``ID N`` lines: task ID has failed N times so far (``--retries``); the last line of an ID
+    counts, ``ID 0`` resets it (``--requeue-failed``).
 ``leases/NAME``
     One file per live worker: its identity (``key=value`` lines, see
     :mod:`taskfarmer.identity`); its mtime is the heartbeat. A task is running if its last
@@ -33,6 +36,7 @@ No whole file is read or rewritten on the hot path; only recovering a dead lease
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import re
@@ -51,6 +55,15 @@ from .tasks import Task
 READ_CHUNK = 64 * 1024
 COMPACT_MARK = b"- compact"
 DEAD_SUFFIX = ".dead"
+
+
+class Outcome(enum.Enum):
+    """What recording an execution did."""
+
+    FINISHED = "finished"
+    FAILED = "failed"
+    RETRY = "retry"
+    DISCARDED = "discarded"
 
 
 class LeaseRevoked(Exception):
@@ -140,10 +153,14 @@ class StateStore:
         self.finished = workdir / "finished"
         self.failed = workdir / "failed"
         self.torn = workdir / "torn"
+        self.attempts = workdir / "attempts"
+        self.failed_requeue = workdir / "failed.requeue"
         self.leases = workdir / "leases"
         self.logs = workdir / "logs"
         self._fds: Dict[Path, Tuple[int, int]] = {}  # path -> (fd, pid that opened it)
         self._toprocess_ino = -1
+        self._attempts: Dict[int, int] = {}
+        self._attempts_read = 0
 
     # -- descriptors -----------------------------------------------------------------------
 
@@ -241,7 +258,8 @@ class StateStore:
         cut off and kept, with the file it came from, in ``WORKDIR/torn``. Returns what was cut.
         """
         cut = []
-        for path in (self.toprocess, self.claims, self.finished, self.failed):
+        for path in (self.toprocess, self.claims, self.finished, self.failed, self.attempts,
+                     self.failed_requeue):
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
@@ -262,6 +280,8 @@ class StateStore:
             with open(self.torn, "ab") as torn:
                 torn.write(b"%s: %s\n" % (path.name.encode(), fragment))
             cut.append((path, fragment))
+        if self.failed_requeue.exists():
+            self._finish_requeue_failed()
         return cut
 
     # -- the cursor ------------------------------------------------------------------------
@@ -314,7 +334,10 @@ class StateStore:
     # -- leases ----------------------------------------------------------------------------
 
     def register(self, name: str, owner: Identity) -> Lease:
-        """*locked* Create the lease file ``leases/NAME`` (``O_EXCL``: names never collide)."""
+        """*locked* Create the lease file ``attempts``
+    ``ID N`` lines: task ID has failed N times so far (``--retries``); the last line of an ID
+    counts, ``ID 0`` resets it (``--requeue-failed``).
+``leases/NAME`` (``O_EXCL``: names never collide)."""
         path = self.leases / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -465,18 +488,82 @@ class StateStore:
             _append(self._fd(self.claims), self.claims, b"".join(records))
         return tasks
 
-    def record(self, lease: Lease, task: Task, succeeded: bool) -> bool:
-        """*locked* Record ``task`` in ``finished`` or ``failed``.
+    def record(self, lease: Lease, task: Task, succeeded: bool, retries: int = 0) -> Outcome:
+        """*locked* Record how an execution of ``task`` ended.
 
-        Returns False, recording nothing, if ``lease`` was revoked meanwhile: then the task is
-        back in ``toprocess`` (or already ran again elsewhere) and recording it here would
-        count it twice.
+        Success goes to ``finished``. A failure goes to ``failed`` once the task has failed
+        ``retries + 1`` times; before that, the attempt is counted in ``attempts`` and the task
+        goes back to the end of ``toprocess``. Records nothing (``Outcome.DISCARDED``) if
+        ``lease`` was revoked meanwhile: then the task is back in ``toprocess`` (or already ran
+        again elsewhere) and recording it here would count it twice.
         """
         if not self.holds(lease):
-            return False
-        path = self.finished if succeeded else self.failed
-        _append(self._fd(path), path, b"%d %s\n" % (task.id, task.text.encode("utf-8")))
-        return True
+            return Outcome.DISCARDED
+        line = b"%d %s\n" % (task.id, task.text.encode("utf-8"))
+        if succeeded:
+            _append(self._fd(self.finished), self.finished, line)
+            return Outcome.FINISHED
+        attempt = self.attempt_count(task.id) + 1
+        _append(self._fd(self.attempts), self.attempts, b"%d %d\n" % (task.id, attempt))
+        self._attempts[task.id] = attempt
+        self._attempts_read = os.fstat(self._fd(self.attempts)).st_size
+        if attempt <= retries:
+            _append(self._fd(self.toprocess), self.toprocess, line)
+            return Outcome.RETRY
+        _append(self._fd(self.failed), self.failed, line)
+        return Outcome.FAILED
+
+    def attempt_count(self, task_id: int) -> int:
+        """*locked* How many times ``task_id`` has failed (reads only new ``attempts`` lines)."""
+        fd = self._fd(self.attempts)
+        size = os.fstat(fd).st_size
+        if size < self._attempts_read:  # replaced: read again from the start
+            self._attempts.clear()
+            self._attempts_read = 0
+        if size > self._attempts_read:
+            data = os.pread(fd, size - self._attempts_read, self._attempts_read)
+            complete = data[: data.rfind(b"\n") + 1]
+            for line in complete.splitlines():
+                head, _, count = line.partition(b" ")
+                if head.isdigit() and count.isdigit():
+                    self._attempts[int(head)] = int(count)
+            self._attempts_read += len(complete)
+        return self._attempts.get(task_id, 0)
+
+    def requeue_failed(self) -> int:
+        """*locked* Put every ``failed`` task back into ``toprocess`` with fresh retries.
+
+        (1) ``failed`` is renamed to ``failed.requeue`` — atomic, the commit point; (2) an empty
+        ``failed`` is created; (3) the tasks are appended to ``toprocess`` and their attempt
+        counts reset; (4) ``failed.requeue`` is removed. After a crash, :meth:`repair` finds
+        ``failed.requeue`` and redoes (2)-(4), skipping tasks already back in ``toprocess``.
+        Returns the number of tasks put back.
+        """
+        if not self.failed.exists():
+            return 0
+        os.rename(self.failed, self.failed_requeue)
+        self._fds.pop(self.failed, None)
+        return self._finish_requeue_failed()
+
+    def _finish_requeue_failed(self) -> int:
+        os.close(self._open_new(self.failed))
+        entry = self._fds.pop(self.failed, None)
+        if entry is not None and entry[1] == os.getpid():
+            os.close(entry[0])
+        pending: Set[int] = set()
+        for _, line in _lines(self.toprocess, start=self.cursor()):
+            head = line.partition(b" ")[0]
+            if head.isdigit():
+                pending.add(int(head))
+        tasks = [_parse_task_line(line, self.failed_requeue, offset)
+                 for offset, line in _lines(self.failed_requeue)]
+        tasks = [task for task in tasks if task.id not in pending]
+        self.requeue(tasks)
+        resets = b"".join(b"%d 0\n" % task.id for task in tasks)
+        if resets:
+            _append(self._fd(self.attempts), self.attempts, resets)
+        self.failed_requeue.unlink()
+        return len(tasks)
 
     def requeue(self, tasks: Iterable[Task]) -> None:
         """*locked* Append tasks to ``toprocess`` to be taken again."""

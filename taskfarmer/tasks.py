@@ -1,19 +1,23 @@
 """Tasks and tasklist handlers: how a tasklist file becomes tasks, and a task a command.
 
 A handler is chosen with ``--tasklist NAME``. The default, :class:`ListTaskList`, reads one
-command per line. A handler for your own format subclasses :class:`TaskList` and overrides
-:meth:`TaskList.lines` (which lines of the file are tasks) and/or :meth:`TaskList.command`
-(what command runs for a task). Handlers are constructed with the keyword arguments of their
-INI section, as strings.
+command per line; :class:`TemplateTaskList` reads one input (a file, usually) per line and
+puts it into a command template. A handler for your own format subclasses :class:`TaskList`
+and overrides :meth:`TaskList.lines` (which lines of the file are tasks) and/or
+:meth:`TaskList.command` (what command runs for a task). Handlers are constructed with the
+keyword arguments of their INI section, as strings.
 """
 
 from __future__ import annotations
 
+import shlex
+import string
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Dict, Iterator, Union
 
-from .errors import TasklistError
+from .config import flag
+from .errors import ConfigError, TasklistError
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,66 @@ class TaskList:
 
 class ListTaskList(TaskList):
     """The default handler: every line of the tasklist is a shell command."""
+
+
+#: The placeholders of :class:`TemplateTaskList` and what they hold for the line
+#: ``data/run1.root`` (task 7).
+PLACEHOLDERS = {
+    "line": "the line: data/run1.root",
+    "name": "its last path component: run1.root",
+    "stem": "that without its last suffix: run1",
+    "dir": "the directory part: data (. if none)",
+    "id": "the task ID: 7 (a number: {id:04d} gives 0007)",
+}
+
+
+class TemplateTaskList(TaskList):
+    """Each line is an input (typically a file); the task is a command template filled in.
+
+    ``command = reco --input {line} --output out/{stem}.root`` runs ``reco --input
+    data/run1.root --output out/run1.root`` for the line ``data/run1.root``. The
+    placeholders are those of :data:`PLACEHOLDERS`, in Python's ``str.format`` syntax: a
+    literal brace is written twice (``awk '{{print $1}}'``, ``${{HOME}}``).
+
+    Args:
+        command: the template.
+        quote: ``True`` (the default) substitutes shell-quoted values, so a line with spaces
+            or ``;`` stays one word and runs nothing; ``False`` substitutes them as they
+            are, for lines that hold several arguments.
+
+    Raises:
+        ConfigError: the template has an unknown placeholder or is not a valid format
+            string.
+    """
+
+    def __init__(self, command: str, quote: Union[bool, str] = True) -> None:
+        self.template = command
+        self.quote = flag(quote, "quote")
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(command)
+                      if name is not None]
+        except ValueError as error:
+            raise ConfigError(f"command = {command!r}: {error} (write {{{{ and }}}} for "
+                              "literal braces)") from None
+        for name in fields:
+            if name not in PLACEHOLDERS:
+                known = ", ".join(f"{{{key}}}" for key in PLACEHOLDERS)
+                raise ConfigError(f"command: unknown placeholder {{{name}}} (known: {known}; "
+                                  "write {{ and }} for literal braces)")
+        try:
+            self.command(Task(0, "dir/example.txt"))
+        except (ValueError, TypeError, LookupError) as error:  # a bad {id:spec}, say
+            raise ConfigError(f"command = {command!r}: {error}") from None
+
+    def fields(self, task: Task) -> Dict[str, Union[int, str]]:
+        """The placeholder values for ``task`` (strings shell-quoted if :attr:`quote`)."""
+        path = PurePosixPath(task.text)
+        values = {"line": task.text, "name": path.name, "stem": path.stem,
+                  "dir": str(path.parent)}
+        if self.quote:
+            values = {key: shlex.quote(value) for key, value in values.items()}
+        return {**values, "id": task.id}
+
+    def command(self, task: Task) -> str:
+        """The template filled in with ``task``'s line."""
+        return self.template.format(**self.fields(task))

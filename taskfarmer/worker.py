@@ -19,7 +19,7 @@ from typing import Callable, Deque, List, Mapping, Optional
 from .identity import Identity
 from .runners.base import Runner
 from .signals import StopRequest, died_of_stop_signal
-from .store import Lease, LeaseRevoked, StateStore
+from .store import Lease, LeaseRevoked, Outcome, StateStore
 from .tasks import Task, TaskList
 from .timeline import Timeline, complete_event
 
@@ -40,6 +40,7 @@ class WorkerConfig:
     node: str
     verbose: bool = False
     task_timeout: Optional[float] = None
+    retries: int = 0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -175,8 +176,13 @@ class Worker:
             return self._register()
         events = []
         for result in results:
-            self.store.record(lease, result.task, result.succeeded)
-            events.append(self._event(result))
+            outcome = self.store.record(lease, result.task, result.succeeded,
+                                        self.config.retries)
+            attempt = self.store.attempt_count(result.task.id)
+            events.append(self._event(result, outcome, attempt))
+            if outcome is Outcome.RETRY:
+                self._say(f"task {result.task.id} failed (attempt {attempt} of "
+                          f"{self.config.retries + 1}): back in toprocess")
             if self.on_change is not None:
                 self.on_change(self.config.slot, -1, result.succeeded)
         if events:
@@ -184,8 +190,11 @@ class Worker:
         results.clear()
         return lease
 
-    def _event(self, result: Result) -> dict:
-        args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node}
+    def _event(self, result: Result, outcome: Outcome, attempt: int) -> dict:
+        args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node,
+                "outcome": outcome.value}
+        if attempt:
+            args["failed_attempts"] = attempt
         if result.timed_out:
             args["timed_out"] = True
         return complete_event(result.command, result.start, result.end, self.config.track,

@@ -13,7 +13,7 @@ from farmhelp import ids
 from taskfarmer.errors import StateError
 from taskfarmer.identity import Identity
 from taskfarmer.locking import make_lock
-from taskfarmer.store import READ_CHUNK, LeaseRevoked, StateCounter, StateStore
+from taskfarmer.store import READ_CHUNK, LeaseRevoked, Outcome, StateCounter, StateStore
 from taskfarmer.tasks import Task
 
 
@@ -45,8 +45,8 @@ def test_claim_record_and_counts(tmp_path: Path) -> None:
         lease = store.register("l1", owner())
         first = store.claim(lease, 2)
         assert [t.id for t in first] == [0, 1]
-        assert store.record(lease, first[0], True)
-        assert store.record(lease, first[1], False)
+        assert store.record(lease, first[0], True) is Outcome.FINISHED
+        assert store.record(lease, first[1], False) is Outcome.FAILED
         assert [t.id for t in store.claim(lease, 10)] == [2, 3, 4]
         assert store.claim(lease, 1) == []
         assert not store.pending()
@@ -86,7 +86,7 @@ def test_revoked_lease_cannot_record_or_claim(tmp_path: Path) -> None:
         taken = store.claim(lease, 2)
         back = store.revoke("l1")
         assert [t.id for t in back] == [0, 1]
-        assert store.record(lease, taken[0], True) is False
+        assert store.record(lease, taken[0], True) is Outcome.DISCARDED
         with pytest.raises(LeaseRevoked):
             store.claim(lease, 1)
     assert ids(tmp_path / "finished") == []

@@ -1,10 +1,14 @@
 """Runners: how tasks are executed (plain shell, containers ...).
 
-The class paths of PyTaskFarmer's runners (``taskfarmer.runners.BasicRunner`` ...) import from
-here, so existing runner INI files keep working.
+The class paths of PyTaskFarmer's runners (``taskfarmer.runners.BasicRunner``,
+``taskfarmer.runners.ShifterRunner``) import from here, so existing runner INI files keep
+working; ``DockerRunner`` and ``ApptainerRunner`` are new.
 """
 
+from .apptainer import ApptainerRunner
 from .base import Runner
 from .basic import BasicRunner
+from .docker import DockerRunner
+from .shifter import ShifterRunner
 
-__all__ = ["BasicRunner", "Runner"]
+__all__ = ["ApptainerRunner", "BasicRunner", "DockerRunner", "Runner", "ShifterRunner"]

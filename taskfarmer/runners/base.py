@@ -7,6 +7,10 @@ group. To write your own, subclass :class:`Runner`, override :meth:`Runner.argv`
 :meth:`Runner.cleanup` if stopping the process is not enough, as for containers), and name the
 class in a runner definition (INI ``Runner = module.Class``); the other INI keys are passed to
 its constructor as keyword arguments (strings).
+
+:meth:`Runner.run` and :meth:`Runner.terminate` are PyTaskFarmer's blocking interface, kept
+so that PyTaskFarmer-style subclasses that override ``run`` and call ``super().run(...)`` keep
+working (the registry runs those through :mod:`taskfarmer.runners.legacy`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import Dict, List, Mapping
+from typing import IO, Dict, List, Mapping, Optional
 
 
 class Runner:
     """Base class of runners."""
+
+    _running: Optional[subprocess.Popen] = None
 
     def argv(self, task_id: int, command: str) -> List[str]:
         """The argument vector that runs ``command`` (pure: no side effects)."""
@@ -52,3 +58,23 @@ class Runner:
 
     def cleanup(self, task_id: int) -> None:
         """Called after every task ends or is stopped; release what outlives the process."""
+
+    # -- PyTaskFarmer's interface --------------------------------------------------------------
+
+    def run(self, taskid: int, command: str, logfh: IO[str]) -> int:
+        """Run the task to its end with its output in ``logfh``; return its exit code.
+
+        The environment is this process's. :meth:`terminate` (from a signal handler) stops it.
+        """
+        logfh.flush()
+        self._running = self.start(taskid, command, logfh.fileno(), os.environ)
+        try:
+            return self._running.wait()
+        finally:
+            self._running = None
+            self.cleanup(taskid)
+
+    def terminate(self) -> None:
+        """Kill the task :meth:`run` is running, if any."""
+        if self._running is not None:
+            self.kill(self._running)

@@ -1,0 +1,96 @@
+"""Run each task in a Docker (or Podman) container, removed by name when the task ends.
+
+Killing the ``docker`` client does not stop its container: the daemon runs it. So each
+container gets a name unique to the execution (:meth:`ContainerRunner.execution_name`) and
+:meth:`DockerRunner.cleanup`, which the worker calls after every task however it ended,
+removes it with ``docker rm -f NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, List, Mapping, Optional
+
+from ..config import words
+from .container import ContainerRunner
+
+#: Seconds ``docker rm -f`` may take in :meth:`DockerRunner.cleanup`. A stopping worker has
+#: ``KILL_GRACE`` (2 s) plus 10 s before the farm kills it; this fits in between.
+REMOVE_TIMEOUT = 8.0
+
+#: ``docker rm -f`` messages meaning there is nothing left to remove.
+_GONE = re.compile(r"no such container|already in progress", re.IGNORECASE)
+
+
+class DockerRunner(ContainerRunner):
+    """``docker run --rm --init --name NAME ... IMAGE /bin/sh -c "SETUP && TASK"``.
+
+    Args:
+        image: the image.
+        setup: shell commands run in the container before each task.
+        volumes: space-separated ``--volume`` bindings (``/host/path:/container/path[:ro]``).
+        env: space-separated ``NAME`` (passed from the farmer's environment) or ``NAME=VALUE``.
+            ``PROC_NUMBER`` is always set.
+        workdir: the task's working directory in the container. By default, the directory
+            the farmer runs in, bound at the same path, so that relative paths in the tasks
+            mean what they mean outside. Set a path to use a directory of the image (or of
+            ``volumes``) instead, nothing bound; set it empty to keep the image's.
+        user: ``UID:GID`` the task runs as; by default the farmer's, so files written in
+            bound directories belong to you. Empty: the image's user.
+        options: more ``docker run`` arguments (``--network none``, ``--gpus all`` ...).
+        engine: the client: ``docker``, ``podman`` or another with the same arguments.
+        shell: the shell inside the image (``/bin/sh``: busybox or alpine have no bash).
+    """
+
+    def __init__(self, image: str, setup: str = "", volumes: str = "", env: str = "",
+                 workdir: Optional[str] = None, user: Optional[str] = None,
+                 options: str = "", engine: str = "docker", shell: str = "/bin/sh") -> None:
+        super().__init__(image, setup, options, shell, engine)
+        self.volumes = words(volumes)
+        self.env = words(env)
+        self.bind_workdir = workdir is None
+        self.workdir = os.getcwd() if workdir is None else workdir.strip()
+        self.user = f"{os.getuid()}:{os.getgid()}" if user is None else user.strip()
+        self._environ: Optional[Dict[str, str]] = None
+
+    def argv(self, task_id: int, command: str) -> List[str]:
+        """``docker run --rm --init --name NAME --env=PROC_NUMBER=ID ... IMAGE SHELL -c ...``."""
+        argv = [self.engine, "run", "--rm", "--init", f"--name={self.execution_name(task_id)}",
+                f"--env=PROC_NUMBER={task_id}"]
+        argv += [f"--env={variable}" for variable in self.env]
+        argv += [f"--volume={volume}" for volume in self.volumes]
+        if self.bind_workdir:
+            argv.append(f"--volume={self.workdir}:{self.workdir}")
+        if self.workdir:
+            argv.append(f"--workdir={self.workdir}")
+        if self.user:
+            argv.append(f"--user={self.user}")
+        return [*argv, *self.options, self.image, *self.inner_argv(command)]
+
+    def start(self, task_id: int, command: str, log_fd: int,
+              environ: Mapping[str, str]) -> subprocess.Popen:
+        """Start the client; remember the environment (``DOCKER_HOST`` ...) for cleanup."""
+        self._environ = dict(environ)
+        return super().start(task_id, command, log_fd, environ)
+
+    def cleanup(self, task_id: int) -> None:
+        """``docker rm -f NAME``, bounded by :data:`REMOVE_TIMEOUT`; a line on stderr if the
+        container may be left behind."""
+        name = self.execution_name(task_id)
+        try:
+            done = subprocess.run([self.engine, "rm", "-f", name], env=self._environ,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=REMOVE_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            problem = f"no answer in {REMOVE_TIMEOUT:.0f} s"
+        except OSError as error:
+            problem = error.strerror or str(error)
+        else:
+            if done.returncode == 0 or _GONE.search(done.stderr):
+                return
+            problem = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        print(f"taskfarmer: could not remove container {name} ({problem}); it may still run: "
+              f"{self.engine} rm -f {name}", file=sys.stderr)
