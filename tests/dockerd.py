@@ -444,7 +444,7 @@ class DockerDaemon:
         run_dir = tempfile.mkdtemp(prefix=_RUN_DIR_PREFIX, dir=_short_tmp_root())
         self._run_dir = Path(run_dir).resolve()  # mountinfo shows resolved paths
         try:
-            lock_fh = open(self._run_dir / _LOCK_NAME, "wb")  # noqa: SIM115 - closed in stop()
+            lock_fh = open(self._run_dir / _LOCK_NAME, "wb")  # closed in stop()
             fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fresh file: cannot block
             self._lock_fh = lock_fh
             if self._base_dir is not None:
@@ -473,7 +473,7 @@ class DockerDaemon:
             if self.storage_driver:
                 cmd += ["--storage-driver", self.storage_driver]
 
-            log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+            log_fh = open(self.log_path, "wb")  # closed in stop()
             self._log_fh = log_fh
             started = time.monotonic()
             self._proc = subprocess.Popen(
@@ -774,7 +774,7 @@ def reap_stale_daemons(tmp_root: Optional[PathLike] = None, *, min_age: float = 
         if run_dir.is_symlink() or not run_dir.is_dir():
             continue
         try:
-            lock_fh: Optional[IO[bytes]] = open(run_dir / _LOCK_NAME, "rb")  # noqa: SIM115
+            lock_fh: Optional[IO[bytes]] = open(run_dir / _LOCK_NAME, "rb")
         except FileNotFoundError:
             try:
                 age = time.time() - run_dir.stat().st_mtime

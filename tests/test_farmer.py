@@ -138,7 +138,7 @@ def test_tasks_signalled_with_the_farmer_are_requeued_not_failed(tmp_path: Path)
 
     wait_for(lambda: running() == 2, what="2 tasks running")
     signal_tree(farmer.pid, signal.SIGUSR1)
-    out, err = farmer.communicate(timeout=30)
+    _, err = farmer.communicate(timeout=30)
     assert farmer.returncode == 3, err
     assert ids(workdir / "failed") == []
     assert sorted(ids(workdir / "toprocess")) == [0, 1, 2, 3]
