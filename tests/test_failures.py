@@ -208,3 +208,22 @@ def test_an_idle_farmer_waits_for_live_leases_and_recovers_them(tmp_path: Path) 
     out, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, out + err
     assert ids(tmp_path / "t_workdir" / "finished") == [0]
+
+
+def test_a_dead_worker_is_replaced_and_its_task_put_back(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    tasks = write_tasklist(tmp_path / "t", [
+        f"echo $$ >> {started}; [ -e {tmp_path}/go ] || exec sleep 300"] + ["true"] * 2)
+    farmer = start_farmer([str(tasks), "-n", "1"])
+    wait_for(lambda: started.exists(), what="task started")
+    workers = subprocess.run(["pgrep", "-P", str(farmer.pid)], capture_output=True, text=True)
+    (worker,) = [int(pid) for pid in workers.stdout.split()]
+    (tmp_path / "go").touch()
+    os.kill(worker, signal.SIGKILL)
+    os.kill(int(started.read_text().split()[0]), signal.SIGKILL)  # the orphaned task
+    out, err = farmer.communicate(timeout=60)
+    assert farmer.returncode == 0, out + err
+    assert "worker 0 died" in out
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "finished")) == [0, 1, 2]
+    assert len(started.read_text().split()) == 2
