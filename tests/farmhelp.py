@@ -28,10 +28,10 @@ def farmer_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
 
 
 def run_farmer(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``farmer ARGS`` to completion, capturing its output."""
+               timeout: float = 120, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Run ``farmer ARGS`` (in ``cwd``) to completion, capturing its output."""
     return subprocess.run([*FARMER, *args], capture_output=True, text=True, timeout=timeout,
-                          env=farmer_env(env), stdin=subprocess.DEVNULL)
+                          env=farmer_env(env), stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def start_farmer(args: Sequence[str], env: Optional[Mapping[str, str]] = None,

@@ -32,14 +32,16 @@ def test_runs_every_task_through_a_shell(tmp_path: Path) -> None:
         "exit 7",
         "kill -9 $$",
     ])
-    result = run_farmer([str(tasks), "--proc", "2"], env={"PWD": str(tmp_path)})
+    result = run_farmer([str(tasks), "--proc", "2"], cwd=tmp_path)
     workdir = tmp_path / "tasks.txt_workdir"
     assert result.returncode == 1, result.stderr  # done, some failed
     assert sorted(ids(workdir / "finished")) == [0, 1, 2]
     assert sorted(ids(workdir / "failed")) == [3, 4]
     assert (workdir / "toprocess").read_text() == ""
     assert (workdir / "failed").read_text().count("exit 7") == 1
-    assert (workdir / "logs" / "log_0").exists()
+    assert (tmp_path / "out_0").read_text() == "hello\n"
+    assert (tmp_path / "words").read_text().strip() == "2"
+    assert (tmp_path / "vars").read_text() == "quoted\n"
 
 
 def test_task_output_and_proc_number(tmp_path: Path) -> None:
