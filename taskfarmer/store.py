@@ -51,7 +51,9 @@ from .errors import StateError, WorkdirError
 from .identity import Identity
 from .tasks import Task
 
-#: How much of ``toprocess`` one claim reads at the cursor.
+#: How much of ``toprocess`` one claim reads at the cursor (grown for longer lines).
+CLAIM_READ = 4096
+#: Block size of scans and copies.
 READ_CHUNK = 64 * 1024
 COMPACT_MARK = b"- compact"
 DEAD_SUFFIX = ".dead"
@@ -111,6 +113,18 @@ def _append(fd: int, path: Path, data: bytes) -> None:
         raise StateError(path, "short write (filesystem full?)")
 
 
+def _last_line(fd: int, size: int) -> bytes:
+    """The last complete line (without its newline) of a file of ``size`` bytes ending in one."""
+    window = 256
+    while True:
+        start = max(0, size - window)
+        tail = os.pread(fd, size - start, start)
+        newline = tail.rfind(b"\n", 0, len(tail) - 1)
+        if newline >= 0 or start == 0:
+            return tail[newline + 1 : -1]
+        window *= 4
+
+
 def _parse_task_line(line: bytes, path: Path, offset: int) -> Task:
     """Parse an ``ID task`` line of toprocess/finished/failed."""
     head, _, text = line.partition(b" ")
@@ -161,6 +175,7 @@ class StateStore:
         self._toprocess_ino = -1
         self._attempts: Dict[int, int] = {}
         self._attempts_read = 0
+        self._held: Set[str] = set()  # leases found alive during the current lock hold
 
     # -- descriptors -----------------------------------------------------------------------
 
@@ -196,7 +211,11 @@ class StateStore:
                 if entry is not None and entry[1] == os.getpid():
                     os.close(entry[0])
                 self._toprocess_ino = ino
-            yield
+            self._held.clear()
+            try:
+                yield
+            finally:
+                self._held.clear()
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -292,8 +311,7 @@ class StateStore:
         size = os.fstat(fd).st_size
         if size == 0:
             return 0
-        tail = os.pread(fd, min(size, 4096), max(0, size - 4096))
-        last = tail[:-1].rsplit(b"\n", 1)[-1]
+        last = _last_line(fd, size)
         if last == COMPACT_MARK:
             self._finish_compaction()
             return 0
@@ -307,11 +325,8 @@ class StateStore:
         try:
             with open(self.claims, "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                if size == 0:
-                    return 0
-                handle.seek(max(0, size - 4096))
-                last = handle.read()[:-1].rsplit(b"\n", 1)[-1]
-            return int(last.rsplit(b" ", 1)[1])
+                last = _last_line(handle.fileno(), size) if size else b"0"
+            return int(last.rsplit(b" ", 1)[-1])
         except (OSError, IndexError, ValueError):
             return None
 
@@ -348,8 +363,13 @@ class StateStore:
         return Lease(name, path)
 
     def holds(self, lease: Lease) -> bool:
-        """*locked* True while nobody has revoked ``lease``."""
-        return lease.path.exists()
+        """*locked* True while nobody has revoked ``lease`` (checked once per lock hold)."""
+        if lease.name in self._held:
+            return True
+        if lease.path.exists():
+            self._held.add(lease.name)
+            return True
+        return False
 
     def renew(self, name: str) -> bool:
         """Heartbeat: touch lease ``name``. False if it was revoked (the file is gone).
@@ -364,6 +384,7 @@ class StateStore:
 
     def release(self, lease: Lease) -> None:
         """*locked* Remove our lease: we hold no tasks any more."""
+        self._held.discard(lease.name)
         lease.path.unlink(missing_ok=True)
 
     def lease_infos(self) -> List[LeaseInfo]:
@@ -404,6 +425,7 @@ class StateStore:
         """
         live = self.leases / name
         dead = self.leases / (name + DEAD_SUFFIX)
+        self._held.discard(name)
         try:
             os.rename(live, dead)
         except FileNotFoundError:
@@ -468,22 +490,23 @@ class StateStore:
         tasks: List[Task] = []
         records: List[bytes] = []
         name = lease.name.encode()
-        chunk = READ_CHUNK
+        chunk = CLAIM_READ
         while cursor < size and len(tasks) < count:
             data = os.pread(fd, min(chunk, size - cursor), cursor)
-            lines = data.split(b"\n")[:-1]  # the piece after the last newline is incomplete
-            if not lines:
+            start = 0
+            while len(tasks) < count:
+                end = data.find(b"\n", start)
+                if end < 0:
+                    break
+                task = _parse_task_line(data[start:end], self.toprocess, cursor + start)
+                tasks.append(task)
+                records.append(b"%d %s %d\n" % (task.id, name, cursor + end + 1))
+                start = end + 1
+            if start == 0:  # no complete line in the chunk
                 if cursor + len(data) >= size:
                     break  # a line still being appended by hand: not a task yet
-                chunk *= 2
-                continue
-            for line in lines:
-                task = _parse_task_line(line, self.toprocess, cursor)
-                cursor += len(line) + 1
-                tasks.append(task)
-                records.append(b"%d %s %d\n" % (task.id, name, cursor))
-                if len(tasks) == count:
-                    break
+                chunk = min(chunk * 2, READ_CHUNK * 64)
+            cursor += start
         if records:
             _append(self._fd(self.claims), self.claims, b"".join(records))
         return tasks
@@ -601,27 +624,38 @@ class StateStore:
         outliers: List[Tuple[int, bytes]] = []
         highest = -1
         for offset, line in _lines(self.toprocess, start=cursor):
-            task_id = _parse_task_line(line, self.toprocess, offset).id
+            head = line.partition(b" ")[0]
+            if not head.isdigit():
+                _parse_task_line(line, self.toprocess, offset)  # raises the StateError
+            task_id = int(head)
             if task_id > highest:
                 highest = task_id
             else:
                 outliers.append((task_id, line))
         outliers.sort()
         new = self.workdir / "toprocess.new"
-        with open(new, "wb") as out:
-            highest = -1
-            index = 0
-            for _, line in _lines(self.toprocess, start=cursor):
-                task_id = int(line.partition(b" ")[0])
-                if task_id <= highest:
-                    continue  # an outlier: written from the sorted list
-                highest = task_id
-                while index < len(outliers) and outliers[index][0] < task_id:
-                    out.write(outliers[index][1] + b"\n")
-                    index += 1
-                out.write(line + b"\n")
-            for _, line in outliers[index:]:
-                out.write(line + b"\n")
+        with open(self.toprocess, "rb") as source, open(new, "wb") as out:
+            if not outliers:  # already in order: copy the bytes
+                source.seek(cursor)
+                while True:
+                    block = source.read(READ_CHUNK * 16)
+                    if not block:
+                        break
+                    out.write(block)
+            else:
+                highest = -1
+                index = 0
+                for _, line in _lines(self.toprocess, start=cursor):
+                    task_id = int(line.partition(b" ")[0])
+                    if task_id <= highest:
+                        continue  # an outlier: written from the sorted list
+                    highest = task_id
+                    while index < len(outliers) and outliers[index][0] < task_id:
+                        out.write(outliers[index][1] + b"\n")
+                        index += 1
+                    out.write(line + b"\n")
+                for _, line in outliers[index:]:
+                    out.write(line + b"\n")
             out.flush()
             os.fsync(out.fileno())
         _append(self._fd(self.claims), self.claims, COMPACT_MARK + b"\n")

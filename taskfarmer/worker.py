@@ -178,7 +178,7 @@ class Worker:
         for result in results:
             outcome = self.store.record(lease, result.task, result.succeeded,
                                         self.config.retries)
-            attempt = self.store.attempt_count(result.task.id)
+            attempt = 0 if result.succeeded else self.store.attempt_count(result.task.id)
             events.append(self._event(result, outcome, attempt))
             if outcome is Outcome.RETRY:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "

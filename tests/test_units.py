@@ -1,0 +1,127 @@
+"""Unit tests of the small pure pieces: timeline file, displays, SLURM env, argv, locks."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+from pathlib import Path
+
+from rich.console import Console
+
+from taskfarmer.cli import compat_argv
+from taskfarmer.locking import lock_path
+from taskfarmer.progress import PlainDisplay, RichDisplay, Snapshot
+from taskfarmer.runners.basic import shell_argv
+from taskfarmer.signals import StopRequest, died_of_stop_signal
+from taskfarmer.slurm import default_proc, job_labels
+from taskfarmer.store import Counts
+from taskfarmer.timeline import Timeline, complete_event, track_id
+
+
+def test_timeline_appends_stay_valid_json(tmp_path: Path) -> None:
+    timeline = Timeline(tmp_path / "timeline.json")
+    timeline.append([])
+    assert not (tmp_path / "timeline.json").exists()
+    for i in range(3):
+        timeline.append([complete_event(f"task {i}", 1.5, 2.0, 7, 1, {"id": i})])
+        events = json.loads((tmp_path / "timeline.json").read_text())
+        assert [e["args"]["id"] for e in events] == list(range(i + 1))
+    assert events[0]["ts"] == 1_500_000 and events[0]["dur"] == 500_000
+
+
+def test_timeline_repair_cuts_a_torn_event(tmp_path: Path) -> None:
+    path = tmp_path / "timeline.json"
+    timeline = Timeline(path)
+    timeline.append([complete_event("a", 1, 2, 1, 1, {}), complete_event("b", 1, 2, 1, 1, {})])
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3] + b',\n{"name":"c","ph":"X","ts":1')  # a node died mid-write
+    assert Timeline(path).repair()
+    assert [e["name"] for e in json.loads(path.read_text())] == ["a", "b"]
+    Timeline(path).append([complete_event("d", 1, 2, 1, 1, {})])
+    assert [e["name"] for e in json.loads(path.read_text())] == ["a", "b", "d"]
+    path.write_bytes(b"[\n{\"na")
+    assert Timeline(path).repair() and path.read_bytes() == b""
+
+
+def test_track_ids_are_stable_positive_and_distinct() -> None:
+    assert track_id("n1.12-ab") == track_id("n1.12-ab")
+    assert track_id("n1.12-ab") != track_id("n2.12-ab")
+    assert 0 < track_id("x") < 2**31
+
+
+def test_plain_display_prints_summaries_on_its_clock() -> None:
+    now = [1000.0]
+    out = io.StringIO()
+    display = PlainDisplay("node:1", out, clock=lambda: now[0], interval=60)
+    display.start(Snapshot(Counts(pending=10, finished=0, failed=0), running=2))
+    display.update(Snapshot(Counts(pending=8, finished=2, failed=0), running=2))
+    assert out.getvalue().count("\n") == 1  # not yet a minute
+    now[0] += 61
+    display.update(Snapshot(Counts(pending=4, finished=5, failed=1), running=2))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[1].endswith("node:1: 5 finished, 1 failed, 2 running, 4 remaining "
+                             "(0.1 tasks/s)")
+    display.finish(Snapshot(Counts(0, 9, 1), 0), "done with failures")
+    assert "done with failures: 9 finished, 1 failed" in out.getvalue()
+
+
+def test_rich_display_ends_with_a_summary_table() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    now = [0.0]
+    display = RichDisplay("node:1", console, clock=lambda: now[0])
+    display.start(Snapshot(Counts(3, 0, 0), 1))
+    now[0] = 10.0
+    display.finish(Snapshot(Counts(0, 3, 1), 0), "done with failures")
+    text = out.getvalue()
+    assert "node:1: done with failures" in text
+    assert "finished" in text and "remaining" in text and "0.4 tasks/s" in text
+
+
+def test_default_proc_follows_slurm() -> None:
+    assert default_proc({}, affinity=8) == 8
+    assert default_proc({"SLURM_CPUS_ON_NODE": "4"}, affinity=8) == 4
+    assert default_proc({"SLURM_CPUS_ON_NODE": "4", "SLURM_CPUS_PER_TASK": "2"}, affinity=8) == 2
+    assert default_proc({"SLURM_CPUS_ON_NODE": "64"}, affinity=8) == 8
+    assert default_proc({"SLURM_CPUS_ON_NODE": "bogus"}, affinity=3) == 3
+
+
+def test_job_labels() -> None:
+    env = {"SLURM_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "3", "SLURMD_NODENAME": "n2"}
+    assert job_labels(env) == {"job": "12", "array_task": "3", "node": "n2"}
+
+
+def test_pytaskfarmer_verbose_values() -> None:
+    assert compat_argv(["t", "-v", "True"]) == ["t", "--verbose"]
+    assert compat_argv(["t", "--verbose", "0", "-n", "2"]) == ["t", "-n", "2"]
+    assert compat_argv(["-v", "tasks.txt"]) == ["-v", "tasks.txt"]
+
+
+def test_lock_path_uses_scratch_and_the_absolute_workdir(tmp_path: Path) -> None:
+    assert lock_path(tmp_path / "w", {}) == tmp_path / "w" / "lock"
+    scratch = lock_path(tmp_path / "w", {"SCRATCH": "/scratch"})
+    assert scratch.parent == Path("/scratch") and scratch.name.startswith("taskfarmer_")
+    relative = lock_path(Path("w"), {"SCRATCH": "/scratch"})
+    assert relative != scratch  # a different absolute workdir
+
+
+def test_stop_request_handler_records_the_first_signal_and_calls_back() -> None:
+    calls = []
+    stop = StopRequest()
+    stop.on_stop(lambda: calls.append(1))
+    assert not stop.requested
+    stop.handle(signal.SIGUSR1)
+    stop.handle(signal.SIGTERM)
+    assert stop.requested and stop.describe() == "SIGUSR1" and calls == [1, 1]
+
+
+def test_died_of_stop_signal() -> None:
+    assert died_of_stop_signal(-signal.SIGUSR1)
+    assert died_of_stop_signal(128 + signal.SIGTERM)
+    assert not died_of_stop_signal(1) and not died_of_stop_signal(-signal.SIGKILL)
+
+
+def test_shell_argv() -> None:
+    assert shell_argv("echo 'a b' | wc") == ["/bin/sh", "-c", "echo 'a b' | wc"]
