@@ -112,7 +112,9 @@ def print_listing(catalog: Catalog, out: TextIO, terminal: bool) -> None:
     """
     rows = [(e.name, e.class_path, e.origin, e.note) for e in catalog.listing()]
     if terminal:
-        table = Table(*_HEADERS, title=f"{catalog.kind.noun}s".capitalize())
+        table = Table(title=f"{catalog.kind.noun}s".capitalize())
+        for header in _HEADERS:
+            table.add_column(header, overflow="fold")
         for row in rows:
             table.add_row(*row)
         Console(file=out).print(table)

@@ -85,7 +85,7 @@ class DockerRunner(ContainerRunner):
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=REMOVE_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
-            problem = f"no answer in {REMOVE_TIMEOUT:.0f} s"
+            problem = f"no answer in {REMOVE_TIMEOUT:g} s"
         except OSError as error:
             problem = error.strerror or str(error)
         else:
