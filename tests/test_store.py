@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,24 @@ def test_task_dataclass_is_what_toprocess_holds(tmp_path: Path) -> None:
     with store.locked():
         lease = store.register("l", owner())
         assert store.claim(lease, 1) == [Task(0, "x")]
+
+
+def test_compaction_equals_sorting_the_untaken_lines(tmp_path: Path) -> None:
+    """Random sorted runs with random appended tails, taken up to random cursors."""
+    rng = random.Random(7)
+    for case in range(40):
+        workdir = tmp_path / f"case{case}"
+        total = rng.randint(0, 300)
+        store = make_store(workdir, (f"task {i} {'x' * rng.randint(0, 40)}"
+                                     for i in range(total)))
+        with store.locked():
+            lease = store.register("l", owner())
+            taken = store.claim(lease, rng.randint(0, total))
+            back = rng.sample(taken, rng.randint(0, len(taken)))
+            store.requeue(back)
+            store.release(lease)
+            before = (workdir / "toprocess").read_bytes()[store.cursor():].splitlines()
+            assert store.tidy() is bool(taken)
+        after = (workdir / "toprocess").read_bytes().splitlines()
+        expected = sorted(before, key=lambda line: int(line.split(b" ", 1)[0]))
+        assert after == (expected if taken else before)
