@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import configparser
 import importlib
-import inspect
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -246,6 +244,8 @@ def shipped_directory(name: str) -> Optional[Path]:
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "setup.cfg").is_file() and (checkout / name).is_dir():
         return checkout / name
+    from importlib import metadata  # here: it costs 20 ms, and helper processes need none
+
     try:
         files = metadata.files("taskfarmer") or []
     except metadata.PackageNotFoundError:
@@ -318,6 +318,8 @@ def keyword_problem(target: object, arguments: Sequence[str]) -> Optional[str]:
 
     Only names are checked (every value is a string): unknown and missing arguments.
     """
+    import inspect  # here: helper processes (taskfarmer.runners.legacy) need none
+
     try:
         signature = inspect.signature(target)  # type: ignore[arg-type]
     except (TypeError, ValueError):

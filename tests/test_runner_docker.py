@@ -121,3 +121,20 @@ def test_stop_removes_every_container_and_requeues(
     assert our_containers(docker_daemon, "-a") == []
     assert stopping < 20
 
+
+
+
+def test_task_timeout_removes_the_container(
+        docker_daemon: object, docker_image: str, docker_env: Dict[str, str], home: Path,
+        tmp_path: Path) -> None:
+    define(tmp_path, docker_image)
+    # Ignores SIGTERM: only `docker rm -f` ends it. 8 s leave a loaded machine time to start it.
+    tasks = write_tasklist(tmp_path / "tasks", ["trap '' TERM; touch started; sleep 600"])
+    result = run_farmer([str(tasks), "--runner", "box", "--task-timeout", "8"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert (tmp_path / "started").exists()
+    workdir = tmp_path / "tasks_workdir"
+    assert ids(workdir / "failed") == [0]
+    events = json.loads((workdir / "timeline.json").read_text())
+    assert [e["args"].get("timed_out") for e in events if e["ph"] == "X"] == [True]
+    assert our_containers(docker_daemon, "-a") == []
