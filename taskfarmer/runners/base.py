@@ -18,25 +18,32 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import IO, Dict, List, Mapping, Optional
+from typing import IO, ClassVar, Dict, List, Mapping, Optional
 
-_applied: Dict[str, str] = {}  # os.environ as _inherit last left it (in this process)
+
+class _Inherited:
+    """``os.environ`` as :func:`_inherit` last left it, in the process that set it."""
+
+    pid = -1
+    values: ClassVar[Dict[str, str]] = {}
+
+
 _null: Dict[int, int] = {}  # pid -> descriptor of /dev/null opened by that process
 
 
 def _inherit(env: Mapping[str, str]) -> None:
     """Make ``os.environ`` (what children inherit) equal to ``env``, touching only changes."""
-    if not _applied or _applied.get("\0pid") != str(os.getpid()):
-        _applied.clear()
-        _applied.update(os.environ)
-        _applied["\0pid"] = str(os.getpid())
+    if _Inherited.pid != os.getpid():
+        _Inherited.pid = os.getpid()
+        _Inherited.values = dict(os.environ)
+    applied = _Inherited.values
     for key, value in env.items():
-        if _applied.get(key) != value:
+        if applied.get(key) != value:
             os.environ[key] = value
-            _applied[key] = value
-    for key in [k for k in _applied if k not in env and k != "\0pid"]:
+            applied[key] = value
+    for key in [k for k in applied if k not in env]:
         os.environ.pop(key, None)
-        del _applied[key]
+        del applied[key]
 
 
 def _devnull() -> int:
