@@ -29,12 +29,17 @@ def default_proc(environ: Mapping[str, str], affinity: Optional[int] = None) -> 
 
 
 def job_labels(environ: Mapping[str, str]) -> Dict[str, str]:
-    """SLURM job, array and step ids, for the timeline's track labels."""
+    """SLURM job, array and step ids, for the timeline's track labels.
+
+    ``restart`` is the number of times a requeued job was started again: it tells the runs of
+    one job id apart.
+    """
     names = {
         "SLURM_JOB_ID": "job",
         "SLURM_ARRAY_JOB_ID": "array_job",
         "SLURM_ARRAY_TASK_ID": "array_task",
         "SLURM_STEP_ID": "step",
+        "SLURM_RESTART_COUNT": "restart",
         "SLURMD_NODENAME": "node",
     }
     return {label: environ[key] for key, label in names.items() if environ.get(key)}

@@ -91,6 +91,8 @@ def test_default_proc_follows_slurm() -> None:
 def test_job_labels() -> None:
     env = {"SLURM_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "3", "SLURMD_NODENAME": "n2"}
     assert job_labels(env) == {"job": "12", "array_task": "3", "node": "n2"}
+    assert job_labels({"SLURM_JOB_ID": "12", "SLURM_RESTART_COUNT": "1"}) == {
+        "job": "12", "restart": "1"}
 
 
 def test_pytaskfarmer_verbose_values() -> None:
