@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -320,3 +321,25 @@ def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path) -
     assert sorted(ids(workdir / "toprocess")) == [0, 1]
     assert ids(workdir / "failed") == [] and ids(workdir / "finished") == []
     assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
+
+
+def test_tasks_inherit_exactly_the_runner_environment(tmp_path: Path) -> None:
+    """The worker applies only the differences to its own environment (so this runs in a
+    child process); each task sees exactly the environment it was given, plus PROC_NUMBER."""
+    script = textwrap.dedent(f"""
+        import json
+        from taskfarmer.runners import BasicRunner
+        runner = BasicRunner()
+        for task_id, environ in enumerate([{{"A": "1", "B": "2"}}, {{"A": "1"}},
+                                           {{"A": "3", "C": "4"}}]):
+            with open("{tmp_path}/env_%d" % task_id, "w") as log:
+                assert runner.start(task_id, "env", log.fileno(), environ).wait() == 0
+        """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    expected = [{"A": "1", "B": "2"}, {"A": "1"}, {"A": "3", "C": "4"}]
+    for task_id, environ in enumerate(expected):
+        lines = (tmp_path / f"env_{task_id}").read_text().splitlines()
+        seen = dict(line.split("=", 1) for line in lines if "=" in line)
+        for shell_own in ("PWD", "SHLVL", "_"):
+            seen.pop(shell_own, None)
+        assert seen == {**environ, "PROC_NUMBER": str(task_id)}

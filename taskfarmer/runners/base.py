@@ -37,11 +37,10 @@ def _inherit(env: Mapping[str, str]) -> None:
         _Inherited.pid = os.getpid()
         _Inherited.values = dict(os.environ)
     applied = _Inherited.values
-    for key, value in env.items():
-        if applied.get(key) != value:
-            os.environ[key] = value
-            applied[key] = value
-    for key in [k for k in applied if k not in env]:
+    for key, value in env.items() - applied.items():  # set operations on dict views: in C
+        os.environ[key] = value
+        applied[key] = value
+    for key in applied.keys() - env.keys():
         os.environ.pop(key, None)
         del applied[key]
 
