@@ -17,6 +17,7 @@ from .registry import Registry, print_listing
 from .slurm import default_proc
 from .store import StateStore
 from .timeline import Timeline
+from .worker import Parts
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -116,8 +117,8 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
         the_handler.lines(tasklist)  # raises the right TasklistError
     store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ))
-    farm = Farm(config, store, Timeline(config.workdir / "timeline.json"), the_runner,
-                the_handler)
+    parts = Parts(store, Timeline(config.workdir / "timeline.json"), the_runner, the_handler)
+    farm = Farm(config, parts)
     report = farm.run()
     sys.exit(report.exit_code)
 

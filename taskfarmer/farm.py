@@ -24,13 +24,11 @@ from typing import Callable, Dict, Mapping, Optional
 from .errors import TaskfarmerError
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
-from .runners.base import Runner
 from .signals import StopRequest
 from .slurm import job_labels
-from .store import Counts, LeaseInfo, StateCounter, StateStore
-from .tasks import TaskList
-from .timeline import Timeline, process_name_event, thread_name_event, track_id
-from .worker import KILL_GRACE, Worker, WorkerConfig
+from .store import Counts, LeaseInfo, StateCounter
+from .timeline import process_name_event, thread_name_event, track_id
+from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -117,19 +115,16 @@ class Farm:
     def __init__(
         self,
         config: FarmConfig,
-        store: StateStore,
-        timeline: Timeline,
-        runner: Runner,
-        handler: TaskList,
+        parts: Parts,
         identity: Optional[Identity] = None,
         clock: Callable[[], float] = time.time,
         display: Optional[PlainDisplay] = None,
     ) -> None:
         self.config = config
-        self.store = store
-        self.timeline = timeline
-        self.runner = runner
-        self.handler = handler
+        self.parts = parts
+        self.store = parts.store
+        self.timeline = parts.timeline
+        self.handler = parts.handler
         self.clock = clock
         self.identity = identity or Identity.current(environ=config.environ)
         self.name = f"{self.identity.node}:{self.identity.pid}"
@@ -137,7 +132,7 @@ class Farm:
         self.track = track_id(self.farmer)
         self.display = display or make_display(self.name, clock=clock)
         self.stop = StopRequest()
-        self.counter = StateCounter(store)
+        self.counter = StateCounter(parts.store)
         self.workers: Dict[int, multiprocessing.Process] = {}
         self.crashes = 0
         self.error: Optional[str] = None
@@ -255,7 +250,7 @@ class Farm:
                               node=self.identity.node, verbose=self.config.verbose,
                               task_timeout=self.config.task_timeout,
                               retries=self.config.retries, environ=self.config.environ)
-        worker = Worker(config, self.store, self.timeline, self.runner, self.handler, stop,
+        worker = Worker(config, self.parts, stop,
                         clock=self.clock, say=self._send, on_change=self._mark)
         worker.install_signal_handlers()
         try:

@@ -45,6 +45,17 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class Parts:
+    """What a farm and each of its workers work with: the state, the timeline, how to run a
+    task (runner) and how to read the tasklist (handler)."""
+
+    store: StateStore
+    timeline: Timeline
+    runner: Runner
+    handler: TaskList
+
+
+@dataclass(frozen=True)
 class Result:
     """How one execution of a task ended."""
 
@@ -67,20 +78,17 @@ class Worker:
     def __init__(
         self,
         config: WorkerConfig,
-        store: StateStore,
-        timeline: Timeline,
-        runner: Runner,
-        handler: TaskList,
+        parts: Parts,
         stop: StopRequest,
         clock: Callable[[], float] = time.time,
         say: Callable[[str], None] = print,
         on_change: Optional[Callable[[int, int, Optional[bool]], None]] = None,
     ) -> None:
         self.config = config
-        self.store = store
-        self.timeline = timeline
-        self.runner = runner
-        self.handler = handler
+        self.store = parts.store
+        self.timeline = parts.timeline
+        self.runner = parts.runner
+        self.handler = parts.handler
         self.stop = stop
         self.clock = clock
         self.say = say
