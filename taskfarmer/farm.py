@@ -146,9 +146,10 @@ class Farm:
 
     def run(self) -> FarmReport:
         """Farm until the list is done, a stop signal arrives or ``--timeout`` passes."""
-        self._prepare()
+        # Handlers first: a stop signal while the list is being read must not kill us.
         self.stop.on_stop(self._forward_stop)
         self.stop.install()
+        self._prepare()
         deadline = self.clock() + self.config.timeout if self.config.timeout else None
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0

@@ -307,3 +307,16 @@ def test_version_and_help() -> None:
     for option in ("--proc", "--timeout", "--workdir", "--verbose", "--runner", "--tasklist",
                    "Exit codes"):
         assert option in helptext
+
+
+def test_stop_signal_while_reading_a_big_tasklist_exits_cleanly(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", [f"echo {i}" for i in range(300_000)])
+    farmer = start_farmer([str(tasks), "-n", "1"])
+    workdir = tmp_path / "t_workdir"
+    wait_for(lambda: (workdir / "toprocess.tmp").exists() or (workdir / "toprocess").exists(),
+             what="initialisation started")
+    result = stop(farmer, signal.SIGUSR1)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    finished = ids(workdir / "finished")
+    assert sorted(finished + ids(workdir / "toprocess")) == list(range(300_000))
