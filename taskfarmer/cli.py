@@ -14,6 +14,7 @@ from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .locking import LOCK_KINDS, make_lock
 from .registry import Registry, print_listing
+from .signals import ignore_stop_signals
 from .slurm import default_proc
 from .store import StateStore
 from .timeline import Timeline
@@ -120,6 +121,7 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
     parts = Parts(store, Timeline(config.workdir / "timeline.json"), the_runner, the_handler)
     farm = Farm(config, parts)
     report = farm.run()
+    ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
     sys.exit(report.exit_code)
 
 

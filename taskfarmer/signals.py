@@ -19,6 +19,18 @@ def died_of_stop_signal(returncode: int) -> bool:
     return any(returncode in (-sig, 128 + sig) for sig in STOP_SIGNALS)
 
 
+def ignore_stop_signals() -> None:
+    """Ignore the stop signals from now on: for a farmer process whose farm has ended.
+
+    Python puts back the default action (terminate) of every signal it handled when the
+    interpreter shuts down. A stop signal arriving then, which is common inside SLURM (it
+    signals every process of a job, and a batch script may pass the same signal on), would
+    kill the exiting farmer and replace its exit code by 128 + the signal number.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class StopRequest:
     """Remembers the first stop signal and runs callbacks when one arrives."""
 
