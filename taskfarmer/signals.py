@@ -8,6 +8,7 @@ farm and its workers look at the flag between steps.
 from __future__ import annotations
 
 import signal
+import time
 from types import FrameType
 from typing import Callable, List, Optional
 
@@ -34,9 +35,11 @@ def ignore_stop_signals() -> None:
 class StopRequest:
     """Remembers the first stop signal and runs callbacks when one arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.signum: Optional[int] = None
         self.reason: Optional[str] = None
+        self.at: Optional[float] = None  # when the first stop was requested (``clock``)
+        self._clock = clock
         self._callbacks: List[Callable[[], None]] = []
 
     @property
@@ -52,6 +55,8 @@ class StopRequest:
         """The signal handler: record the signal and run the callbacks."""
         if self.signum is None:
             self.signum = signum
+        if self.at is None:
+            self.at = self._clock()
         for callback in self._callbacks:
             callback()
 
@@ -59,6 +64,8 @@ class StopRequest:
         """Ask for a stop without a signal (``--timeout``)."""
         if self.reason is None:
             self.reason = reason
+        if self.at is None:
+            self.at = self._clock()
         for callback in self._callbacks:
             callback()
 

@@ -9,6 +9,7 @@ any it had taken back into ``toprocess``, and drops its lease.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -16,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, List, Mapping, Optional
 
-from .identity import Identity
+from .identity import Identity, group_has_live_members
 from .runners.base import Runner
 from .signals import StopRequest, died_of_stop_signal
 from .store import Lease, LeaseRevoked, Outcome, StateStore
@@ -28,6 +29,10 @@ KILL_GRACE = 2.0
 #: A task that died of a stop signal is requeued, not failed, if our own stop arrives this soon
 #: (SLURM signals every process of a step; the task may see it before we do).
 STOP_ECHO_WAIT = 1.0
+#: A result is recorded only once it is this old (seconds), and put back instead if a stop
+#: arrives sooner: when SLURM signals every process of a step, a command inside a task can die
+#: first and the task's shell exit 0 before our own signal arrives.
+RESULT_HOLD = 0.1
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Result:
     returncode: int
     start: float
     end: float
+    ended_at: float  # monotonic clock, for RESULT_HOLD
     timed_out: bool = False
 
     @property
@@ -81,6 +87,7 @@ class Worker:
         parts: Parts,
         stop: StopRequest,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] = print,
         on_change: Optional[Callable[[int, int, Optional[bool]], None]] = None,
     ) -> None:
@@ -91,13 +98,17 @@ class Worker:
         self.handler = parts.handler
         self.stop = stop
         self.clock = clock
+        self.monotonic = monotonic
         self.say = say
+        self.results: List[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
         self.on_change = on_change
         self.queue: Deque[Task] = deque()
         self._process: Optional[subprocess.Popen] = None
         self._terminating = False
+        self._kill_at = 0.0
         self._timed_out = False
         self._generation = 0
+        self.lease: Lease
         stop.on_stop(self._terminate)
 
     # -- signals -----------------------------------------------------------------------------
@@ -113,6 +124,7 @@ class Worker:
         if process is None or self._terminating:
             return
         self._terminating = True
+        self._kill_at = self.monotonic() + KILL_GRACE
         Runner.kill(process, signal.SIGTERM)
         signal.setitimer(signal.ITIMER_REAL, KILL_GRACE)
 
@@ -139,52 +151,78 @@ class Worker:
     def run(self) -> int:
         """Work until no task is left or a stop is requested. Returns the process exit code."""
         with self.store.locked():
-            lease = self._register()
-        results: List[Result] = []
+            self.lease = self._register()
         try:
             while True:
                 with self.store.locked():
-                    lease = self._settle(lease, results)
+                    self._settle()
                     if self.stop.requested:
                         break
                     if not self.queue:
                         try:
-                            self.queue.extend(self.store.claim(lease, 1))
+                            self.queue.extend(self.store.claim(self.lease, 1))
                         except LeaseRevoked:
-                            lease = self._register()
-                            self.queue.extend(self.store.claim(lease, 1))
+                            self.lease = self._register()
+                            self.queue.extend(self.store.claim(self.lease, 1))
                 if not self.queue:
-                    break
+                    if not self.results:
+                        break
+                    self._sleep_until_recordable()
+                    continue
                 task = self.queue.popleft()
                 result = self._execute(task)
                 if result is None:
                     self.queue.appendleft(task)
                     break
-                results.append(result)
+                self.results.append(result)
         finally:
             with self.store.locked():
-                lease = self._settle(lease, results)
-                if self.store.holds(lease):
+                self._settle(final=True)
+                if self.store.holds(self.lease):
                     self.store.requeue(self.queue)
-                    self.store.release(lease)
+                    self.store.release(self.lease)
                 self.queue.clear()
             self.store.close()
             self.timeline.close()
         return 0
 
-    def _settle(self, lease: Lease, results: List[Result]) -> Lease:
-        """*locked* Record finished executions; notice a revoked lease."""
-        if not self.store.holds(lease):
-            for result in results:
+    def _recordable(self, result: Result) -> bool:
+        return self.monotonic() - result.ended_at >= RESULT_HOLD
+
+    def _sleep_until_recordable(self) -> None:
+        """Wait until the youngest held result may be recorded (or a stop arrives)."""
+        remaining = RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
+        if remaining > 0 and not self.stop.requested:
+            time.sleep(remaining)
+
+    def _settle(self, final: bool = False) -> None:
+        """*locked* Record the held results that are old enough; notice a revoked lease.
+
+        With ``final`` (the worker is leaving), every held result is settled: those that
+        ended within :data:`RESULT_HOLD` before a stop go back into ``toprocess`` instead.
+        """
+        if not self.store.holds(self.lease):
+            for result in self.results:
                 self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
                           "lease was taken over: result logged, not recorded")
-            results.clear()
+            self.results.clear()
             self.queue.clear()  # the farmer that took the lease over put them back
-            self._say(f"lease {lease.name} was taken over; continuing with a new one")
-            return self._register()
+            self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
+            self.lease = self._register()
+            return
         events = []
-        for result in results:
-            outcome = self.store.record(lease, result.task, result.succeeded,
+        keep: List[Result] = []
+        for result in self.results:
+            if not final and not self._recordable(result):
+                keep.append(result)
+                continue
+            if final and self.stop.requested and (
+                    self.stop.at is None or self.stop.at - result.ended_at < RESULT_HOLD):
+                self.queue.appendleft(result.task)  # maybe cut short by the stop: run again
+                self._say(f"task {result.task.id} ended just before the stop: back to "
+                          "toprocess")
+                continue
+            outcome = self.store.record(self.lease, result.task, result.succeeded,
                                         self.config.retries)
             attempt = 0 if result.succeeded else self.store.attempt_count(result.task.id)
             events.append(self._event(result, outcome, attempt))
@@ -195,8 +233,7 @@ class Worker:
                 self.on_change(self.config.slot, -1, result.succeeded)
         if events:
             self.timeline.append(events)
-        results.clear()
-        return lease
+        self.results = keep
 
     def _event(self, result: Result, outcome: Outcome, attempt: int) -> dict:
         args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node,
@@ -238,13 +275,16 @@ class Worker:
             self._terminate()
         elif self.config.task_timeout:
             signal.setitimer(signal.ITIMER_REAL, self.config.task_timeout)
-        # Wait without reaping: while the leader is a zombie its pid (= the group id) cannot be
-        # reused, so killing the group below cannot hit an unrelated process.
-        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        self._wait(process)
         stopped = self.stop.requested
         if stopped or self._timed_out:
+            # The leader (often a shell, which dies at once on SIGTERM) is gone: give the rest
+            # of its group what is left of KILL_GRACE to clean up, then SIGKILL what remains.
+            while (self.monotonic() < self._kill_at
+                   and group_has_live_members(process.pid)):
+                time.sleep(0.02)
             Runner.kill(process, signal.SIGKILL)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         returncode = process.wait()
         self._process = None
         self.runner.cleanup(task.id)
@@ -256,8 +296,37 @@ class Worker:
             return None
         return self._finish(task, command, returncode, start)
 
+    def _wait(self, process: subprocess.Popen) -> None:
+        """Wait until the task's leader exits, recording held results meanwhile.
+
+        The leader is not reaped: while it is a zombie its pid (= the group id) cannot be
+        reused, so killing the group afterwards cannot hit an unrelated process. Held results
+        become recordable :data:`RESULT_HOLD` after they ended; waiting on a pidfd with a
+        timeout lets us record them now rather than after this task, which may run for hours.
+        """
+        pidfd = None
+        if self.results:
+            try:
+                pidfd = os.pidfd_open(process.pid)
+            except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3: record later
+                pidfd = None
+        if pidfd is not None:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                while self.results:
+                    age = self.monotonic() - self.results[-1].ended_at
+                    if poller.poll(max(0.0, RESULT_HOLD - age) * 1000):
+                        break  # the task ended first
+                    with self.store.locked():
+                        self._settle()
+            finally:
+                os.close(pidfd)
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+
     def _finish(self, task: Task, command: str, returncode: int, start: float) -> Result:
-        result = Result(task, command, returncode, start, self.clock(), self._timed_out)
+        result = Result(task, command, returncode, start, self.clock(), self.monotonic(),
+                        self._timed_out)
         if self.config.verbose:
             how = "timed out" if result.timed_out else f"exit {returncode}"
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")
