@@ -55,15 +55,15 @@ class StopRequest:
         """The signal handler: record the signal and run the callbacks."""
         if self.signum is None:
             self.signum = signum
-        if self.at is None:
-            self.at = self._clock()
-        for callback in self._callbacks:
-            callback()
+        self._stopping()
 
     def request(self, reason: str) -> None:
         """Ask for a stop without a signal (``--timeout``)."""
         if self.reason is None:
             self.reason = reason
+        self._stopping()
+
+    def _stopping(self) -> None:
         if self.at is None:
             self.at = self._clock()
         for callback in self._callbacks:
