@@ -47,20 +47,18 @@ class BlockingFlockLock(UnixFileLock):
     filelock's :class:`UnixFileLock` tries ``LOCK_NB`` and sleeps ``poll_interval`` between
     tries, which adds up to 50 ms to every contended acquisition; with thousands of short tasks
     that is most of the run. Here ``_acquire`` blocks in ``flock(LOCK_EX)`` and wakes the moment
-    the holder releases. The descriptor stays open between acquisitions (one ``open`` per
-    process, not per task). It is reopened after ``fork``: ``flock`` locks belong to the open
-    file description, which a child shares with its parent, so a shared descriptor would let
-    both "hold" the lock at once.
+    the holder releases. The descriptor stays open between acquisitions (one ``open`` per lock
+    object, not per task). A lock object must not cross ``fork`` (the child would share the
+    open file description, and so the lock, with its parent): :class:`StateStore` builds one
+    per process.
     """
 
     _fd: Optional[int] = None
-    _fd_pid: int = -1
 
     def _descriptor(self) -> int:
-        if self._fd is None or self._fd_pid != os.getpid():
+        if self._fd is None:
             flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
             self._fd = os.open(self.lock_file, flags, 0o644)
-            self._fd_pid = os.getpid()
         return self._fd
 
     def _acquire(self) -> None:

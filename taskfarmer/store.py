@@ -177,6 +177,7 @@ class StateStore:
     def __init__(self, workdir: Path, lock: BaseFileLock) -> None:
         self.workdir = workdir
         self.lock = lock
+        self._lock_pid = os.getpid()
         self.toprocess = workdir / "toprocess"
         self.claims = workdir / "claims"
         self.finished = workdir / "finished"
@@ -212,10 +213,22 @@ class StateStore:
                 os.close(fd)
         self._fds.clear()
 
+    def _process_lock(self) -> BaseFileLock:
+        """The lock object for this process.
+
+        A lock object must not cross ``fork``: ``flock`` locks belong to the open file
+        description, which a child shares with its parent, and filelock 4 refuses inherited
+        objects outright. Each worker therefore builds its own, of the same kind and file.
+        """
+        if self._lock_pid != os.getpid():
+            self.lock = type(self.lock)(self.lock.lock_file, timeout=self.lock.timeout)
+            self._lock_pid = os.getpid()
+        return self.lock
+
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the workdir lock; every state change happens inside this block."""
-        with self.lock:
+        with self._process_lock():
             # toprocess is replaced by rename when compacted: drop a descriptor of the old file.
             try:
                 ino = os.stat(self.toprocess).st_ino

@@ -225,3 +225,30 @@ def test_compaction_equals_sorting_the_untaken_lines(tmp_path: Path) -> None:
         after = (workdir / "toprocess").read_bytes().splitlines()
         expected = sorted(before, key=lambda line: int(line.split(b" ", 1)[0]))
         assert after == (expected if taken else before)
+
+
+def test_the_lock_excludes_a_forked_child_using_the_same_store(tmp_path: Path) -> None:
+    """Workers are forked from the farmer: their store must take the lock for real."""
+    import time
+
+    store = make_store(tmp_path, ["a"])
+    trying = tmp_path / "trying"
+    acquired = tmp_path / "acquired"
+    with store.locked():
+        pid = os.fork()
+        if pid == 0:  # the child: report, then block until the parent lets go
+            code = 1
+            try:
+                trying.touch()
+                with store.locked():
+                    acquired.write_text(repr(time.monotonic()))
+                code = 0
+            finally:
+                os._exit(code)
+        while not trying.exists():
+            time.sleep(0.01)
+        time.sleep(0.3)  # keep holding: a child sharing our lock would get in meanwhile
+        released = time.monotonic()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert float(acquired.read_text()) >= released
