@@ -660,16 +660,6 @@ class Bench:
         (d / "work").mkdir(parents=True)
         return d
 
-    def discard(self, d: Path) -> None:
-        """Keep a finished run's directory until the whole benchmark ends.
-
-        Deleting thousands of log files between runs would charge the next run for it: ext4's
-        inode allocator skips inodes freed in the last few seconds (``recently_deleted`` in a
-        kernel profile), so every file the next tool creates costs up to ~1 ms. Only the
-        farmer and PyTaskFarmer create per-task files, so that would bias the comparison.
-        The base directory, with every run's directory, is removed at the end.
-        """
-
     # ---- 1. throughput
 
     def one_run(self, tool: Tool, tasklist: Path, n: int, rnd: int, timeout: float) -> RunRecord:
@@ -699,7 +689,6 @@ class Bench:
             if tail:
                 notes.append("output: " + " / ".join(tail))
         rate = n / wall if ok else (done / wall if done else None)
-        self.discard(d)
         return RunRecord(tool.name, rnd, n, wall, rc, done, ok, rate, "; ".join(notes))
 
     def throughput(self, tools: list[Tool], skipped: dict[str, str]) -> None:
@@ -855,7 +844,6 @@ class Bench:
         if notes and not killed and rc not in (0, TIMEOUT_EXIT):
             tail = (d / "output.log").read_text(errors="replace").strip().splitlines()[-3:]
             notes.extend(tail)
-        self.discard(d)
         if at_window is None:  # exited before the window ended: rate over its own wall time
             in_window, span = float(done), wall
         else:
@@ -1044,7 +1032,6 @@ class Bench:
         if total != n or unique != n:
             notes.append(f"finished has {total} lines, {unique} unique, expected {n}")
         ok = not killed and all(rc == 0 for rc in rcs)
-        self.discard(d)
         return {
             "farmers": farmers,
             "proc": proc,
@@ -1296,6 +1283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = 130
     finally:
         cleanup_live()
+        # Run directories are removed only now, never between runs: deleting thousands of log
+        # files would charge the next run for it (ext4's inode allocator skips inodes freed in
+        # the last few seconds: `recently_deleted` in a kernel profile), and only the farmers
+        # create per-task files, so it would bias the comparison.
         if args.keep:
             log(f"run directories kept in {base}")
         else:
