@@ -186,9 +186,6 @@ class Worker:
             self.timeline.close()
         return 0
 
-    def _recordable(self, result: Result) -> bool:
-        return self.monotonic() - result.ended_at >= RESULT_HOLD
-
     def _sleep_until_recordable(self) -> None:
         """Wait until the youngest held result may be recorded (or a stop arrives)."""
         remaining = RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
@@ -210,12 +207,15 @@ class Worker:
             self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
             self.lease = self._register()
             return
+        # Held results are in the order they ended: the recordable ones are a prefix.
+        ready = len(self.results)
+        if not final:
+            too_young = self.monotonic() - RESULT_HOLD
+            ready = 0
+            while ready < len(self.results) and self.results[ready].ended_at <= too_young:
+                ready += 1
         events = []
-        keep: List[Result] = []
-        for result in self.results:
-            if not final and not self._recordable(result):
-                keep.append(result)
-                continue
+        for result in self.results[:ready]:
             if final and self.stop.requested and (
                     self.stop.at is None or self.stop.at - result.ended_at < RESULT_HOLD):
                 self.queue.appendleft(result.task)  # maybe cut short by the stop: run again
@@ -233,7 +233,7 @@ class Worker:
                 self.on_change(self.config.slot, -1, result.succeeded)
         if events:
             self.timeline.append(events)
-        self.results = keep
+        del self.results[:ready]
 
     def _event(self, result: Result, outcome: Outcome, attempt: int) -> dict:
         args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node,
