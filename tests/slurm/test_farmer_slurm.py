@@ -278,6 +278,12 @@ def _run_requeued_campaign(slurm: SlurmCluster, campaign: Campaign, job: str, ru
     """Signal the job (``scancel SIGNAL_ARGS``) once ``running`` gated tasks run; let it requeue
     itself and finish. Returns the tasks that were in flight at the signal."""
     in_flight = set(_wait_started(slurm, campaign, running))
+    # Tasks that already ended must be recorded before the signal: a result is recorded only
+    # 0.1 s after its task ended, and one that ended just before a stop is put back (and runs
+    # again), which would make the execution counts below depend on timing.
+    done = set(campaign.execution_counts()) - in_flight
+    slurm.wait_for(lambda: done <= set(campaign.state("finished")), 60,
+                   what="ended tasks recorded")
     slurm.scancel(job, *signal_args)
     # The second run starts by itself (SLURM holds it for cred_expire + 1 s), the gate still
     # shut: the first run has ended by then.
