@@ -26,7 +26,7 @@ from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .signals import StopRequest
 from .slurm import job_labels
-from .store import Counts, LeaseInfo, StateCounter
+from .store import Counts, LeaseInfo, StateCounter, farmer_name
 from .timeline import process_name_event, thread_name_event, track_id
 from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
@@ -128,7 +128,7 @@ class Farm:
         self.clock = clock
         self.identity = identity or Identity.current(environ=config.environ)
         self.name = f"{self.identity.node}:{self.identity.pid}"
-        self.farmer = f"{self.identity.node}.{self.identity.pid}-{os.urandom(3).hex()}"
+        self.farmer = farmer_name(self.identity.node, self.identity.pid, os.urandom(3).hex())
         self.track = track_id(self.farmer)
         self.display = display or make_display(self.name, clock=clock)
         self.stop = StopRequest()

@@ -90,10 +90,11 @@ class LeaseInfo:
     dead: bool
 
 
-def lease_name(node: str, pid: int, token: str) -> str:
-    """A lease file name: readable, unique (``token``), safe as a path component."""
+def farmer_name(node: str, pid: int, token: str) -> str:
+    """A farmer's name, the prefix of its workers' lease files: readable, unique (``token``),
+    safe as a path component whatever the node is called."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)[:48] or "node"
-    return f"{safe}.{pid}.{token}"
+    return f"{safe}.{pid}-{token}"
 
 
 def _append(fd: int, path: Path, data: bytes) -> None:
@@ -206,6 +207,12 @@ class StateStore:
         self._fds[path] = (fd, os.getpid())
         return fd
 
+    def _forget(self, path: Path) -> None:
+        """Drop (and close) this process's descriptor of ``path``, replaced or renamed away."""
+        entry = self._fds.pop(path, None)
+        if entry is not None and entry[1] == os.getpid():
+            os.close(entry[0])
+
     def close(self) -> None:
         """Close this process's descriptors."""
         for fd, pid in self._fds.values():
@@ -235,9 +242,7 @@ class StateStore:
             except FileNotFoundError:
                 ino = -1
             if ino != self._toprocess_ino:
-                entry = self._fds.pop(self.toprocess, None)
-                if entry is not None and entry[1] == os.getpid():
-                    os.close(entry[0])
+                self._forget(self.toprocess)
                 self._toprocess_ino = ino
             self._held.clear()
             try:
@@ -593,14 +598,11 @@ class StateStore:
         if not self.failed.exists():
             return 0
         os.rename(self.failed, self.failed_requeue)
-        self._fds.pop(self.failed, None)
         return self._finish_requeue_failed()
 
     def _finish_requeue_failed(self) -> int:
+        self._forget(self.failed)  # ours, if any, is open on failed.requeue now
         os.close(self._open_new(self.failed))
-        entry = self._fds.pop(self.failed, None)
-        if entry is not None and entry[1] == os.getpid():
-            os.close(entry[0])
         pending: Set[int] = set()
         for _, line in _lines(self.toprocess, start=self.cursor()):
             head = line.partition(b" ")[0]
@@ -729,16 +731,8 @@ class StateStore:
         except OSError as error:
             if error.errno != errno.ENOENT:
                 raise
-        entry = self._fds.pop(self.toprocess, None)
-        if entry is not None and entry[1] == os.getpid():
-            os.close(entry[0])
+        self._forget(self.toprocess)
         os.truncate(self.claims, 0)
-
-    # -- counting (no lock: for display and summaries) --------------------------------------
-
-    def count_lines(self, path: Path) -> int:
-        """Number of complete lines in ``path`` (0 if it does not exist)."""
-        return sum(1 for _ in _lines(path))
 
 
 class LineCounter:

@@ -252,3 +252,17 @@ def test_the_lock_excludes_a_forked_child_using_the_same_store(tmp_path: Path) -
     _, status = os.waitpid(pid, 0)
     assert status == 0
     assert float(acquired.read_text()) >= released
+
+
+def test_requeue_failed_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ["a", "b"])
+    with store.locked():
+        lease = store.register("l", owner())
+        for task in store.claim(lease, 2):
+            store.record(lease, task, False)  # opens our descriptor of failed
+        open_before = len(os.listdir("/proc/self/fd"))
+        assert store.requeue_failed() == 2
+        store.record(lease, store.claim(lease, 1)[0], False)  # a new failed file
+        assert len(os.listdir("/proc/self/fd")) == open_before
+    assert ids(tmp_path / "failed") == [0]
+    assert ids(tmp_path / "toprocess")[-1:] == [1]

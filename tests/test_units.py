@@ -127,3 +127,11 @@ def test_died_of_stop_signal() -> None:
 
 def test_shell_argv() -> None:
     assert shell_argv("echo 'a b' | wc") == ["/bin/sh", "-c", "echo 'a b' | wc"]
+
+
+def test_farmer_names_are_safe_path_components() -> None:
+    from taskfarmer.store import farmer_name
+
+    assert farmer_name("n1", 12, "ab") == "n1.12-ab"
+    assert farmer_name("rack 3/node", 7, "cd") == "rack_3_node.7-cd"
+    assert farmer_name("", 7, "cd") == "node.7-cd"
