@@ -261,7 +261,7 @@ class Farm:
             code = WORKER_ERROR
         sys.exit(code)
 
-    def _mark(self, slot: int, task_id: int, succeeded: Optional[bool]) -> None:
+    def _mark(self, slot: int, task_id: int) -> None:
         self._busy[slot] = task_id
 
     def _send(self, text: str) -> None:

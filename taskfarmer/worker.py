@@ -89,7 +89,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] = print,
-        on_change: Optional[Callable[[int, int, Optional[bool]], None]] = None,
+        on_change: Optional[Callable[[int, int], None]] = None,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -170,7 +170,9 @@ class Worker:
                     self._sleep_until_recordable()
                     continue
                 task = self.queue.popleft()
+                self._busy(task.id)
                 result = self._execute(task)
+                self._busy(-1)
                 if result is None:
                     self.queue.appendleft(task)
                     break
@@ -191,6 +193,11 @@ class Worker:
         remaining = RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
         if remaining > 0 and not self.stop.requested:
             time.sleep(remaining)
+
+    def _busy(self, task_id: int) -> None:
+        """Tell ``on_change`` which task this slot runs (-1: none)."""
+        if self.on_change is not None:
+            self.on_change(self.config.slot, task_id)
 
     def _settle(self, final: bool = False) -> None:
         """*locked* Record the held results that are old enough; notice a revoked lease.
@@ -229,8 +236,6 @@ class Worker:
             if outcome is Outcome.RETRY:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "
                           f"{self.config.retries + 1}): back in toprocess")
-            if self.on_change is not None:
-                self.on_change(self.config.slot, -1, result.succeeded)
         if events:
             self.timeline.append(events)
         del self.results[:ready]
@@ -250,8 +255,6 @@ class Worker:
     def _execute(self, task: Task) -> Optional[Result]:
         """Run ``task``; None if it was stopped (it must go back into ``toprocess``)."""
         command = self.handler.command(task)
-        if self.on_change is not None:
-            self.on_change(self.config.slot, task.id, None)
         if self.config.verbose:
             self._say(f"start task {task.id}: {command}")
         log_fd = os.open(self.store.logs / f"log_{task.id}",

@@ -86,3 +86,18 @@ def test_children_of_a_stopped_task_get_the_grace_period(tmp_path: Path) -> None
     assert result.returncode == 3
     assert cleaned.read_text() == "yes\n"
     assert ids(tmp_path / "t_workdir" / "toprocess") == [0]
+
+
+def test_a_slot_is_busy_exactly_while_its_task_runs(tmp_path: Path) -> None:
+    """Held results are recorded during the next task: that must not mark the slot idle."""
+    store = StateStore(tmp_path, make_lock(tmp_path, "flock", {}))
+    store.prepare()
+    with store.locked():
+        store.initialize(["true", "sleep 0.5"])
+    marks: List[int] = []
+    parts = Parts(store, Timeline(tmp_path / "timeline.json"), BasicRunner(), ListTaskList())
+    worker = Worker(WorkerConfig(slot=0, farmer="f", track=1, node="n"), parts, StopRequest(),
+                    say=lambda text: None, on_change=lambda slot, task_id: marks.append(task_id))
+    assert worker.run() == 0
+    assert marks == [0, -1, 1, -1]
+    assert ids(tmp_path / "finished") == [0, 1]
