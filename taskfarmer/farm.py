@@ -197,9 +197,7 @@ class Farm:
         self._take_over_expired()
 
     def _shutdown(self) -> None:
-        for process in self.workers.values():
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+        self._forward_stop()
         end = time.monotonic() + KILL_GRACE + 10.0
         for process in self.workers.values():
             process.join(max(0.0, end - time.monotonic()))
@@ -207,7 +205,8 @@ class Farm:
             if process.is_alive():
                 process.kill()
                 process.join()
-            self._revoke_worker(slot, process)
+            if process.exitcode != 0:  # a worker that exited 0 released its lease itself
+                self._revoke_worker(slot, process)
         self.workers.clear()
         self._busy[:] = [-1] * self.config.proc
         self._drain_messages()
@@ -317,8 +316,9 @@ class Farm:
                     self.store.revoke(info.name)
 
     def _forward_stop(self) -> None:
+        """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
         for process in self.workers.values():
-            if process.pid is not None:
+            if process.pid is not None and process.is_alive():
                 try:
                     os.kill(process.pid, signal.SIGTERM)
                 except ProcessLookupError:
