@@ -116,7 +116,7 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
         environ=environ,
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
-        the_handler.lines(tasklist)  # raises the right TasklistError
+        the_handler.lines(tasklist)  # opens it: a missing tasklist fails before the workdir exists
     store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ))
     parts = Parts(store, Timeline(config.workdir / "timeline.json"), the_runner, the_handler)
     farm = Farm(config, parts)

@@ -14,7 +14,7 @@ import shlex
 import string
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterator, Union
+from typing import BinaryIO, Dict, Iterator, Union
 
 from .config import flag
 from .errors import ConfigError, TasklistError
@@ -36,10 +36,12 @@ class TaskList:
     """
 
     def lines(self, path: Path) -> Iterator[str]:
-        """Yield the task lines of ``path`` in order.
+        """The task lines of ``path`` in order.
 
         Blank lines and lines starting with ``#`` are not tasks. Surrounding whitespace and
-        CRLF line ends are stripped.
+        CRLF line ends are stripped. The file is opened by this call, so a missing or
+        unreadable tasklist is reported before anything else happens; the lines are read as
+        the result is iterated.
 
         Raises:
             TasklistError: the file cannot be read, or a line is not valid UTF-8 or holds a
@@ -53,6 +55,10 @@ class TaskList:
             raise TasklistError(path, "no such tasklist") from None
         except OSError as error:
             raise TasklistError(path, f"cannot read tasklist: {error.strerror}") from None
+        return self._read(path, handle)
+
+    @staticmethod
+    def _read(path: Path, handle: BinaryIO) -> Iterator[str]:
         with handle:
             number = 0
             try:

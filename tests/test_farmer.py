@@ -250,6 +250,7 @@ def test_missing_tasklist(tmp_path: Path) -> None:
     result = run_farmer([str(tmp_path / "nope.txt")])
     assert result.returncode == 2
     assert result.stderr.strip() == f"farmer: error: {tmp_path / 'nope.txt'}: no such tasklist"
+    assert not (tmp_path / "nope.txt_workdir").exists()  # a typo leaves nothing behind
 
 
 def test_tasklist_with_invalid_utf8_names_the_line(tmp_path: Path) -> None:
