@@ -26,7 +26,7 @@ from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .signals import StopRequest
 from .slurm import job_labels
-from .store import Counts, LeaseInfo, StateCounter, farmer_name
+from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
 from .timeline import process_name_event, thread_name_event, track_id
 from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
@@ -311,9 +311,9 @@ class Farm:
         """Put back the tasks of one of our workers that is gone."""
         prefix = f"{self.farmer}.w{slot}.{process.pid}."
         with self.store.locked():
-            for info in self.store.lease_infos():
-                if info.name.startswith(prefix):
-                    self.store.revoke(info.name)
+            for name in self.store.lease_names():
+                if name.startswith(prefix):
+                    self.store.revoke(name.removesuffix(DEAD_SUFFIX))
 
     def _forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
@@ -328,9 +328,9 @@ class Farm:
 
     def _heartbeat(self) -> None:
         """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
-        for info in self.store.lease_infos():
-            if info.name.startswith(self.farmer + ".") and not info.dead:
-                self.store.renew(info.name)
+        for name in self.store.lease_names():
+            if name.startswith(self.farmer + ".") and not name.endswith(DEAD_SUFFIX):
+                self.store.renew(name)
 
     def _take_over_expired(self) -> None:
         now = self.clock()

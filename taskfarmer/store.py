@@ -420,14 +420,18 @@ class StateStore:
         self._held.discard(lease.name)
         lease.path.unlink(missing_ok=True)
 
-    def lease_infos(self) -> List[LeaseInfo]:
-        """Every lease file, live or half-revoked (``.dead``)."""
-        infos = []
+    def lease_names(self) -> List[str]:
+        """The names of the lease files, live or half-revoked (``NAME.dead``): one listing,
+        no file read (heartbeats run on parallel filesystems, where each read costs)."""
         try:
-            names = os.listdir(self.leases)
+            return sorted(os.listdir(self.leases))
         except FileNotFoundError:
             return []
-        for name in sorted(names):
+
+    def lease_infos(self) -> List[LeaseInfo]:
+        """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
+        infos = []
+        for name in self.lease_names():
             path = self.leases / name
             try:
                 heartbeat = path.stat().st_mtime
@@ -441,10 +445,7 @@ class StateStore:
 
     def any_leases(self) -> bool:
         """*locked* True if any lease file (live or half-revoked) exists."""
-        try:
-            return bool(os.listdir(self.leases))
-        except FileNotFoundError:
-            return False
+        return bool(self.lease_names())
 
     def revoke(self, name: str) -> List[Task]:
         """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``.
