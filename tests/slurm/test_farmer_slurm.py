@@ -281,7 +281,7 @@ def _run_requeued_campaign(slurm: SlurmCluster, campaign: Campaign, job: str, ru
     # Tasks that already ended must be recorded before the signal: a result is recorded only
     # 0.1 s after its task ended, and one that ended just before a stop is put back (and runs
     # again), which would make the execution counts below depend on timing.
-    done = set(campaign.execution_counts()) - in_flight
+    done = set(campaign.execution_counts()) - set(campaign.gated)  # gated ones never end yet
     slurm.wait_for(lambda: done <= set(campaign.state("finished")), 60,
                    what="ended tasks recorded")
     slurm.scancel(job, *signal_args)
