@@ -282,13 +282,17 @@ class SlurmCluster:
 
         Slurm holds a requeued job for BeginTime = now + cred_expire + 1 s (6 s here, see
         cluster.sh; 121 s with slurm's default).  ``release=True`` then sets its
-        StartTime to now, so it starts again within about a second.
+        StartTime to now + 2 s, so it starts again within about 2-3 s.
         """
         self.scontrol("requeue", job_id)
         # COMPLETING (old processes being killed) -> PENDING, Reason=BeginTime
         info = self.wait_job(job_id, states={"PENDING"}, timeout=timeout, poll=0.05)
         if release:
-            self.scontrol("update", f"JobId={job_id}", "StartTime=now")
+            # Not StartTime=now: the requeue revoked the job's old credential, and slurmd
+            # refuses a launch credential whose (whole-second) time stamp is not later
+            # than the revocation, so a restart within the same second is killed at once
+            # ("Killing non-startable batch JobId=..: Job credential revoked", FAILED).
+            self.scontrol("update", f"JobId={job_id}", "StartTime=now+2")
         return info
 
     # -- job state ----------------------------------------------------------------------
