@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from taskfarmer.cli import compat_argv
-from taskfarmer.locking import lock_path
+from taskfarmer.locking import lock_path, make_lock
 from taskfarmer.progress import PlainDisplay, RichDisplay, Snapshot
 from taskfarmer.runners.basic import shell_argv
 from taskfarmer.signals import StopRequest, died_of_stop_signal
@@ -107,6 +109,33 @@ def test_lock_path_uses_scratch_and_the_absolute_workdir(tmp_path: Path) -> None
     assert scratch.parent == Path("/scratch") and scratch.name.startswith("taskfarmer_")
     relative = lock_path(Path("w"), {"SCRATCH": "/scratch"})
     assert relative != scratch  # a different absolute workdir
+
+
+def test_flock_lock_excludes_other_processes_counts_nesting_and_force_releases(
+    tmp_path: Path,
+) -> None:
+    lock = make_lock(tmp_path, "flock", {})
+    probe = ("import fcntl, os, sys\n"
+             "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "except BlockingIOError:\n    sys.exit(1)\n")
+
+    def free() -> bool:
+        """Could another process take the lock now? (It lets go at once.)"""
+        return subprocess.run([sys.executable, "-c", probe, str(tmp_path / "lock")]).returncode == 0
+
+    with lock:
+        assert not free()
+        with lock:
+            assert lock.lock_counter == 2
+        assert lock.is_locked and not free()  # the inner release kept it
+    assert not lock.is_locked and free()
+    lock.acquire()
+    lock.acquire()
+    lock.release(force=True)
+    assert lock.lock_counter == 0 and free()
+    lock.release()  # one too many: nothing happens
+    assert free()
 
 
 def test_stop_request_handler_records_the_first_signal_and_calls_back() -> None:
