@@ -577,8 +577,15 @@ def build_tools(args: argparse.Namespace) -> tuple[list[Tool], dict[str, str]]:
             skipped["parallel"] = f"{par} is not GNU parallel ({version})"
         else:
 
+            # parallel buffers each job's output in 2 temp files that it creates and deletes.
+            # On a journal-less ext4 (this machine's /tmp), creating a file skips inodes freed
+            # in the last 30 s (dirty_expire_centisecs), scanning past each one: 8,000 deletions
+            # made every log file the next tool created cost up to 0.8 ms instead of 22 us.
+            # Its buffers go to tmpfs, which only speeds parallel up.
+            shm = ["--tmpdir", "/dev/shm"] if os.access("/dev/shm", os.W_OK) else []
+
             def par_argv(tl: Path, wd: Path, n: int) -> list[str]:
-                return [par, "--will-cite", "-j", str(n), "--joblog", str(wd / "joblog")]
+                return [par, "--will-cite", "-j", str(n), "--joblog", str(wd / "joblog"), *shm]
 
             def par_done(wd: Path) -> int | None:
                 try:
@@ -595,7 +602,7 @@ def build_tools(args: argparse.Namespace) -> tuple[list[Tool], dict[str, str]]:
                     line=_trivial,
                     stdin_tasklist=True,
                     done=par_done,
-                    note="--joblog in the workdir",
+                    note="--joblog in the workdir" + (", buffers in /dev/shm" if shm else ""),
                     version=version,
                 )
             )
@@ -1285,8 +1292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cleanup_live()
         # Run directories are removed only now, never between runs: deleting thousands of log
         # files would charge the next run for it (ext4's inode allocator skips inodes freed in
-        # the last few seconds: `recently_deleted` in a kernel profile), and only the farmers
-        # create per-task files, so it would bias the comparison.
+        # the last 30 s on a journal-less ext4: `recently_deleted` in a kernel profile), and only
+        # the farmers keep per-task files, so it would bias the comparison.
         if args.keep:
             log(f"run directories kept in {base}")
         else:
