@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from taskfarmer.cli import compat_argv
+from taskfarmer.farm import IDLE_POLL_FIRST, POLL, idle_backoff
 from taskfarmer.locking import lock_path, make_lock
 from taskfarmer.progress import PlainDisplay, RichDisplay, Snapshot
 from taskfarmer.runners.basic import shell_argv
@@ -164,3 +165,13 @@ def test_farmer_names_are_safe_path_components() -> None:
     assert farmer_name("n1", 12, "ab") == "n1.12-ab"
     assert farmer_name("rack 3/node", 7, "cd") == "rack_3_node.7-cd"
     assert farmer_name("", 7, "cd") == "node.7-cd"
+
+
+def test_waiting_for_other_farmers_backs_off_from_a_short_poll_to_the_long_one() -> None:
+    sleeps, idle = [], IDLE_POLL_FIRST
+    for _ in range(8):
+        poll, idle = idle_backoff(idle, waiting=True)
+        sleeps.append(poll)
+    assert sleeps[0] == IDLE_POLL_FIRST and sleeps[-1] == POLL
+    assert all(b == min(2 * a, POLL) for a, b in zip(sleeps, sleeps[1:]))
+    assert idle_backoff(idle, waiting=False) == (POLL, IDLE_POLL_FIRST)  # working: start over
