@@ -1175,7 +1175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="kill a scale run this long after its window if it has not stopped (default 60)",
     )
     p.add_argument(
-        "--contention-tasks", type=int, help="tasks per contention run (default 2000, quick 400)"
+        "--contention-tasks", type=int, help="tasks per contention run (default 6000, quick 400)"
     )
     p.add_argument(
         "--contention-farmers",
@@ -1213,7 +1213,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "ptf_tasks": (1000, 200),
         "window": (5.0, 3.0),
         "scale_rounds": (2, 1),
-        "contention_tasks": (2000, 400),
+        "contention_tasks": (6000, 400),
     }
     for key, (full, quick) in defaults.items():
         if getattr(a, key) is None:
