@@ -101,9 +101,12 @@ class BlockingFlockLock(UnixFileLock):
 
     def __del__(self) -> None:
         # The kernel drops an flock with the last descriptor of its open file description.
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except Exception:  # at interpreter exit ``os`` may already be torn down
+                pass
 
     @property
     def is_locked(self) -> bool:
