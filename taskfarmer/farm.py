@@ -43,7 +43,7 @@ POLL = 0.5
 #: A farmer with no workers left waits for other farmers' leases (their tasks may still come
 #: back to ``toprocess``). It looks again after this long, then after twice as long, and so on
 #: up to :data:`POLL`: the end of the run is noticed within about the time waited so far
-#: (a fixed 0.5 s cost 4 farmers sharing 2,000 short tasks a quarter of their throughput),
+#: (a fixed 0.5 s cost 4 farmers sharing 2,000 short tasks a fifth of their throughput),
 #: while a long wait takes the lock no more often than :data:`POLL` allows.
 IDLE_POLL_FIRST = 0.02
 #: Worker exit code for a state or configuration error (not worth restarting the worker).

@@ -42,7 +42,7 @@ def lock_path(workdir: Path, environ: Mapping[str, str]) -> Path:
 
 
 class BlockingFlockLock(UnixFileLock):
-    """``flock`` lock that sleeps in the kernel instead of polling, at the cost of a syscall.
+    """``flock`` lock that sleeps in the kernel instead of polling.
 
     filelock's :class:`UnixFileLock` tries ``LOCK_NB`` and sleeps ``poll_interval`` between
     tries, which adds up to 50 ms to every contended acquisition; here ``_acquire`` blocks in
