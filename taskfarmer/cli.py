@@ -14,6 +14,7 @@ from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .locking import LOCK_KINDS, make_lock
 from .registry import Registry, print_listing
+from .resources import discover_devices, plan_slots
 from .signals import ignore_stop_signals
 from .slurm import default_proc
 from .store import StateStore
@@ -79,6 +80,12 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
+@click.option("--gpus-per-task", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Give each worker slot its own N GPUs (CUDA_VISIBLE_DEVICES ...); --proc "
+                   "defaults to the number of such sets.")
+@click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Pin each worker slot to its own N CPUs, OMP_NUM_THREADS=N unless set; "
+                   "--proc defaults to CPUs / N.")
 @click.option("--lock", "lock_kind", type=click.Choice(LOCK_KINDS),
               default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
               help="flock, or soft (O_EXCL lock file) for filesystems without flock "
@@ -92,7 +99,8 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.version_option(__version__, "--version", prog_name="farmer")
 def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
         verbose: bool, runner: str, handler: str, lease: float, retries: int,
-        task_timeout: Optional[float], requeue_failed: bool, lock_kind: str) -> None:
+        task_timeout: Optional[float], requeue_failed: bool, gpus_per_task: Optional[int],
+        cpus_per_task: Optional[int], lock_kind: str) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -103,10 +111,14 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
     the_handler = registry.tasklist(handler)
     for problem in registry.warnings():
         click.echo(f"farmer: warning: {problem}", err=True)
+    slots = plan_slots(proc, default_proc(environ), gpus_per_task,
+                       discover_devices(environ) if gpus_per_task else None,
+                       cpus_per_task, sorted(os.sched_getaffinity(0)))
     config = FarmConfig(
         tasklist=tasklist,
         workdir=workdir_for(tasklist, workdir),
-        proc=proc or default_proc(environ),
+        proc=len(slots),
+        slots=slots,
         timeout=timeout,
         verbose=verbose,
         lease=lease,

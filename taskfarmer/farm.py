@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from .errors import TaskfarmerError
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
+from .resources import SlotResources, pin
 from .signals import StopRequest
 from .slurm import job_labels
 from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
@@ -66,6 +67,13 @@ class FarmConfig:
     retries: int = 0
     requeue_failed: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: Devices and CPUs of each worker slot (:func:`taskfarmer.resources.plan_slots`); empty:
+    #: none assigned.
+    slots: Sequence[SlotResources] = ()
+
+    def slot(self, slot: int) -> SlotResources:
+        """What worker slot ``slot`` owns."""
+        return self.slots[slot] if self.slots else SlotResources(slot)
 
 
 @dataclass(frozen=True)
@@ -253,11 +261,14 @@ class Farm:
         # collector from walking it again and again (it showed in profiles of short tasks).
         gc.freeze()
         os.close(self._messages_r)
+        resources = self.config.slot(slot)
+        pin(resources)  # the tasks inherit the affinity mask
+        self.parts.runner.assign(resources)
         stop = StopRequest()
         config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
                               node=self.identity.node, verbose=self.config.verbose,
-                              task_timeout=self.config.task_timeout,
-                              retries=self.config.retries, environ=self.config.environ)
+                              task_timeout=self.config.task_timeout, retries=self.config.retries,
+                              environ=resources.environment(self.config.environ))
         worker = Worker(config, self.parts, stop,
                         clock=self.clock, say=self._send, on_change=self._mark)
         worker.install_signal_handlers()

@@ -17,8 +17,10 @@ from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_taskli
 
 from taskfarmer.config import flag, keyword_problem
 from taskfarmer.errors import ConfigError
+from taskfarmer.resources import AMD, ANY, NVIDIA, SlotResources
 from taskfarmer.runners import ApptainerRunner, BasicRunner, DockerRunner, ShifterRunner
 from taskfarmer.runners.container import split_options, with_setup
+from taskfarmer.runners.docker import resource_options
 from taskfarmer.runners.legacy import LegacyRunner, is_legacy
 
 # -- pieces ----------------------------------------------------------------------------------
@@ -139,6 +141,7 @@ def test_docker_argv_defaults() -> None:
     cwd = os.getcwd()
     assert runner.argv(3, "echo hi") == [
         "docker", "run", "--rm", "--init", f"--name={name}", "--env=PROC_NUMBER=3",
+        "--env=TASKFARMER_SLOT=0",
         f"--volume={cwd}:{cwd}", f"--workdir={cwd}", f"--user={os.getuid()}:{os.getgid()}",
         "busybox:latest", "/bin/sh", "-c", "echo hi"]
 
@@ -150,6 +153,7 @@ def test_docker_argv_everything() -> None:
     name = runner.execution_name(0)
     assert runner.argv(0, "run it") == [
         "podman", "run", "--rm", "--init", f"--name={name}", "--env=PROC_NUMBER=0",
+        "--env=TASKFARMER_SLOT=0",
         "--env=A", "--env=B=2", "--volume=/d:/data:ro", "--volume=/s:/s", "--workdir=/data",
         "--network", "none", "--label", "a b", "alpine", "/bin/bash", "-c",
         ". /env && { run it\n}"]
@@ -166,6 +170,44 @@ def test_apptainer_argv_and_environment() -> None:
     old = ApptainerRunner("lib.sif", engine="/usr/bin/singularity")
     assert old.argv(1, "go")[:2] == ["/usr/bin/singularity", "exec"]
     assert old.environment(1, {})["SINGULARITYENV_PROC_NUMBER"] == "1"
+
+
+def test_docker_resource_options() -> None:
+    slot = SlotResources(2, ("2", "3"), NVIDIA, (1,))
+    assert resource_options(slot, "docker") == [
+        "--env=TASKFARMER_SLOT=2", '--gpus="device=2,3"', "--env=OMP_NUM_THREADS",
+        "--cpuset-cpus=1"]
+    assert resource_options(slot, "/usr/bin/podman") == [
+        "--env=TASKFARMER_SLOT=2", "--device=nvidia.com/gpu=2", "--device=nvidia.com/gpu=3",
+        "--env=OMP_NUM_THREADS", "--cpuset-cpus=1"]
+    assert resource_options(SlotResources(1, ("1",), AMD), "docker") == [
+        "--env=TASKFARMER_SLOT=1", "--device=/dev/kfd", "--device=/dev/dri",
+        "--env=ROCR_VISIBLE_DEVICES=1"]
+    assert resource_options(SlotResources(0, ("5",), ANY), "docker") == [
+        "--env=TASKFARMER_SLOT=0", "--env=CUDA_VISIBLE_DEVICES=5", "--env=ZE_AFFINITY_MASK=5",
+        "--env=GPU_DEVICE_ORDINAL=5"]
+    runner = DockerRunner("img", user="", workdir="")
+    runner.assign(SlotResources(1, cpus=(0, 1)))
+    assert runner.argv(4, "x")[5:9] == ["--env=PROC_NUMBER=4", "--env=TASKFARMER_SLOT=1",
+                                        "--env=OMP_NUM_THREADS", "--cpuset-cpus=0,1"]
+
+
+def test_apptainer_gpus_and_slot_variables() -> None:
+    runner = ApptainerRunner("lib.sif")
+    runner.assign(SlotResources(1, ("1",), NVIDIA))
+    assert runner.argv(0, "go")[:4] == ["apptainer", "exec", "--nv", "lib.sif"]
+    env = runner.environment(0, {"TASKFARMER_SLOT": "1", "CUDA_VISIBLE_DEVICES": "1"})
+    assert env["APPTAINERENV_TASKFARMER_SLOT"] == "1"
+    assert env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] == "1"
+    already = ApptainerRunner("lib.sif", options="--nv")
+    already.assign(SlotResources(1, ("1",), NVIDIA))
+    assert already.argv(0, "go").count("--nv") == 1
+    amd = ApptainerRunner("lib.sif")
+    amd.assign(SlotResources(0, ("0",), AMD))
+    assert amd.argv(0, "go")[2] == "--rocm"
+    plain = ApptainerRunner("lib.sif")
+    plain.assign(SlotResources(0, cpus=(0,)))
+    assert plain.argv(0, "go")[2] == "lib.sif"
 
 
 # -- PyTaskFarmer-style runner classes -------------------------------------------------------

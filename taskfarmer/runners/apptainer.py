@@ -6,7 +6,11 @@ import os
 from typing import Dict, List, Mapping
 
 from ..config import words
+from ..resources import AMD, NVIDIA
 from .container import ContainerRunner
+
+#: The ``apptainer exec`` option that makes a vendor's GPUs usable in the container.
+GPU_OPTIONS = {NVIDIA: "--nv", AMD: "--rocm"}
 
 
 class ApptainerRunner(ContainerRunner):
@@ -33,14 +37,22 @@ class ApptainerRunner(ContainerRunner):
         self.binds = words(binds)
 
     def argv(self, task_id: int, command: str) -> List[str]:
-        """``apptainer exec --bind=... OPTIONS IMAGE SHELL -c "SETUP && TASK"``."""
+        """``apptainer exec --bind=... [--nv|--rocm] OPTIONS IMAGE SHELL -c "SETUP && TASK"``:
+        ``--nv`` (``--rocm``) when the worker slot has NVIDIA (AMD) GPUs and the options do not
+        already say it."""
         binds = [f"--bind={bind}" for bind in self.binds]
-        return [self.engine, "exec", *binds, *self.options, self.image,
+        gpu = GPU_OPTIONS.get(self.resources.vendor) if self.resources.devices else None
+        gpus = [gpu] if gpu is not None and gpu not in self.options else []
+        return [self.engine, "exec", *binds, *gpus, *self.options, self.image,
                 *self.inner_argv(command)]
 
     def environment(self, task_id: int, environ: Mapping[str, str]) -> Dict[str, str]:
-        """Ours plus ``PROC_NUMBER``, also for inside a clean environment."""
+        """Ours plus ``PROC_NUMBER``; it and the worker slot's variables (``TASKFARMER_SLOT``,
+        ``CUDA_VISIBLE_DEVICES`` ...) also for inside a clean environment."""
         env = super().environment(task_id, environ)
         prefix = "SINGULARITY" if "singularity" in os.path.basename(self.engine) else "APPTAINER"
         env[f"{prefix}ENV_PROC_NUMBER"] = str(task_id)
+        for name in self.resources.variables(environ):
+            if name in environ:
+                env[f"{prefix}ENV_{name}"] = environ[name]
         return env

@@ -20,6 +20,8 @@ import signal
 import subprocess
 from typing import IO, ClassVar, Dict, List, Mapping, Optional
 
+from ..resources import SlotResources
+
 
 class _Inherited:
     """``os.environ`` as :func:`_inherit` last left it, in the process that set it."""
@@ -57,6 +59,15 @@ class Runner:
     """Base class of runners."""
 
     _running: Optional[subprocess.Popen] = None
+    #: The worker slot's devices and CPUs (:meth:`assign`); slot 0 with none until then.
+    resources: SlotResources = SlotResources(0)
+
+    def assign(self, resources: SlotResources) -> None:
+        """Called once in each worker process: the slot whose tasks this copy runs. The
+        environment already carries the slot's variables; runners whose tasks do not see it
+        (containers) or need options for devices and CPUs read :attr:`resources` in
+        :meth:`argv`."""
+        self.resources = resources
 
     def argv(self, task_id: int, command: str) -> List[str]:
         """The argument vector that runs ``command`` (pure: no side effects)."""

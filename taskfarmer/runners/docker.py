@@ -15,6 +15,7 @@ import sys
 from typing import Dict, List, Mapping, Optional
 
 from ..config import words
+from ..resources import AMD, NVIDIA, SlotResources
 from .container import ContainerRunner
 
 #: Seconds ``docker rm -f`` may take in :meth:`DockerRunner.cleanup`. A stopping worker has
@@ -23,6 +24,37 @@ REMOVE_TIMEOUT = 8.0
 
 #: ``docker rm -f`` messages meaning there is nothing left to remove.
 _GONE = re.compile(r"no such container|already in progress", re.IGNORECASE)
+
+
+def resource_options(resources: SlotResources, engine: str) -> List[str]:
+    """``docker run`` arguments that give the container its worker slot's devices and CPUs.
+
+    The container does not see the client's environment, nor is it a child of the worker
+    (the daemon starts it), so neither the slot's variables nor the worker's CPU affinity
+    reach it by themselves: ``TASKFARMER_SLOT`` and the device variables are passed by
+    value, ``OMP_NUM_THREADS`` from the client's environment (the user's or the slot's),
+    the CPUs with ``--cpuset-cpus``. NVIDIA devices: ``--gpus="device=..."`` (Docker; the
+    quotes keep the comma inside one field) or one CDI ``--device=nvidia.com/gpu=ID`` each
+    (Podman); the container numbers them from 0, so ``CUDA_VISIBLE_DEVICES`` is not passed.
+    AMD: ``/dev/kfd`` and ``/dev/dri`` with ``ROCR_VISIBLE_DEVICES`` choosing among them.
+    Devices of unknown vendor: only their variables (add the device options you need).
+    """
+    options = [f"--env=TASKFARMER_SLOT={resources.slot}"]
+    if resources.devices:
+        devices = ",".join(resources.devices)
+        if resources.vendor == NVIDIA and "podman" in os.path.basename(engine):
+            options += [f"--device=nvidia.com/gpu={device}" for device in resources.devices]
+        elif resources.vendor == NVIDIA:
+            options.append(f'--gpus="device={devices}"')
+        else:
+            if resources.vendor == AMD:
+                options += ["--device=/dev/kfd", "--device=/dev/dri"]
+            options += [f"--env={name}={value}"
+                        for name, value in resources.device_variables().items()]
+    if resources.cpus:
+        options += ["--env=OMP_NUM_THREADS",
+                    f"--cpuset-cpus={','.join(str(cpu) for cpu in resources.cpus)}"]
+    return options
 
 
 class DockerRunner(ContainerRunner):
@@ -57,9 +89,10 @@ class DockerRunner(ContainerRunner):
         self._environ: Optional[Dict[str, str]] = None
 
     def argv(self, task_id: int, command: str) -> List[str]:
-        """``docker run --rm --init --name NAME --env=PROC_NUMBER=ID ... IMAGE SHELL -c ...``."""
+        """``docker run --rm --init --name NAME --env=PROC_NUMBER=ID`` :func:`resource_options`
+        ``... IMAGE SHELL -c ...``."""
         argv = [self.engine, "run", "--rm", "--init", f"--name={self.execution_name(task_id)}",
-                f"--env=PROC_NUMBER={task_id}"]
+                f"--env=PROC_NUMBER={task_id}", *resource_options(self.resources, self.engine)]
         argv += [f"--env={variable}" for variable in self.env]
         argv += [f"--volume={volume}" for volume in self.volumes]
         if self.bind_workdir:
