@@ -19,6 +19,7 @@ from .signals import ignore_stop_signals
 from .slurm import default_proc
 from .store import StateStore
 from .timeline import Timeline
+from .walltime import DEFAULT_MARGIN, slurm_job_end
 from .worker import Parts
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -80,6 +81,13 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
+@click.option("--task-time", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Start no task later than this before the time limit (SLURM job end or "
+                   "--timeout) [default: learned from the workdir's finished tasks].")
+@click.option("--stop-margin", type=click.FloatRange(min=0), default=DEFAULT_MARGIN,
+              show_default=True, metavar="SECONDS",
+              help="Inside SLURM, stop this long before the job's end, putting tasks back.")
 @click.option("--gpus-per-task", type=click.IntRange(min=1), default=None, metavar="N",
               help="Give each worker slot its own N GPUs (CUDA_VISIBLE_DEVICES ...); --proc "
                    "defaults to the number of such sets.")
@@ -99,7 +107,8 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.version_option(__version__, "--version", prog_name="farmer")
 def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
         verbose: bool, runner: str, handler: str, lease: float, retries: int,
-        task_timeout: Optional[float], requeue_failed: bool, gpus_per_task: Optional[int],
+        task_timeout: Optional[float], requeue_failed: bool, task_time: Optional[float],
+        stop_margin: float, gpus_per_task: Optional[int],
         cpus_per_task: Optional[int], lock_kind: str) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
@@ -126,6 +135,9 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
         task_timeout=task_timeout,
         requeue_failed=requeue_failed,
         environ=environ,
+        task_time=task_time,
+        stop_margin=stop_margin,
+        job_end=slurm_job_end(environ),
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
         the_handler.lines(tasklist)  # opens it: a missing tasklist fails before the workdir exists

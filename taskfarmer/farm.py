@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import multiprocessing
 import os
 import signal
@@ -29,6 +30,7 @@ from .signals import StopRequest
 from .slurm import job_labels
 from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
 from .timeline import process_name_event, thread_name_event, track_id
+from .walltime import DEFAULT_MARGIN, TaskTime, TimelineDurations, Walltime, limits
 from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
 EXIT_OK = 0
@@ -70,6 +72,12 @@ class FarmConfig:
     #: Devices and CPUs of each worker slot (:func:`taskfarmer.resources.plan_slots`); empty:
     #: none assigned.
     slots: Sequence[SlotResources] = ()
+    #: ``--task-time``: seconds a task is expected to take (None: learned from the timeline).
+    task_time: Optional[float] = None
+    #: ``--stop-margin``: stop this long before the SLURM job's end.
+    stop_margin: float = DEFAULT_MARGIN
+    #: When the SLURM job ends (seconds since the epoch), if it has a limit.
+    job_end: Optional[float] = None
 
     def slot(self, slot: int) -> SlotResources:
         """What worker slot ``slot`` owns."""
@@ -152,6 +160,9 @@ class Farm:
         self.error: Optional[str] = None
         self._context = multiprocessing.get_context("fork")
         self._busy = self._context.RawArray("i", [-1] * config.proc)
+        # No worker takes a task after this time (Walltime.latest_start), set by run().
+        self._start_by = self._context.RawValue("d", math.inf)
+        self.draining: Optional[str] = None  # why no task starts any more
         self._messages_r, self._messages_w = os.pipe()
         os.set_blocking(self._messages_r, False)
         self._partial = b""
@@ -164,7 +175,11 @@ class Farm:
         self.stop.on_stop(self._forward_stop)
         self.stop.install()
         self._prepare()
-        deadline = self.clock() + self.config.timeout if self.config.timeout else None
+        walltime = Walltime.earliest(
+            limits(self.clock(), self.config.timeout, self.config.job_end,
+                   self.config.stop_margin),
+            TaskTime(self.config.task_time, TimelineDurations(self.timeline.path)), self.clock)
+        deadline = walltime.stop_at if walltime is not None else None
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
         idle_poll = IDLE_POLL_FIRST
@@ -172,8 +187,9 @@ class Farm:
         try:
             while not self.stop.requested and self.error is None:
                 now = self.clock()
-                if deadline is not None and now >= deadline:
-                    self.stop.request("timeout")
+                if walltime is not None and self._out_of_time(walltime, now):
+                    break
+                if self.draining is not None and not self.workers:
                     break
                 if now >= next_beat:
                     self._heartbeat()
@@ -188,11 +204,27 @@ class Farm:
                 self._drain_messages()
                 self.display.update(self._snapshot())
                 poll, idle_poll = idle_backoff(idle_poll, waiting=not self.workers)
-                timeout = poll if deadline is None else max(0.0, min(poll, deadline - now))
+                wake = self._start_by.value if deadline is None else min(
+                    deadline, self._start_by.value)  # the gate closes or the limit comes
+                timeout = max(0.0, min(poll, wake - now))
                 wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
         finally:
             self._shutdown()
         return self._report()
+
+    def _out_of_time(self, walltime: Walltime, now: float) -> bool:
+        """Stop (True) at the walltime's limit; before that, close the start gate once no
+        task is expected to finish in time (workers read ``_start_by`` before each claim)."""
+        if now >= walltime.stop_at:
+            self.display.say(walltime.why_stop())
+            self.stop.request(walltime.limit.reason)
+            return True
+        if self.draining is None:
+            self._start_by.value = walltime.latest_start()
+            if now >= self._start_by.value:
+                self.draining = walltime.limit.reason
+                self.display.say(walltime.why_no_start())
+        return False
 
     def _prepare(self) -> None:
         self.store.prepare()
@@ -235,7 +267,7 @@ class Farm:
             work_left = self.store.pending() or self.store.any_leases()
         snapshot = self._snapshot()
         report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
-                            else None, work_left, self.error)
+                            else self.draining, work_left, self.error)
         self.display.finish(snapshot, report.outcome)
         self.store.close()
         return report
@@ -244,7 +276,7 @@ class Farm:
 
     def _fill_slots(self) -> None:
         free = [slot for slot in range(self.config.proc) if slot not in self.workers]
-        if not free or self.stop.requested:
+        if not free or self.stop.requested or self.draining is not None:
             return
         with self.store.locked():
             count = self.store.pending_count(len(free))
@@ -269,8 +301,8 @@ class Farm:
                               node=self.identity.node, verbose=self.config.verbose,
                               task_timeout=self.config.task_timeout, retries=self.config.retries,
                               environ=resources.environment(self.config.environ))
-        worker = Worker(config, self.parts, stop,
-                        clock=self.clock, say=self._send, on_change=self._mark)
+        worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
+                        on_change=self._mark, may_start=self._may_start)
         worker.install_signal_handlers()
         try:
             code = worker.run()
@@ -278,6 +310,10 @@ class Farm:
             self._send(f"{self.name} worker {slot}: error: {error}")
             code = WORKER_ERROR
         sys.exit(code)
+
+    def _may_start(self) -> bool:
+        """In a worker: whether a task may start now (see :meth:`_out_of_time`)."""
+        return self.clock() < self._start_by.value
 
     def _mark(self, slot: int, task_id: int) -> None:
         self._busy[slot] = task_id

@@ -90,6 +90,7 @@ class Worker:
         monotonic: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] = print,
         on_change: Optional[Callable[[int, int], None]] = None,
+        may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -102,6 +103,7 @@ class Worker:
         self.say = say
         self.results: List[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
         self.on_change = on_change
+        self.may_start = may_start  # asked before each claim: False takes no more tasks
         self.queue: Deque[Task] = deque()
         self._process: Optional[subprocess.Popen] = None
         self._terminating = False
@@ -158,7 +160,7 @@ class Worker:
                     self._settle()
                     if self.stop.requested:
                         break
-                    if not self.queue:
+                    if not self.queue and self.may_start():
                         try:
                             self.queue.extend(self.store.claim(self.lease, 1))
                         except LeaseRevoked:

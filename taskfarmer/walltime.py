@@ -1,0 +1,237 @@
+"""Time limits: stop before the SLURM job ends, and start no task that cannot finish in time.
+
+A farmer has a time limit when it runs in a SLURM job with an end time (:func:`slurm_job_end`:
+``SLURM_JOB_END_TIME``, else ``squeue -h -j JOB -o %e``, else ``scontrol show job JOB``) or
+with ``--timeout``. :class:`Walltime` turns the limits into two times:
+
+- ``stop_at``: the job's end minus a margin that covers the stop itself (``--stop-margin``),
+  or the ``--timeout``, whichever is first. Then running tasks are stopped and put back.
+- :meth:`Walltime.latest_start`: ``stop_at`` minus the time a task is expected to take
+  (:class:`TaskTime`: ``--task-time``, else a high percentile of the durations of this
+  workdir's finished tasks, once there are enough). No task starts after it: the running
+  ones finish and the farmer exits with work left, instead of starting tasks that would be
+  killed and run again by the next job.
+
+Durations come from a :class:`DurationSource`; :class:`TimelineDurations` reads the finished
+executions of ``timeline.json`` as it grows (another source, a job log, can replace it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Deque, List, Mapping, Optional, Sequence
+
+from .resources import CommandOutput, command_output
+
+#: Default ``--stop-margin``: seconds before the job's end at which the farmer stops.
+DEFAULT_MARGIN = 60.0
+#: Tasks are expected to take this percentile of the recent finished durations ...
+PERCENTILE = 90
+#: ... once there are at least this many.
+MIN_SAMPLES = 4
+#: The most recent durations kept (and read from the timeline's tail at start).
+KEEP = 1000
+#: Bytes read from the end of ``timeline.json`` at first: enough for :data:`KEEP` events of
+#: a few hundred bytes each, whatever the file's size.
+TAIL = 1 << 20
+
+_END_TIME = re.compile(r"\bEndTime=(\S+)")
+
+
+def parse_slurm_time(text: str) -> Optional[float]:
+    """Seconds since the epoch of SLURM's ``2026-11-28T05:12:00`` (local time); None for
+    ``Unknown``, ``N/A``, ``NONE`` or anything else that is not such a time."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def slurm_job_end(environ: Mapping[str, str], run: CommandOutput = command_output
+                  ) -> Optional[float]:
+    """When SLURM will end this job (seconds since the epoch), or None: not in a job, no
+    time limit, or SLURM cannot be asked."""
+    value = environ.get("SLURM_JOB_END_TIME", "").strip()
+    if value.isdigit():
+        return float(value)
+    job = environ.get("SLURM_JOB_ID", "").strip()
+    if not job:
+        return None
+    output = run(["squeue", "-h", "-j", job, "-o", "%e"])
+    if output and output.strip():
+        return parse_slurm_time(output.split()[0])
+    output = run(["scontrol", "show", "job", job])
+    found = _END_TIME.search(output or "")
+    return parse_slurm_time(found.group(1)) if found else None
+
+
+class DurationSource:
+    """Where durations of finished task executions come from."""
+
+    def new(self) -> List[float]:
+        """Durations (seconds) that appeared since the last call."""
+        raise NotImplementedError
+
+
+class TimelineDurations(DurationSource):
+    """Finished executions' durations in ``timeline.json`` (see :mod:`taskfarmer.timeline`).
+
+    The first call reads only the last :data:`TAIL` bytes. Appends overwrite the file's
+    closing ``\\n]\\n`` (and so the end of the last event's line), so only lines followed by
+    ``,\\n`` are final: the next call starts after the last such line.
+    """
+
+    def __init__(self, path: Path, tail: int = TAIL) -> None:
+        self.path = path
+        self.tail = tail
+        self.offset: Optional[int] = None
+        self._counted = -1  # offset of a last event line already counted
+
+    def new(self) -> List[float]:
+        """Durations of the ``finished`` complete events written since the last call."""
+        try:
+            with open(self.path, "rb") as handle:
+                size = handle.seek(0, 2)
+                if self.offset is None or self.offset > size:  # first call, or repaired
+                    start = max(0, size - self.tail)
+                    handle.seek(start)
+                    data = handle.read()
+                    skip = data.find(b"\n") + 1 if start else 0  # from a line's start
+                    start, data = start + skip, data[skip:]
+                else:
+                    start = self.offset
+                    handle.seek(start)
+                    data = handle.read()
+        except FileNotFoundError:
+            return []
+        cut = data.rfind(b",\n") + 2  # 1 if none: the final lines end before index 1
+        final, last = (data[:cut], data[cut:]) if cut > 1 else (b"", data)
+        self.offset = start + len(final)
+        durations = [] if start == self._counted else self._durations(final.split(b"\n", 1)[0])
+        for line in final.split(b"\n")[1:]:
+            durations += self._durations(line)
+        # The last event is whole once followed by the closing "\n]\n": count it now, and
+        # remember it so that the next call, which reads it again, does not count it twice.
+        if last.endswith(b"\n]\n") and self.offset != self._counted:
+            durations += self._durations(last.split(b"\n", 1)[0])
+            self._counted = self.offset
+        return durations
+
+    @staticmethod
+    def _durations(line: bytes) -> List[float]:
+        """``[seconds]`` if ``line`` is a finished execution's event, else ``[]``."""
+        if b'"finished"' not in line:  # cheap filter before parsing
+            return []
+        try:
+            event = json.loads(line.rstrip(b","))
+        except ValueError:
+            return []
+        if (isinstance(event, dict) and event.get("ph") == "X"
+                and event.get("args", {}).get("outcome") == "finished"):
+            return [event.get("dur", 0) / 1e6]
+        return []
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile: the smallest value with ``percent`` % at or below it."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class TaskTime:
+    """How long the next task is expected to take: ``--task-time``, else learned.
+
+    Args:
+        fixed: ``--task-time`` seconds, or None to learn.
+        source: where finished durations come from when learning.
+    """
+
+    def __init__(self, fixed: Optional[float], source: Optional[DurationSource] = None) -> None:
+        self.fixed = fixed
+        self.source = source
+        self.samples: Deque[float] = deque(maxlen=KEEP)
+
+    def expected(self) -> Optional[float]:
+        """Seconds, or None while there are fewer than :data:`MIN_SAMPLES` durations."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.source is not None:
+            self.samples.extend(self.source.new())
+        if len(self.samples) < MIN_SAMPLES:
+            return None
+        return percentile(self.samples, PERCENTILE)
+
+    def describe(self) -> str:
+        """Where :meth:`expected` comes from, for the log."""
+        if self.fixed is not None:
+            return "--task-time"
+        return f"{PERCENTILE}th percentile of {len(self.samples)} finished task(s)"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A time by which the farmer must have stopped: what it is (for the log) and the stop
+    reason it gives (``stopped by REASON``)."""
+
+    at: float
+    what: str
+    reason: str
+
+
+def limits(start: float, timeout: Optional[float], job_end: Optional[float],
+           margin: float) -> List[Limit]:
+    """The limits of a run started at ``start``: ``--timeout``, the SLURM job's end."""
+    found = []
+    if timeout is not None:
+        found.append(Limit(start + timeout, "--timeout", "timeout"))
+    if job_end is not None:
+        end = time.strftime("%H:%M:%S", time.localtime(job_end))
+        found.append(Limit(job_end - margin, f"the job's end at {end} minus {margin:g} s",
+                           "time limit"))
+    return found
+
+
+class Walltime:
+    """When to stop starting tasks and when to stop, under the earliest of ``limits``."""
+
+    def __init__(self, limit: Limit, task_time: TaskTime,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.task_time = task_time
+        self.clock = clock
+
+    @classmethod
+    def earliest(cls, found: Sequence[Limit], task_time: TaskTime,
+                 clock: Callable[[], float] = time.time) -> Optional[Walltime]:
+        """The walltime of the earliest limit; None without limits."""
+        if not found:
+            return None
+        return cls(min(found, key=lambda limit: limit.at), task_time, clock)
+
+    @property
+    def stop_at(self) -> float:
+        """When running tasks are stopped and put back."""
+        return self.limit.at
+
+    def latest_start(self) -> float:
+        """No task may start after this: ``stop_at`` minus the expected task time."""
+        expected = self.task_time.expected()
+        return self.stop_at - expected if expected is not None else self.stop_at
+
+    def why_no_start(self) -> str:
+        """One log line: why no task starts any more."""
+        left = max(0.0, self.stop_at - self.clock())
+        return (f"starting no more tasks: {left:.0f} s left until {self.limit.what}, tasks "
+                f"are expected to take {self.task_time.expected() or 0:.0f} s "
+                f"({self.task_time.describe()}); running ones finish, then exit 3")
+
+    def why_stop(self) -> str:
+        """One log line: why running tasks are stopped."""
+        return f"stopping at {self.limit.what}: running tasks go back into toprocess"
