@@ -26,7 +26,8 @@ _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
-configuration or state error; 3 stopped early (signal or --timeout) with work left."""
+configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
+limit) with work left."""
 
 
 def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:

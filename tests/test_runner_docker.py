@@ -7,6 +7,7 @@ none`` (what the ``options`` key is for).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import textwrap
 import time
@@ -138,3 +139,21 @@ def test_task_timeout_removes_the_container(
     events = json.loads((workdir / "timeline.json").read_text())
     assert [e["args"].get("timed_out") for e in events if e["ph"] == "X"] == [True]
     assert our_containers(docker_daemon, "-a") == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_cpus_and_slot_reach_the_container(docker_image: str, docker_env: Dict[str, str],
+                                           home: Path, tmp_path: Path) -> None:
+    """--cpus-per-task 1: the daemon starts the container, so only --cpuset-cpus pins it;
+    TASKFARMER_SLOT and OMP_NUM_THREADS are passed with --env."""
+    define(tmp_path, docker_image)
+    tasks = write_tasklist(tmp_path / "tasks", [
+        "grep Cpus_allowed_list /proc/self/status > cpus_$TASKFARMER_SLOT; "
+        "echo $OMP_NUM_THREADS >> cpus_$TASKFARMER_SLOT"] * 2)
+    result = run_farmer([str(tasks), "--cpus-per-task", "1", "--runner", "box"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    seen = {p.name: p.read_text().split() for p in tmp_path.glob("cpus_*")}
+    mine = sorted(os.sched_getaffinity(0))
+    assert set(seen) <= {f"cpus_{slot}" for slot in range(len(mine))} and seen
+    for name, (_, cpus, omp) in seen.items():
+        assert omp == "1" and int(cpus) == mine[int(name.split("_")[1])]
