@@ -13,6 +13,7 @@ For each flow: the jobs, their run time (allocation), the work thrown away (task
 cut short by the stop: from their start to the job's end) and its fraction of the allocation.
 
     python benchmarks/walltime_slurm.py [--tasks 10] [--seconds 20] [--margin 10]
+                                        [--flows signal walltime]
 """
 
 from __future__ import annotations
@@ -82,13 +83,15 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--margin", type=int, default=10)
+    parser.add_argument("--flows", nargs="+", choices=("signal", "walltime"),
+                        default=["signal", "walltime"])
     args = parser.parse_args()
     cluster = SlurmCluster()
     cluster.start()
     try:
         results = {}
         with tempfile.TemporaryDirectory() as tmp:
-            for flow in ("signal", "walltime"):
+            for flow in args.flows:
                 results[flow] = campaign(cluster, Path(tmp) / flow, flow, args.tasks,
                                          args.seconds, args.margin)
                 cluster.cancel_all()

@@ -163,6 +163,7 @@ class Farm:
         # No worker takes a task after this time (Walltime.latest_start), set by run().
         self._start_by = self._context.RawValue("d", math.inf)
         self.draining: Optional[str] = None  # why no task starts any more
+        self._next_estimate = 0.0
         self._messages_r, self._messages_w = os.pipe()
         os.set_blocking(self._messages_r, False)
         self._partial = b""
@@ -220,7 +221,9 @@ class Farm:
             self.stop.request(walltime.limit.reason)
             return True
         if self.draining is None:
-            self._start_by.value = walltime.latest_start()
+            if now >= self._next_estimate:  # reads the timeline's new events: once a POLL
+                self._start_by.value = walltime.latest_start()
+                self._next_estimate = now + POLL
             if now >= self._start_by.value:
                 self.draining = walltime.limit.reason
                 self.display.say(walltime.why_no_start())

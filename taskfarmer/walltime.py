@@ -33,8 +33,9 @@ from .resources import CommandOutput, command_output
 DEFAULT_MARGIN = 60.0
 #: Tasks are expected to take this percentile of the recent finished durations ...
 PERCENTILE = 90
-#: ... once there are at least this many.
-MIN_SAMPLES = 4
+#: ... once there are at least this many (the percentile of fewer than 10 is the longest:
+#: until the first round of a farmer's tasks has ended, nothing is known).
+MIN_SAMPLES = 2
 #: The most recent durations kept (and read from the timeline's tail at start).
 KEEP = 1000
 #: Bytes read from the end of ``timeline.json`` at first: enough for :data:`KEEP` events of

@@ -110,7 +110,7 @@ def test_percentile_and_task_time() -> None:
     learned = TaskTime(None, _Fixed([1.0] * (MIN_SAMPLES - 1), [9.0]))
     assert learned.expected() is None  # not enough yet
     assert learned.expected() == 9.0
-    assert "percentile of 4 finished" in learned.describe()
+    assert f"percentile of {MIN_SAMPLES} finished" in learned.describe()
     assert TaskTime(None).expected() is None
 
 

@@ -94,7 +94,7 @@ def test_one_minute_jobs_start_only_tasks_that_fit(slurm: SlurmCluster, tmp_path
     first, output = _job(slurm, root, f"--task-time {TASK_SECONDS}")
     _check_stopped_in_time(root, first, output, "--task-time")
     done_first = len(ids(workdir / "finished"))
-    assert done_first >= 4, output  # two rounds of two; the learned estimate needs 4
+    assert done_first >= 4, output  # two rounds of two
 
     second, output = _job(slurm, root, "")
     _check_stopped_in_time(root, second, output, "90th percentile of")
