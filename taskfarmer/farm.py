@@ -2,9 +2,11 @@
 
 The main process prepares the workdir, starts ``--proc`` worker processes
 (:mod:`taskfarmer.worker`), renews their leases, takes over the leases of dead farmers, refills
-free worker slots while tasks are pending, shows progress, and on a stop signal or ``--timeout``
-stops the workers (which put their tasks back) and exits. It waits while other farmers still
-hold leases rather than exit: if one of them dies, its tasks come back and must be run.
+free worker slots while tasks are pending, shows progress, and on a stop signal, ``--timeout``
+or the SLURM job's end (:mod:`taskfarmer.walltime`) stops the workers (which put their tasks
+back) and exits; before a time limit it starts no task not expected to finish in time. It
+waits while other farmers still hold leases rather than exit: if one of them dies, its tasks
+come back and must be run.
 """
 
 from __future__ import annotations
@@ -205,8 +207,9 @@ class Farm:
                 self._drain_messages()
                 self.display.update(self._snapshot())
                 poll, idle_poll = idle_backoff(idle_poll, waiting=not self.workers)
-                wake = self._start_by.value if deadline is None else min(
-                    deadline, self._start_by.value)  # the gate closes or the limit comes
+                wake = math.inf if deadline is None else deadline
+                if self.draining is None:  # also when the start gate closes
+                    wake = min(wake, self._start_by.value)
                 timeout = max(0.0, min(poll, wake - now))
                 wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
         finally:

@@ -8,6 +8,7 @@ The SLURM side (the job's end found with squeue, jobs of one minute) is in
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -160,6 +161,13 @@ def test_no_task_starts_that_cannot_finish_before_the_timeout(tmp_path: Path) ->
     assert list((tmp_path / "runs").iterdir()) == []
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of ``pid`` so far, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def _gate_closes_while_tasks_run(tmp_path: Path, gated: int, quick: int) -> str:
     """Run ``gated`` gated tasks then ``quick`` quick ones, ``gated`` at a time, with a start
     gate that closes 3 s after the start (--timeout 60, --task-time 57); open the tasks' gate
@@ -171,6 +179,9 @@ def _gate_closes_while_tasks_run(tmp_path: Path, gated: int, quick: int) -> str:
     assert farmer.stdout is not None
     wait_for(lambda: lines.append(farmer.stdout.readline()) or "starting no more" in lines[-1],
              timeout=50, what="the gate to close")
+    ticks = _cpu_ticks(farmer.pid)
+    time.sleep(1.0)  # measuring: the farmer waits for its tasks without spinning
+    assert _cpu_ticks(farmer.pid) - ticks < 0.3 * os.sysconf("SC_CLK_TCK")
     start = time.monotonic()
     (tmp_path / "gate").touch()
     out, err = farmer.communicate(timeout=30)
