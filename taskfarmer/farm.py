@@ -162,8 +162,14 @@ class Farm:
         self.error: Optional[str] = None
         self._context = multiprocessing.get_context("fork")
         self._busy = self._context.RawArray("i", [-1] * config.proc)
-        # No worker takes a task after this time (Walltime.latest_start), set by run().
+        # The start gate (see _start_limit), shared with the workers: the time limit, when no
+        # task may start any more if a task time is known, whether one is, and the longest
+        # task each worker slot ran (what counts while no task time is known).
+        self._stop_at = self._context.RawValue("d", math.inf)
         self._start_by = self._context.RawValue("d", math.inf)
+        self._known = self._context.RawValue("b", 0)
+        self._longest = self._context.RawArray("d", config.proc)
+        self._task_started = 0.0  # in a worker: when its current task started
         self.draining: Optional[str] = None  # why no task starts any more
         self._next_estimate = 0.0
         self._messages_r, self._messages_w = os.pipe()
@@ -183,6 +189,7 @@ class Farm:
                    self.config.stop_margin),
             TaskTime(self.config.task_time, TimelineDurations(self.timeline.path)), self.clock)
         deadline = walltime.stop_at if walltime is not None else None
+        self._stop_at.value = math.inf if deadline is None else deadline
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
         idle_poll = IDLE_POLL_FIRST
@@ -209,7 +216,7 @@ class Farm:
                 poll, idle_poll = idle_backoff(idle_poll, waiting=not self.workers)
                 wake = math.inf if deadline is None else deadline
                 if self.draining is None:  # also when the start gate closes
-                    wake = min(wake, self._start_by.value)
+                    wake = min(wake, self._start_limit())
                 timeout = max(0.0, min(poll, wake - now))
                 wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
         finally:
@@ -218,7 +225,7 @@ class Farm:
 
     def _out_of_time(self, walltime: Walltime, now: float) -> bool:
         """Stop (True) at the walltime's limit; before that, close the start gate once no
-        task is expected to finish in time (workers read ``_start_by`` before each claim)."""
+        task is expected to finish in time (workers ask :meth:`_start_limit` before each claim)."""
         if now >= walltime.stop_at:
             self.display.say(walltime.why_stop())
             self.stop.request(walltime.limit.reason)
@@ -226,11 +233,22 @@ class Farm:
         if self.draining is None:
             if now >= self._next_estimate:  # reads the timeline's new events: once a POLL
                 self._start_by.value = walltime.latest_start()
+                self._known.value = walltime.task_time.expected() is not None
                 self._next_estimate = now + POLL
-            if now >= self._start_by.value:
+            if now >= self._start_limit():
                 self.draining = walltime.limit.reason
-                self.display.say(walltime.why_no_start())
+                self.display.say(walltime.why_no_start(max(self._longest)))
         return False
+
+    def _start_limit(self) -> float:
+        """No task may start from this time on: the walltime's latest start once a task time
+        is known; before, the limit minus the longest task this farmer has run. Workers ask
+        it themselves before every claim: the estimate the main process reads from the
+        timeline arrives up to a poll late, too late for a worker that has just finished one
+        of the first tasks."""
+        if self._known.value:
+            return self._start_by.value
+        return self._stop_at.value - max(self._longest)
 
     def _prepare(self) -> None:
         self.store.prepare()
@@ -319,10 +337,15 @@ class Farm:
 
     def _may_start(self) -> bool:
         """In a worker: whether a task may start now (see :meth:`_out_of_time`)."""
-        return self.clock() < self._start_by.value
+        return self.clock() < self._start_limit()
 
     def _mark(self, slot: int, task_id: int) -> None:
+        """In a worker: slot ``slot`` runs ``task_id`` now (-1: none); keep its longest task."""
         self._busy[slot] = task_id
+        if task_id >= 0:
+            self._task_started = self.clock()
+        else:
+            self._longest[slot] = max(self._longest[slot], self.clock() - self._task_started)
 
     def _send(self, text: str) -> None:
         # One write(2) of at most PIPE_BUF bytes to a pipe is atomic: lines never interleave.

@@ -8,9 +8,10 @@ with ``--timeout``. :class:`Walltime` turns the limits into two times:
   or the ``--timeout``, whichever is first. Then running tasks are stopped and put back.
 - :meth:`Walltime.latest_start`: ``stop_at`` minus the time a task is expected to take
   (:class:`TaskTime`: ``--task-time``, else a high percentile of the durations of this
-  workdir's finished tasks, once there are enough). No task starts after it: the running
-  ones finish and the farmer exits with work left, instead of starting tasks that would be
-  killed and run again by the next job.
+  workdir's finished tasks, once there are enough; until then, the farm counts the longest
+  task it has run itself). No task starts after it: the running ones finish and the farmer
+  exits with work left, instead of starting tasks that would be killed and run again by the
+  next job.
 
 Durations come from a :class:`DurationSource`; :class:`TimelineDurations` reads the finished
 executions of ``timeline.json`` as it grows (another source, a job log, can replace it).
@@ -33,9 +34,9 @@ from .resources import CommandOutput, command_output
 DEFAULT_MARGIN = 60.0
 #: Tasks are expected to take this percentile of the recent finished durations ...
 PERCENTILE = 90
-#: ... once there are at least this many (the percentile of fewer than 10 is the longest:
-#: until the first round of a farmer's tasks has ended, nothing is known).
-MIN_SAMPLES = 2
+#: ... once there are at least this many (the percentile of fewer than 10 is the longest);
+#: until then the farm counts the longest task it has run itself.
+MIN_SAMPLES = 4
 #: The most recent durations kept (and read from the timeline's tail at start).
 KEEP = 1000
 #: Bytes read from the end of ``timeline.json`` at first: enough for :data:`KEEP` events of
@@ -226,12 +227,17 @@ class Walltime:
         expected = self.task_time.expected()
         return self.stop_at - expected if expected is not None else self.stop_at
 
-    def why_no_start(self) -> str:
-        """One log line: why no task starts any more."""
+    def why_no_start(self, longest: float) -> str:
+        """One log line: why no task starts any more (``longest``: the longest task this
+        farmer has run, what counts while nothing is learned)."""
         left = max(0.0, self.stop_at - self.clock())
+        expected = self.task_time.expected()
+        source = self.task_time.describe()
+        if expected is None:
+            expected, source = longest, "the longest this farmer ran; too few finished to learn"
         return (f"starting no more tasks: {left:.0f} s left until {self.limit.what}, tasks "
-                f"are expected to take {self.task_time.expected() or 0:.0f} s "
-                f"({self.task_time.describe()}); running ones finish, then exit 3")
+                f"are expected to take {expected:.0f} s ({source}); running ones finish, "
+                "then exit 3")
 
     def why_stop(self) -> str:
         """One log line: why running tasks are stopped."""

@@ -124,11 +124,14 @@ def test_walltime_gate_and_stop_with_a_clock() -> None:
     assert walltime is not None and walltime.stop_at == 1050.0
     assert walltime.latest_start() == 1030.0
     now[0] = 1035.0
-    assert walltime.why_no_start().startswith(
+    assert walltime.why_no_start(99.0).startswith(
         "starting no more tasks: 15 s left until the job's end at ")
-    assert "minus 30 s, tasks are expected to take 20 s (--task-time)" in walltime.why_no_start()
-    unknown = Walltime(Limit(1050.0, "--timeout", "timeout"), TaskTime(None))
-    assert unknown.latest_start() == 1050.0  # nothing learned yet: start until the stop
+    assert "minus 30 s, tasks are expected to take 20 s (--task-time)" in \
+        walltime.why_no_start(99.0)
+    unknown = Walltime(Limit(1050.0, "--timeout", "timeout"), TaskTime(None), lambda: now[0])
+    assert unknown.latest_start() == 1050.0  # nothing learned: the farm counts its longest
+    assert "take 17 s (the longest this farmer ran; too few finished to learn)" in \
+        unknown.why_no_start(17.0)
     assert Walltime.earliest([], TaskTime(1.0)) is None
 
 
@@ -198,6 +201,20 @@ def _gate_closes_while_tasks_run(tmp_path: Path, gated: int, quick: int) -> str:
 
 def test_running_tasks_finish_then_the_farmer_exits_at_once(tmp_path: Path) -> None:
     _gate_closes_while_tasks_run(tmp_path, gated=2, quick=2)
+
+
+def test_before_anything_is_learned_the_longest_task_counts(tmp_path: Path) -> None:
+    """A fresh workdir, one worker, tasks of 4 s, --timeout 6: after the first task nothing
+    is learned yet (1 finished), but a second task like it would not end in time."""
+    (tmp_path / "runs").mkdir()
+    tasks = write_tasklist(tmp_path / "t", [f"touch {tmp_path}/runs/$PROC_NUMBER; sleep 4"] * 3)
+    result = run_farmer([str(tasks), "-n", "1", "--timeout", "6"])
+    assert result.returncode == 3, result.stderr
+    assert "(the longest this farmer ran; too few finished to learn)" in result.stdout
+    assert "stopping at" not in result.stdout  # nothing had to be killed
+    assert ids(tmp_path / "t_workdir" / "finished") == [0]
+    assert ids(tmp_path / "t_workdir" / "toprocess") == [1, 2]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["0"]
 
 
 def test_task_time_learned_from_the_workdir(tmp_path: Path) -> None:
