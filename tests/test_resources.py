@@ -261,7 +261,7 @@ def test_farmer_pins_each_slot_to_its_own_cpus(tmp_path: Path) -> None:
 def test_farmer_cpus_default_proc_and_user_omp(tmp_path: Path) -> None:
     mine = sorted(os.sched_getaffinity(0))
     tasklist = _campaign(tmp_path, 1, together=1)
-    result = run_farmer([str(tasklist), "--cpus-per-task", str(len(mine)), "-v"],
+    result = run_farmer([str(tasklist), "--cpus-per-task", str(len(mine))],
                         env={"OMP_NUM_THREADS": "7"})
     assert result.returncode == 0, result.stderr
     (record,) = _records(tmp_path).values()
