@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .errors import TaskfarmerError
 from .identity import Identity
@@ -27,7 +27,8 @@ from .progress import PlainDisplay, Snapshot, make_display
 from .signals import StopRequest
 from .slurm import job_labels
 from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
-from .timeline import process_name_event, thread_name_event, track_id
+from .timeline_state import TaskCounts
+from .trace_events import Event, choose_pid, counters, farmer_tracks, instant, process_title
 from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
 EXIT_OK = 0
@@ -135,7 +136,7 @@ class Farm:
         self.identity = identity or Identity.current(environ=config.environ)
         self.name = f"{self.identity.node}:{self.identity.pid}"
         self.farmer = farmer_name(self.identity.node, self.identity.pid, os.urandom(3).hex())
-        self.track = track_id(self.farmer)
+        self.track = 0  # the timeline track's process id, chosen under the lock at start
         self.display = display or make_display(self.name, clock=clock)
         self.stop = StopRequest()
         self.counter = StateCounter(parts.store)
@@ -195,14 +196,55 @@ class Farm:
             self.timeline.repair()
             if not self.store.initialized():
                 self.store.initialize(self.handler.lines(self.config.tasklist))
+            requeued = 0
             if self.config.requeue_failed:
-                count = self.store.requeue_failed()
-                self.display.say(f"put {count} failed task(s) back into toprocess")
-            events = process_name_event(self.track, self.name, job_labels(self.config.environ))
-            events += [thread_name_event(self.track, slot, f"worker {slot}")
-                       for slot in range(self.config.proc)]
-            self.timeline.append(events)
+                requeued = self.store.requeue_failed()
+                self.display.say(f"put {requeued} failed task(s) back into toprocess")
+            self.timeline.append(self._timeline_start(requeued))
         self._take_over_expired()
+
+    def _timeline_start(self, requeued: int) -> List[Event]:
+        """*locked* Choose our track, recount the tasks if no farmer runs; the start events."""
+        state = self.timeline.state
+        if not self.store.any_leases():  # no task is running: the files tell every count
+            counts = self.counter.counts()
+            state.reset(TaskCounts(counts.finished, counts.failed, 0, counts.pending))
+        elif requeued:
+            state.change(failed=-requeued, pending=requeued)
+        used = state.track_ids()
+        self.track = choose_pid(self.identity.pid, used, self.config.proc, self.farmer)
+        state.add_track_id(self.track)
+        labels = job_labels(self.config.environ)
+        title = process_title(self.identity.node, labels, self.track == self.identity.pid)
+        now = self.clock()
+        events = farmer_tracks(self.track, title, labels, len(used) + 1, self.config.proc)
+        events.append(instant("farmer start", now, self.track,
+                              {"node": self.identity.node, "pid": self.identity.pid,
+                               "proc": self.config.proc, **labels}))
+        return events + self._counters(now)
+
+    def _counters(self, now: float, **delta: int) -> List[Event]:
+        """*locked* Apply ``delta`` to the workdir's task counts; their counter event."""
+        counts = self.timeline.state.change(**delta)
+        if counts is None:
+            return []
+        return [counters(now, counts.done, counts.failed, counts.running, counts.pending)]
+
+    def _timeline_end(self, report: FarmReport) -> None:
+        """Mark the stop signal (when it arrived) and our end on our timeline track."""
+        if not self.track:  # the start failed before our track was chosen
+            return
+        now = self.clock()
+        events = []
+        if self.stop.requested and self.stop.at is not None:
+            at = now - (time.monotonic() - self.stop.at)  # StopRequest's clock is monotonic
+            events.append(instant(f"stop: {self.stop.describe()}", at, self.track,
+                                  {"stop": self.stop.describe()}))
+        events.append(instant("farmer end", now, self.track,
+                              {"exit_code": report.exit_code, "reason": report.outcome}))
+        with self.store.locked():
+            self.timeline.append(events)
+        self.timeline.close()
 
     def _shutdown(self) -> None:
         self._forward_stop()
@@ -229,6 +271,7 @@ class Farm:
         report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
                             else None, work_left, self.error)
         self.display.finish(snapshot, report.outcome)
+        self._timeline_end(report)
         self.store.close()
         return report
 
@@ -321,7 +364,8 @@ class Farm:
         with self.store.locked():
             for name in self.store.lease_names():
                 if name.startswith(prefix):
-                    self.store.revoke(name.removesuffix(DEAD_SUFFIX))
+                    self._revoke(name.removesuffix(DEAD_SUFFIX),
+                                 {"node": self.identity.node, "worker": slot + 1})
 
     def _forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
@@ -347,10 +391,23 @@ class Farm:
                 if info.name.startswith(self.farmer + "."):
                     continue
                 if expired(info, now, self.config.lease, self.identity):
-                    tasks = self.store.revoke(info.name)
+                    count = self._revoke(info.name, {"node": info.owner.node,
+                                                     "pid": info.owner.pid})
                     self.display.say(f"took over lease {info.name} of {info.owner.node} "
-                                     f"pid {info.owner.pid}: {len(tasks)} task(s) back in "
+                                     f"pid {info.owner.pid}: {count} task(s) back in "
                                      "toprocess")
+
+    def _revoke(self, name: str, owner: Dict[str, Any]) -> int:
+        """*locked* Take over lease ``name`` and mark it on our track; how many tasks came back."""
+        tasks = self.store.revoke(name)
+        now = self.clock()
+        events = [instant("lease taken over", now, self.track,
+                          {"lease": name, **owner, "tasks": len(tasks),
+                           "ids": [task.id for task in tasks[:20]]})]
+        if tasks:
+            events += self._counters(now, running=-len(tasks), pending=len(tasks))
+        self.timeline.append(events)
+        return len(tasks)
 
     def _all_done(self) -> bool:
         with self.store.locked():

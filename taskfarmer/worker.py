@@ -15,14 +15,15 @@ import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, List, Mapping, Optional
+from typing import Callable, Deque, Dict, List, Mapping, Optional
 
 from .identity import Identity, group_has_live_members
 from .runners.base import Runner
 from .signals import StopRequest, died_of_stop_signal
 from .store import Lease, LeaseRevoked, Outcome, StateStore
 from .tasks import Task, TaskList
-from .timeline import Timeline, complete_event
+from .timeline import Timeline
+from .trace_events import Event, counters, execution
 
 #: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
 KILL_GRACE = 2.0
@@ -41,7 +42,7 @@ class WorkerConfig:
 
     slot: int
     farmer: str
-    track: int
+    track: int  # the farmer's timeline track (process id); this worker's tid is slot + 1
     node: str
     verbose: bool = False
     task_timeout: Optional[float] = None
@@ -71,11 +72,22 @@ class Result:
     end: float
     ended_at: float  # monotonic clock, for RESULT_HOLD
     timed_out: bool = False
+    stopped: Optional[str] = None  # the stop that cut it short: it goes back to toprocess
+    rerun: bool = False  # an earlier execution of the task exists (its log did)
 
     @property
     def succeeded(self) -> bool:
         """Exit code 0."""
         return self.returncode == 0
+
+
+#: How recording an outcome changes the workdir's task counts.
+_OUTCOME_DELTAS: Dict[Outcome, Dict[str, int]] = {
+    Outcome.FINISHED: {"running": -1, "done": 1},
+    Outcome.FAILED: {"running": -1, "failed": 1},
+    Outcome.RETRY: {"running": -1, "pending": 1},
+    Outcome.DISCARDED: {},  # the farmer that took the lease over counted it back as pending
+}
 
 
 class Worker:
@@ -101,6 +113,8 @@ class Worker:
         self.monotonic = monotonic
         self.say = say
         self.results: List[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
+        self._events: List[Event] = []  # timeline events of this lock hold
+        self._delta: Dict[str, int] = {}  # how this lock hold changed the task counts
         self.on_change = on_change
         self.queue: Deque[Task] = deque()
         self._process: Optional[subprocess.Popen] = None
@@ -157,13 +171,17 @@ class Worker:
                 with self.store.locked():
                     self._settle()
                     if self.stop.requested:
+                        self._flush()
                         break
                     if not self.queue:
                         try:
-                            self.queue.extend(self.store.claim(self.lease, 1))
+                            claimed = self.store.claim(self.lease, 1)
                         except LeaseRevoked:
                             self.lease = self._register()
-                            self.queue.extend(self.store.claim(self.lease, 1))
+                            claimed = self.store.claim(self.lease, 1)
+                        self.queue.extend(claimed)
+                        self._count(pending=-len(claimed), running=len(claimed))
+                    self._flush()
                 if not self.queue:
                     if not self.results:
                         break
@@ -173,17 +191,18 @@ class Worker:
                 self._busy(task.id)
                 result = self._execute(task)
                 self._busy(-1)
-                if result is None:
-                    self.queue.appendleft(task)
-                    break
                 self.results.append(result)
+                if result.stopped:
+                    break
         finally:
             with self.store.locked():
                 self._settle(final=True)
                 if self.store.holds(self.lease):
                     self.store.requeue(self.queue)
+                    self._count(running=-len(self.queue), pending=len(self.queue))
                     self.store.release(self.lease)
                 self.queue.clear()
+                self._flush()
             self.store.close()
             self.timeline.close()
         return 0
@@ -209,6 +228,8 @@ class Worker:
             for result in self.results:
                 self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
                           "lease was taken over: result logged, not recorded")
+                self._events += self._event(result, "stopped" if result.stopped
+                                            else Outcome.DISCARDED.value)
             self.results.clear()
             self.queue.clear()  # the farmer that took the lease over put them back
             self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
@@ -221,48 +242,80 @@ class Worker:
             ready = 0
             while ready < len(self.results) and self.results[ready].ended_at <= too_young:
                 ready += 1
-        events = []
         for result in self.results[:ready]:
+            if result.stopped:  # back into toprocess with the queue, when the worker leaves
+                self.queue.appendleft(result.task)
+                self._events += self._event(result, "stopped")
+                continue
             if final and self.stop.requested and (
                     self.stop.at is None or self.stop.at - result.ended_at < RESULT_HOLD):
                 self.queue.appendleft(result.task)  # maybe cut short by the stop: run again
                 self._say(f"task {result.task.id} ended just before the stop: back to "
                           "toprocess")
+                self._events += self._event(result, "put back")
                 continue
             outcome = self.store.record(self.lease, result.task, result.succeeded,
                                         self.config.retries)
             attempt = 0 if result.succeeded else self.store.attempt_count(result.task.id)
-            events.append(self._event(result, outcome, attempt))
+            self._events += self._event(result, outcome.value, attempt)
+            self._count(**_OUTCOME_DELTAS[outcome])
             if outcome is Outcome.RETRY:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "
                           f"{self.config.retries + 1}): back in toprocess")
-        if events:
-            self.timeline.append(events)
         del self.results[:ready]
 
-    def _event(self, result: Result, outcome: Outcome, attempt: int) -> dict:
-        args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node,
-                "outcome": outcome.value}
+    def _event(self, result: Result, outcome: str, attempt: int = 0) -> List[Event]:
+        args = {"exit": result.returncode, "host": self.config.node}
         if attempt:
             args["failed_attempts"] = attempt
         if result.timed_out:
             args["timed_out"] = True
-        return complete_event(result.command, result.start, result.end, self.config.track,
-                              self.config.slot, args)
+        if result.stopped:
+            args["stop"] = result.stopped
+        return execution(result.task.id, result.command, result.start, result.end,
+                         self.config.track, self.config.slot + 1, outcome, result.rerun, args)
+
+    def _count(self, **delta: int) -> None:
+        """Note a change of the workdir's task counts (see :meth:`_flush`)."""
+        for key, value in delta.items():
+            self._delta[key] = self._delta.get(key, 0) + value
+
+    def _flush(self) -> None:
+        """*locked* Append this lock hold's events, with the counts if they changed.
+
+        The counts are changed here, under the same lock hold as the state files: one
+        ``pread``/``pwrite`` of ``timeline.state`` and one timeline append per hold.
+        """
+        if any(self._delta.values()):
+            counts = self.timeline.state.change(**self._delta)
+            if counts is not None:
+                self._events.append(counters(self.clock(), counts.done, counts.failed,
+                                             counts.running, counts.pending))
+        self._delta.clear()
+        if self._events:
+            self.timeline.append(self._events)
+            self._events = []
 
     # -- one task ----------------------------------------------------------------------------
 
-    def _execute(self, task: Task) -> Optional[Result]:
-        """Run ``task``; None if it was stopped (it must go back into ``toprocess``)."""
+    def _execute(self, task: Task) -> Result:
+        """Run ``task``; a stopped result must go back into ``toprocess``."""
         command = self.handler.command(task)
         if self.config.verbose:
             self._say(f"start task {task.id}: {command}")
-        log_fd = os.open(self.store.logs / f"log_{task.id}",
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = self.store.logs / f"log_{task.id}"
+        # O_EXCL tells whether an earlier execution created the log (no extra call for the
+        # first execution, the common case): the timeline's flow from it needs to know.
+        try:
+            log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            rerun = False
+        except FileExistsError:
+            log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            rerun = True
         self._terminating = False
         self._timed_out = False
         try:
-            if os.fstat(log_fd).st_size:
+            if rerun and os.fstat(log_fd).st_size:
                 os.write(log_fd, f"---- taskfarmer: task {task.id} runs again on "
                                  f"{self.config.node} ----\n".encode())
             start = self.clock()
@@ -270,7 +323,7 @@ class Worker:
                 process = self.runner.start(task.id, command, log_fd, self.config.environ)
             except OSError as error:
                 os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
-                return self._finish(task, command, 127, start)
+                return self._finish(task, command, 127, start, rerun)
         finally:
             os.close(log_fd)
         self._process = process
@@ -296,8 +349,9 @@ class Worker:
         if stopped:
             if self.config.verbose:
                 self._say(f"stopped task {task.id}: back to toprocess")
-            return None
-        return self._finish(task, command, returncode, start)
+            return self._finish(task, command, returncode, start, rerun,
+                                stopped=self.stop.describe())
+        return self._finish(task, command, returncode, start, rerun)
 
     def _wait(self, process: subprocess.Popen) -> None:
         """Wait until the task's leader exits, recording held results meanwhile.
@@ -323,14 +377,16 @@ class Worker:
                         break  # the task ended first
                     with self.store.locked():
                         self._settle()
+                        self._flush()
             finally:
                 os.close(pidfd)
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
 
-    def _finish(self, task: Task, command: str, returncode: int, start: float) -> Result:
+    def _finish(self, task: Task, command: str, returncode: int, start: float, rerun: bool,
+                stopped: Optional[str] = None) -> Result:
         result = Result(task, command, returncode, start, self.clock(), self.monotonic(),
-                        self._timed_out)
-        if self.config.verbose:
+                        self._timed_out, stopped, rerun)
+        if self.config.verbose and not stopped:
             how = "timed out" if result.timed_out else f"exit {returncode}"
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")
         return result

@@ -1,0 +1,118 @@
+"""``WORKDIR/timeline.state``: what the timeline's writers share besides the events.
+
+Line 1 is a fixed-width record of the workdir's task counts (``done failed running pending``),
+for the timeline's counter tracks: every change reads and rewrites these 64 bytes in place
+(``pread``/``pwrite`` at offset 0), so a count costs O(1) per task however large the workdir.
+The lines after it are the process ids of the farmers' timeline tracks, one per farmer ever
+started on the workdir, so that a farmer can pick an id no other one used (read once per
+farmer, O(farmers)).
+
+All methods are *locked*: the caller holds the workdir lock, which orders the read-modify-
+write of the counts. The counts are for display and self-correcting: a farmer that finds no
+other farmer running recounts them from the state files (:meth:`reset`); in between, every
+transition that moves a task (claim, record, put back, takeover) applies its delta. A record
+torn by a crashed node reads as unknown and is recounted the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+_FIELD = 15
+_RECORD = 4 * (_FIELD + 1)  # four right-aligned numbers, each followed by a space or newline
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """Tasks of the workdir per state, for the timeline's counters."""
+
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    pending: int = 0
+
+    def plus(self, done: int = 0, failed: int = 0, running: int = 0,
+             pending: int = 0) -> TaskCounts:
+        """These counts changed by the given deltas (never below zero)."""
+        return TaskCounts(max(0, self.done + done), max(0, self.failed + failed),
+                          max(0, self.running + running), max(0, self.pending + pending))
+
+    def encode(self) -> bytes:
+        """The fixed-width record."""
+        fields = (self.done, self.failed, self.running, self.pending)
+        return (" ".join(str(n).rjust(_FIELD) for n in fields) + "\n").encode()
+
+    @staticmethod
+    def decode(data: bytes) -> Optional[TaskCounts]:
+        """A record read back; None if missing or torn."""
+        if len(data) != _RECORD or not data.endswith(b"\n"):
+            return None
+        try:
+            done, failed, running, pending = (int(field) for field in data.split())
+        except ValueError:
+            return None
+        return TaskCounts(done, failed, running, pending)
+
+
+class TimelineState:
+    """The counts and the track ids in ``timeline.state`` (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._fd_pid = -1
+
+    def _descriptor(self) -> int:
+        # Not O_APPEND: the counts are rewritten at offset 0 (Linux ignores pwrite offsets
+        # on O_APPEND descriptors). Track ids are appended at the size read under the lock.
+        if self._fd_pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        """Close this process's descriptor."""
+        if self._fd_pid == os.getpid():
+            os.close(self._fd)
+        self._fd_pid = -1
+
+    def counts(self) -> Optional[TaskCounts]:
+        """*locked* The counts; None if never written or torn."""
+        return TaskCounts.decode(os.pread(self._descriptor(), _RECORD, 0))
+
+    def reset(self, counts: TaskCounts) -> None:
+        """*locked* Replace the counts (a recount from the state files)."""
+        fd = self._descriptor()
+        if os.fstat(fd).st_size < _RECORD:  # new or torn: the record, then no track line
+            os.ftruncate(fd, 0)
+        os.pwrite(fd, counts.encode(), 0)
+
+    def change(self, done: int = 0, failed: int = 0, running: int = 0,
+               pending: int = 0) -> Optional[TaskCounts]:
+        """*locked* Apply deltas; the new counts, or None while they are unknown."""
+        old = self.counts()
+        if old is None:
+            return None
+        new = old.plus(done, failed, running, pending)
+        os.pwrite(self._descriptor(), new.encode(), 0)
+        return new
+
+    def track_ids(self) -> List[int]:
+        """*locked* The process ids of the tracks of every farmer so far, in start order."""
+        fd = self._descriptor()
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, max(0, size - _RECORD), _RECORD) if size > _RECORD else b""
+        return [int(line) for line in data.split(b"\n") if line.strip().isdigit()]
+
+    def add_track_id(self, pid: int) -> None:
+        """*locked* Remember a farmer's track id (after the counts record)."""
+        fd = self._descriptor()
+        size = os.fstat(fd).st_size
+        if size < _RECORD:
+            os.pwrite(fd, TaskCounts().encode(), 0)  # placeholder, recounted by reset
+            os.ftruncate(fd, _RECORD)
+            size = _RECORD
+        os.pwrite(fd, b"%d\n" % pid, size)
