@@ -60,7 +60,7 @@ class Timeline:
 
     def append(self, events: Iterable[Event]) -> None:
         """Add events. The caller holds the workdir lock."""
-        lines = [json.dumps(event, separators=(",", ":")).encode() for event in events]
+        lines = [_encode(event) for event in events]
         if not lines:
             return
         fd = self._descriptor()
@@ -123,13 +123,23 @@ class Timeline:
             os.replace(self.path, self.path.with_name(self.path.name + ".unreadable"))
         else:
             temporary = self.path.with_name(self.path.name + ".adopt")
-            lines = [json.dumps(event, separators=(",", ":")).encode() for event in events]
+            lines = [_encode(event) for event in events]
             with open(temporary, "wb") as handle:
                 handle.write(b"[\n" + b",\n".join(lines) + _END if lines else b"")
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path)
         self.close()
+
+
+def _encode(event: Event) -> bytes:
+    """One event as one line of UTF-8 JSON.
+
+    Non-ASCII characters are written as UTF-8, not ``\\uXXXX``: the Perfetto UI (v52) leaves
+    ``\\u`` escapes undecoded in a string that has no other escape (``·`` showed as
+    ``\\u00b7``). A command that is not valid UTF-8 gets ``?`` for its bad bytes here.
+    """
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 def _foreign_events(path: Path) -> Optional[List[Event]]:

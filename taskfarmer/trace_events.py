@@ -19,7 +19,10 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
   execution of a task to its next one, whichever farmer or node runs it: the flow id is the
   task ID, so the next execution needs to know only that it is not the first.
 - **Counters** ``tasks done/failed/running/pending`` for the whole workdir on the
-  :data:`COUNTERS_PID` track, one event with the four values whenever they change.
+  :data:`COUNTERS_PID` track (``all tasks · track 1``), one event with the four values
+  whenever they change. ``running`` counts executions under way: a task leaves it when its
+  execution ends, and enters ``done``, ``failed`` or ``pending`` when its result is recorded
+  (held for :data:`taskfarmer.worker.RESULT_HOLD`).
 - **Instant events** on the farmer's track: farmer start (node, SLURM ids, ``--proc``), stop
   signal, lease taken over (whose, how many tasks), farmer end (exit code and reason).
 """
@@ -88,7 +91,7 @@ def farmer_tracks(pid: int, title: str, labels: Mapping[str, str], order: int,
         events.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
                        "args": {"sort_index": tid}})
     events.append({"name": "process_name", "ph": "M", "pid": COUNTERS_PID,
-                   "args": {"name": "all farmers: tasks"}})
+                   "args": {"name": "all tasks · track"}})
     return events
 
 

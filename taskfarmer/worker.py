@@ -82,10 +82,11 @@ class Result:
 
 
 #: How recording an outcome changes the workdir's task counts.
+#: (An execution leaves ``running`` when it ends, before its result is recorded.)
 _OUTCOME_DELTAS: Dict[Outcome, Dict[str, int]] = {
-    Outcome.FINISHED: {"running": -1, "done": 1},
-    Outcome.FAILED: {"running": -1, "failed": 1},
-    Outcome.RETRY: {"running": -1, "pending": 1},
+    Outcome.FINISHED: {"done": 1},
+    Outcome.FAILED: {"failed": 1},
+    Outcome.RETRY: {"pending": 1},
     Outcome.DISCARDED: {},  # the farmer that took the lease over counted it back as pending
 }
 
@@ -192,14 +193,16 @@ class Worker:
                 result = self._execute(task)
                 self._busy(-1)
                 self.results.append(result)
+                self._count(running=-1)  # written with the next lock hold, right away
                 if result.stopped:
                     break
         finally:
             with self.store.locked():
+                unstarted = len(self.queue)
                 self._settle(final=True)
                 if self.store.holds(self.lease):
                     self.store.requeue(self.queue)
-                    self._count(running=-len(self.queue), pending=len(self.queue))
+                    self._count(running=-unstarted, pending=unstarted)
                     self.store.release(self.lease)
                 self.queue.clear()
                 self._flush()
@@ -246,6 +249,7 @@ class Worker:
             if result.stopped:  # back into toprocess with the queue, when the worker leaves
                 self.queue.appendleft(result.task)
                 self._events += self._event(result, "stopped")
+                self._count(pending=1)
                 continue
             if final and self.stop.requested and (
                     self.stop.at is None or self.stop.at - result.ended_at < RESULT_HOLD):
@@ -253,6 +257,7 @@ class Worker:
                 self._say(f"task {result.task.id} ended just before the stop: back to "
                           "toprocess")
                 self._events += self._event(result, "put back")
+                self._count(pending=1)
                 continue
             outcome = self.store.record(self.lease, result.task, result.succeeded,
                                         self.config.retries)

