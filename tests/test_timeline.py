@@ -1,0 +1,83 @@
+"""timeline.json content and the state beside it, read back as JSON (the UI tests open it in
+Perfetto: tests/test_timeline_perfetto.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from farmhelp import ids, run_farmer, write_tasklist
+
+from taskfarmer.timeline import Timeline
+from taskfarmer.timeline_state import TaskCounts, TimelineState
+
+
+def _pytaskfarmer_event(number: int) -> dict:
+    """An event as PyTaskFarmer 0.1.0 writes it (its script's ``jobtime``)."""
+    return {"cat": "task", "name": f"echo {number}", "pid": 4000, "tid": number % 4,
+            "ts": 1.6e15 + number * 1e6, "dur": 5e5, "ph": "X", "args": {}}
+
+
+def test_a_pytaskfarmer_timeline_is_continued_not_truncated(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["echo new", "false"])
+    workdir = tmp_path / "t_workdir"
+    workdir.mkdir()
+    old = [_pytaskfarmer_event(i) for i in range(12)]
+    with open(workdir / "timeline.json", "w") as handle:  # PyTaskFarmer: json.dump, one line
+        json.dump(old, handle)
+    assert run_farmer([str(tasks)]).returncode == 1
+    events = json.loads((workdir / "timeline.json").read_text())
+    assert events[:12] == old
+    assert sorted(e["args"]["id"] for e in events[12:] if e["ph"] == "X") == [0, 1]
+    assert run_farmer([str(tasks)]).returncode == 1  # and appended to again, in place
+    assert json.loads((workdir / "timeline.json").read_text())[:12] == old
+
+
+def test_an_unreadable_timeline_is_kept_aside(tmp_path: Path) -> None:
+    path = tmp_path / "timeline.json"
+    path.write_bytes(b"{not json at all")
+    timeline = Timeline(path)
+    assert timeline.repair()
+    assert (tmp_path / "timeline.json.unreadable").read_bytes() == b"{not json at all"
+    timeline.append([{"name": "x", "ph": "i", "ts": 1, "pid": 2}])
+    assert json.loads(path.read_text()) == [{"name": "x", "ph": "i", "ts": 1, "pid": 2}]
+    object_form = tmp_path / "other.json"
+    object_form.write_text(json.dumps({"traceEvents": [{"name": "y", "ph": "i"}], "x": 1}))
+    assert Timeline(object_form).repair()
+    assert json.loads(object_form.read_text()) == [{"name": "y", "ph": "i"}]
+
+
+def test_timeline_state_counts_in_place_and_remembers_tracks(tmp_path: Path) -> None:
+    state = TimelineState(tmp_path / "timeline.state")
+    assert state.counts() is None and state.change(done=1) is None  # unknown until counted
+    state.add_track_id(4242)  # before any count: a placeholder record first
+    state.reset(TaskCounts(done=1, failed=2, running=0, pending=7))
+    state.add_track_id(77)
+    size = os.path.getsize(tmp_path / "timeline.state")
+    for _ in range(100):
+        state.change(pending=-1, running=1)
+        state.change(running=-1, done=1)
+    assert os.path.getsize(tmp_path / "timeline.state") == size  # rewritten in place
+    assert state.counts() == TaskCounts(done=101, failed=2, running=0, pending=0)  # floor 0
+    assert state.track_ids() == [4242, 77]
+    with open(tmp_path / "timeline.state", "r+b") as handle:
+        handle.write(b"12 tor")  # a node died mid-write: recounted by the next farmer
+    assert state.counts() is None
+    state.reset(TaskCounts(pending=3))
+    assert state.counts() == TaskCounts(pending=3) and state.track_ids() == [4242, 77]
+
+
+def test_counters_end_at_the_state_files_counts(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true", "false", "exit 2", "true", "sleep 0.2"])
+    workdir = tmp_path / "t_workdir"
+    assert run_farmer([str(tasks), "-n", "2", "--retries", "1"]).returncode == 1
+    (workdir / "finished").unlink()  # a second run recounts from the files, not the record
+    assert run_farmer([str(tasks), "-n", "2", "--requeue-failed"]).returncode == 1
+    events = json.loads((workdir / "timeline.json").read_text())
+    counts = [e["args"] for e in events if e["ph"] == "C"]
+    assert counts[-1] == {"done": len(ids(workdir / "finished")), "failed": 2,
+                          "running": 0, "pending": 0}
+    assert max(c["running"] for c in counts) <= 2  # executions under way, at most --proc
+    starts = [e for e in events if e["name"] == "farmer start"]
+    assert len(starts) == 2 and starts[0]["pid"] != starts[1]["pid"]
