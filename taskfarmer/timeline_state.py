@@ -17,17 +17,15 @@ torn by a crashed node reads as unknown and is recounted the same way.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
-_FIELD = 15
-_RECORD = 4 * (_FIELD + 1)  # four right-aligned numbers, each followed by a space or newline
+_FORMAT = b"%15d %15d %15d %15d\n"  # four right-aligned numbers
+_RECORD = len(_FORMAT % (0, 0, 0, 0))
 
 
-@dataclass(frozen=True)
-class TaskCounts:
-    """Tasks of the workdir per state, for the timeline's counters."""
+class TaskCounts(NamedTuple):
+    """Tasks of the workdir per state, for the timeline's counters (a tuple: made per task)."""
 
     done: int = 0
     failed: int = 0
@@ -42,8 +40,7 @@ class TaskCounts:
 
     def encode(self) -> bytes:
         """The fixed-width record."""
-        fields = (self.done, self.failed, self.running, self.pending)
-        return (" ".join(str(n).rjust(_FIELD) for n in fields) + "\n").encode()
+        return _FORMAT % (self.done, self.failed, self.running, self.pending)
 
     @staticmethod
     def decode(data: bytes) -> Optional[TaskCounts]:

@@ -111,6 +111,10 @@ def test_failures_and_retries_in_perfetto(tmp_path: Path, browser) -> None:  # t
         "and track_id in (select id from thread_track) group by name")}
     # false and exit 3: retry then failed; the flaky task: retry; the slow one: timed out.
     assert markers == {"retry": 3, "failed": 2, "timed out": 1}
+    on_farmer_track = {row["name"]: row["n"] for row in ui.query(  # seen at whole-run zoom
+        "select s.name, count(*) as n from slice s join process_track p on s.track_id = p.id "
+        "where s.name not glob 'farmer *' group by s.name")}
+    assert on_farmer_track == markers
     categories = {row["category"] for row in ui.query("select distinct category from slice "
                                                       "where name glob '[0-9]*: *'")}
     assert categories == {"finished", "retry", "failed"}
