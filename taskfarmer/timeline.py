@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from .timeline_state import TimelineState
+from .timeline_state import ProcessDescriptor, TimelineState
 from .trace_events import Event
 
 _END = b"\n]\n"
@@ -41,21 +41,15 @@ class Timeline:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.state = TimelineState(path.with_name(path.stem + ".state"))
-        self._fd = -1
-        self._fd_pid = -1
+        self._file = ProcessDescriptor(path)
 
     def _descriptor(self) -> int:
-        # Not O_APPEND: pwrite must land at the offset we give (Linux ignores it with O_APPEND).
-        if self._fd_pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._fd_pid = os.getpid()
-        return self._fd
+        # The closing "\n]\n" is overwritten at the size read under the lock.
+        return self._file.get()
 
     def close(self) -> None:
         """Close this process's descriptors."""
-        if self._fd_pid == os.getpid():
-            os.close(self._fd)
-        self._fd_pid = -1
+        self._file.close()
         self.state.close()
 
     def append(self, events: Iterable[Event]) -> None:

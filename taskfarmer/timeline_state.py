@@ -54,17 +54,21 @@ class TaskCounts(NamedTuple):
         return TaskCounts(done, failed, running, pending)
 
 
-class TimelineState:
-    """The counts and the track ids in ``timeline.state`` (see the module docstring)."""
+class ProcessDescriptor:
+    """A read-write descriptor of one file, opened by each process that uses it (farmers fork
+    their workers after opening it), for ``pread``/``pwrite`` at offsets read under the lock.
+
+    Not ``O_APPEND``: ``pwrite`` must land at the offset given (Linux ignores the offset of a
+    ``pwrite`` on an ``O_APPEND`` descriptor).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = -1
         self._fd_pid = -1
 
-    def _descriptor(self) -> int:
-        # Not O_APPEND: the counts are rewritten at offset 0 (Linux ignores pwrite offsets
-        # on O_APPEND descriptors). Track ids are appended at the size read under the lock.
+    def get(self) -> int:
+        """This process's descriptor, opened (and the file created) on first use."""
         if self._fd_pid != os.getpid():
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             self._fd_pid = os.getpid()
@@ -75,6 +79,23 @@ class TimelineState:
         if self._fd_pid == os.getpid():
             os.close(self._fd)
         self._fd_pid = -1
+
+
+class TimelineState:
+    """The counts and the track ids in ``timeline.state`` (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = ProcessDescriptor(path)
+
+    def _descriptor(self) -> int:
+        # The counts are rewritten at offset 0; track ids are appended at the size read under
+        # the lock.
+        return self._file.get()
+
+    def close(self) -> None:
+        """Close this process's descriptor."""
+        self._file.close()
 
     def counts(self) -> Optional[TaskCounts]:
         """*locked* The counts; None if never written or torn."""
