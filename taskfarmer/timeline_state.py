@@ -10,8 +10,11 @@ farmer, O(farmers)).
 All methods are *locked*: the caller holds the workdir lock, which orders the read-modify-
 write of the counts. The counts are for display and self-correcting: a farmer that finds no
 other farmer running recounts them from the state files (:meth:`reset`); in between, every
-transition that moves a task (claim, record, put back, takeover) applies its delta. A record
-torn by a crashed node reads as unknown and is recounted the same way.
+transition that moves a task (claim, end of an execution, record, put back, takeover) applies
+its delta. A record torn by a crashed node reads as unknown and is recounted the same way. The
+one known drift: a lease taken over from a worker that is in fact alive, with results it had
+not recorded yet, takes those tasks out of ``running`` twice (the floor is zero) until the
+next recount.
 """
 
 from __future__ import annotations
