@@ -92,9 +92,15 @@ def _check(ui: PerfettoPage, tmp_path: Path, farmers: int, proc: int) -> None:
 
 
 def _shoot(ui: PerfettoPage, tmp_path: Path) -> str:
-    """Screenshots of the timeline and info pages; the info page's text."""
+    """Screenshots of the timeline and info pages; the info page's text, whose stats table
+    must show no import error or data loss (rows ``name<TAB>value<TAB>type``)."""
     ui.show_timeline(tmp_path / "timeline.png")
-    return ui.show_info(tmp_path / "info.png")
+    text = ui.show_info(tmp_path / "info.png")
+    rows = [line.split("\t") for line in text.splitlines() if line.count("\t") == 2]
+    stats = [row for row in rows if row[2].split(" ")[0] in ("info", "error", "data_loss")]
+    assert len(stats) > 100  # the whole table was read
+    assert [row for row in stats if row[2].split(" ")[0] != "info" and row[1] != "0"] == []
+    return text
 
 
 def test_failures_and_retries_in_perfetto(tmp_path: Path, browser) -> None:  # type: ignore[no-untyped-def]
