@@ -84,3 +84,32 @@ def docker_env(
 # ==========================================================================================
 # End of Docker fixtures
 # ==========================================================================================
+
+
+# ==========================================================================================
+# PyTaskFarmer: the real one, in its own virtualenv (its package is also called `taskfarmer`)
+# ==========================================================================================
+#
+# .ci/run installs pytaskfarmer==PTF_VERSION into PTF_VENV, the virtualenv that
+# benchmarks/bench.py uses too. Without it the tests that need it are skipped, except in CI.
+
+PTF_VERSION = "0.1.0"
+PTF_VENV = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            / "taskfarmer-bench" / f"pytaskfarmer-{PTF_VERSION}")
+
+
+def need(available: bool, reason: str) -> None:
+    """Skip the test unless ``available``; under CI a missing install step fails instead."""
+    if not available:
+        if _in_ci():
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pytaskfarmer() -> Dict[str, object]:
+    """``argv`` (its python and ``pytaskfarmer.py``) and ``env`` (ours off its sys.path)."""
+    script = PTF_VENV / "bin" / "pytaskfarmer.py"
+    need(script.exists(), f"PyTaskFarmer is not installed in {PTF_VENV} (see .ci/run)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {"argv": [str(PTF_VENV / "bin" / "python"), str(script)], "env": env}

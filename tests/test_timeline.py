@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from farmhelp import ids, run_farmer, write_tasklist
@@ -13,25 +14,23 @@ from taskfarmer.timeline import Timeline
 from taskfarmer.timeline_state import TaskCounts, TimelineState
 
 
-def _pytaskfarmer_event(number: int) -> dict:
-    """An event as PyTaskFarmer 0.1.0 writes it (its script's ``jobtime``)."""
-    return {"cat": "task", "name": f"echo {number}", "pid": 4000, "tid": number % 4,
-            "ts": 1.6e15 + number * 1e6, "dur": 5e5, "ph": "X", "args": {}}
-
-
-def test_a_pytaskfarmer_timeline_is_continued_not_truncated(tmp_path: Path) -> None:
-    tasks = write_tasklist(tmp_path / "t", ["echo new", "false"])
+def test_a_pytaskfarmer_timeline_is_continued_not_truncated(  # type: ignore[no-untyped-def]
+        tmp_path: Path, pytaskfarmer) -> None:
+    """The real PyTaskFarmer starts the list (stopped by its --timeout), we finish it."""
+    tasks = write_tasklist(tmp_path / "t", ["sleep 0.2"] * 30)
     workdir = tmp_path / "t_workdir"
-    workdir.mkdir()
-    old = [_pytaskfarmer_event(i) for i in range(12)]
-    with open(workdir / "timeline.json", "w") as handle:  # PyTaskFarmer: json.dump, one line
-        json.dump(old, handle)
-    assert run_farmer([str(tasks)]).returncode == 1
+    subprocess.run([*pytaskfarmer["argv"], str(tasks), "--proc", "2", "--timeout", "2"],
+                   env=pytaskfarmer["env"], cwd=tmp_path, capture_output=True, timeout=120,
+                   stdin=subprocess.DEVNULL)
+    theirs = json.loads((workdir / "timeline.json").read_text())  # one line, rewritten per task
+    assert len(theirs) == len(ids(workdir / "finished")) > 0
+    assert run_farmer([str(tasks), "-n", "2"]).returncode == 0
     events = json.loads((workdir / "timeline.json").read_text())
-    assert events[:12] == old
-    assert sorted(e["args"]["id"] for e in events[12:] if e["ph"] == "X") == [0, 1]
-    assert run_farmer([str(tasks)]).returncode == 1  # and appended to again, in place
-    assert json.loads((workdir / "timeline.json").read_text())[:12] == old
+    assert events[: len(theirs)] == theirs  # every one of their events kept, in order
+    ours = [e for e in events if e["ph"] == "X" and e.get("cat") != "task"]
+    assert len(theirs) + len(ours) == 30 == len(ids(workdir / "finished"))
+    assert run_farmer([str(tasks)]).returncode == 0  # appended to again, in place
+    assert json.loads((workdir / "timeline.json").read_text())[: len(theirs)] == theirs
 
 
 def test_an_unreadable_timeline_is_kept_aside(tmp_path: Path) -> None:

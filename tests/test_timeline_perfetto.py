@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
+from conftest import need
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
 from perfetto_ui import CHROMIUM, PerfettoPage, perfetto_browser
 
 from taskfarmer.trace_events import COUNTERS_PID
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                reason="Debian's chromium is not installed (.ci/run installs it)")
 
 EXECUTIONS = "select count(*) from slice where name glob '[0-9]*: *' and dur >= 0 " \
              "and track_id in (select id from thread_track)"
@@ -31,6 +29,7 @@ EXECUTIONS = "select count(*) from slice where name glob '[0-9]*: *' and dur >= 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    need(os.path.exists(CHROMIUM), "Debian's chromium is not installed (.ci/run installs it)")
     with perfetto_browser() as new_page:
         yield new_page
 
