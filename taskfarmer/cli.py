@@ -16,7 +16,7 @@ from .locking import LOCK_KINDS, make_lock
 from .registry import Registry, print_listing
 from .signals import ignore_stop_signals
 from .slurm import default_proc
-from .store import StateStore
+from .store import StateStore, coherent_io
 from .timeline import Timeline
 from .worker import Parts
 
@@ -117,8 +117,10 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
         the_handler.lines(tasklist)  # opens it: a missing tasklist fails before the workdir exists
-    store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ))
-    parts = Parts(store, Timeline(config.workdir / "timeline.json"), the_runner, the_handler)
+    coherent = coherent_io(config.workdir, environ)
+    store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ), coherent)
+    parts = Parts(store, Timeline(config.workdir / "timeline.json", coherent), the_runner,
+                  the_handler)
     farm = Farm(config, parts)
     report = farm.run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code

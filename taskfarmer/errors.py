@@ -52,6 +52,32 @@ class WorkdirError(StateError):
     """The workdir cannot be created or written."""
 
 
+class LockError(TaskfarmerError):
+    """The workdir lock let another farmer change the state while we held it.
+
+    Attributes:
+        lock_file: the lock file we hold.
+        other: who else was in (``host:pid``), as it wrote itself into ``WORKDIR/holder``.
+        other_lock_file: the lock file that one holds ("" if unknown).
+    """
+
+    def __init__(self, lock_file: str, other: str, other_lock_file: str) -> None:
+        self.lock_file = lock_file
+        self.other = other
+        self.other_lock_file = other_lock_file
+        scratch = "SCRATCH differs between the farmers of this workdir (give them all the same)"
+        local = ("the filesystem of the lock file does not lock across nodes (NFS mounted with "
+                 "nolock? Lustre with localflock?): use --lock soft or a SCRATCH where locks work")
+        if not other_lock_file:
+            cause = f"{scratch}, or {local}"
+        elif other_lock_file != lock_file:
+            cause = f"it locks {other_lock_file} instead: {scratch}"
+        else:
+            cause = local
+        super().__init__(f"the lock {lock_file} did not keep out another farmer ({other}); "
+                         f"{cause}")
+
+
 class ConfigError(TaskfarmerError):
     """A runner or tasklist-handler definition (INI file or option) is unusable.
 

@@ -61,8 +61,9 @@ def thread_name_event(pid: int, tid: int, name: str) -> Event:
 class Timeline:
     """Appends trace events to one JSON file shared by all farmers of a workdir."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, coherent: bool = False) -> None:
         self.path = path
+        self.coherent = coherent
         self._fd = -1
         self._fd_pid = -1
 
@@ -81,6 +82,29 @@ class Timeline:
 
     def append(self, events: Iterable[Event]) -> None:
         """Add events. The caller holds the workdir lock."""
+        try:
+            self._append(events)
+        finally:
+            self._end_hold()
+
+    def repair(self) -> bool:
+        """Cut a torn tail back to the last whole event and close the array. True if changed.
+
+        The caller holds the workdir lock.
+        """
+        try:
+            return self._repair()
+        finally:
+            self._end_hold()
+
+    def _end_hold(self) -> None:
+        # Coherent mode (a workdir shared between nodes, see taskfarmer.store): close before
+        # the lock is released, so that the write reaches the NFS server now, and open again
+        # under the next hold, so that the size we write at is the server's (close-to-open).
+        if self.coherent:
+            self.close()
+
+    def _append(self, events: Iterable[Event]) -> None:
         lines = [json.dumps(event, separators=(",", ":")).encode() for event in events]
         if not lines:
             return
@@ -91,18 +115,14 @@ class Timeline:
             os.pwrite(fd, b"[\n" + body, 0)
             return
         if os.pread(fd, len(_END), size - len(_END)) != _END:
-            self.repair()
+            self._repair()
             size = os.fstat(fd).st_size
             if size <= len(_EMPTY):
                 os.pwrite(fd, b"[\n" + body, 0)
                 return
         os.pwrite(fd, b",\n" + body, size - len(_END))
 
-    def repair(self) -> bool:
-        """Cut a torn tail back to the last whole event and close the array. True if changed.
-
-        The caller holds the workdir lock.
-        """
+    def _repair(self) -> bool:
         fd = self._descriptor()
         size = os.fstat(fd).st_size
         if size == 0 or (size >= len(_EMPTY) and os.pread(fd, 3, size - 3) == _END):

@@ -22,7 +22,8 @@ def write_tasklist(path: Path, lines: Sequence[str]) -> Path:
 def farmer_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """Our environment without SLURM/SCRATCH influence, plus ``extra``."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLURM") and k not in ("SCRATCH", "TASKFARMER_LOCK")}
+           if not k.startswith("SLURM")
+           and k not in ("SCRATCH", "TASKFARMER_LOCK", "TASKFARMER_IO")}
     env.update(extra or {})
     return env
 
