@@ -13,6 +13,7 @@ from . import __version__
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .locking import LOCK_KINDS, make_lock
+from .logs import LOG_LAYOUTS
 from .registry import Registry, print_listing
 from .signals import ignore_stop_signals
 from .slurm import default_proc
@@ -83,6 +84,10 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
               default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
               help="flock, or soft (O_EXCL lock file) for filesystems without flock "
                    "[default: $TASKFARMER_LOCK or flock].")
+@click.option("--logs", "logs", type=click.Choice(LOG_LAYOUTS), default="flat",
+              show_default=True,
+              help="Task logs: flat (logs/log_ID), spread (logs/ID//1000/log_ID) or nonempty "
+                   "(logs/log_ID only for tasks that print something).")
 @click.option("--list-runners", is_flag=True, expose_value=False, is_eager=True,
               callback=_lister("runners"),
               help="List the runner definitions and the file each comes from, and exit.")
@@ -92,7 +97,7 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.version_option(__version__, "--version", prog_name="farmer")
 def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
         verbose: bool, runner: str, handler: str, lease: float, retries: int,
-        task_timeout: Optional[float], requeue_failed: bool, lock_kind: str) -> None:
+        task_timeout: Optional[float], requeue_failed: bool, lock_kind: str, logs: str) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -114,6 +119,7 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
         task_timeout=task_timeout,
         requeue_failed=requeue_failed,
         environ=environ,
+        logs=logs,
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
         the_handler.lines(tasklist)  # opens it: a missing tasklist fails before the workdir exists

@@ -66,8 +66,9 @@ class LockError(TaskfarmerError):
         self.other = other
         self.other_lock_file = other_lock_file
         scratch = "SCRATCH differs between the farmers of this workdir (give them all the same)"
-        local = ("the filesystem of the lock file does not lock across nodes (NFS mounted with "
-                 "nolock? Lustre with localflock?): use --lock soft or a SCRATCH where locks work")
+        local = ("the lock file is not shared by the nodes (SCRATCH node-local?) or its "
+                 "filesystem does not lock across nodes (NFS mounted with nolock? Lustre with "
+                 "localflock?): use a shared SCRATCH where locks work, or --lock soft")
         if not other_lock_file:
             cause = f"{scratch}, or {local}"
         elif other_lock_file != lock_file:

@@ -66,6 +66,7 @@ class FarmConfig:
     retries: int = 0
     requeue_failed: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    logs: str = "flat"
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,8 @@ class Farm:
         config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
                               node=self.identity.node, verbose=self.config.verbose,
                               task_timeout=self.config.task_timeout,
-                              retries=self.config.retries, environ=self.config.environ)
+                              retries=self.config.retries, environ=self.config.environ,
+                              logs=self.config.logs)
         worker = Worker(config, self.parts, stop,
                         clock=self.clock, say=self._send, on_change=self._mark)
         worker.install_signal_handlers()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, List, Mapping, Optional
 
 from .identity import Identity, group_has_live_members
+from .logs import TaskLogs
 from .runners.base import Runner
 from .signals import StopRequest, died_of_stop_signal
 from .store import Lease, LeaseRevoked, Outcome, StateStore
@@ -47,6 +48,7 @@ class WorkerConfig:
     task_timeout: Optional[float] = None
     retries: int = 0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    logs: str = "flat"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Worker:
         self._timed_out = False
         self._generation = 0
         self.lease: Lease
+        self.logs = TaskLogs(self.store.logs, config.logs, f"{config.farmer}.w{config.slot}")
         stop.on_stop(self._terminate)
 
     # -- signals -----------------------------------------------------------------------------
@@ -186,6 +189,7 @@ class Worker:
                 self.queue.clear()
             self.store.close()
             self.timeline.close()
+            self.logs.close()
         return 0
 
     def _sleep_until_recordable(self) -> None:
@@ -257,22 +261,24 @@ class Worker:
         command = self.handler.command(task)
         if self.config.verbose:
             self._say(f"start task {task.id}: {command}")
-        log_fd = os.open(self.store.logs / f"log_{task.id}",
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        rerun_note = (f"---- taskfarmer: task {task.id} runs again on {self.config.node} "
+                      "----\n").encode()
+        log_fd = self.logs.open(task.id, rerun_note)
         self._terminating = False
         self._timed_out = False
         try:
-            if os.fstat(log_fd).st_size:
-                os.write(log_fd, f"---- taskfarmer: task {task.id} runs again on "
-                                 f"{self.config.node} ----\n".encode())
             start = self.clock()
             try:
                 process = self.runner.start(task.id, command, log_fd, self.config.environ)
             except OSError as error:
                 os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
+                os.close(log_fd)
+                log_fd = -1
+                self.logs.done(task.id, rerun_note)
                 return self._finish(task, command, 127, start)
         finally:
-            os.close(log_fd)
+            if log_fd >= 0:
+                os.close(log_fd)
         self._process = process
         if self.stop.requested:
             self._terminate()
@@ -289,6 +295,7 @@ class Worker:
             Runner.kill(process, signal.SIGKILL)
         signal.setitimer(signal.ITIMER_REAL, 0)
         returncode = process.wait()
+        self.logs.done(task.id, rerun_note)
         self._process = None
         self.runner.cleanup(task.id)
         if not stopped and not self._timed_out and died_of_stop_signal(returncode):
