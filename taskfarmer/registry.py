@@ -1,9 +1,10 @@
 """Named runner and tasklist-handler definitions (``--runner NAME``, ``--tasklist NAME``).
 
-``default`` is always the basic runner and the line-list handler; every other name comes from
-the INI files of :mod:`taskfarmer.config`. A definition is imported and built only when asked
-for, so a broken one that the run does not use costs a warning (:meth:`Registry.warnings`),
-not the run. Runner classes written for PyTaskFarmer (``run``/``terminate``) are wrapped in
+``default`` is the basic runner and the line-list handler unless an INI file defines it
+(``[default]``, as PyTaskFarmer allowed); every other name comes from the INI files of
+:mod:`taskfarmer.config`. A definition is imported and built only when asked for, so a broken
+one that the run does not use costs a warning (:meth:`Registry.warnings`), not the run.
+Runner classes written for PyTaskFarmer (``run``/``terminate``) are wrapped in
 :class:`~taskfarmer.runners.legacy.LegacyRunner`.
 """
 
