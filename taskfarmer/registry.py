@@ -59,7 +59,7 @@ class Registry:
         definition = self.runners.get(name)
         made = _construct(definition)
         if is_legacy(type(made)):
-            return LegacyRunner(definition.class_path, definition.arguments)
+            return LegacyRunner(made)
         if not isinstance(made, Runner):
             raise definition.error(f"{definition.class_path} is not a runner: subclass "
                                    "taskfarmer.runners.Runner (or define PyTaskFarmer's "

@@ -376,7 +376,7 @@ def test_user_runner_classes_and_legacy_ones(home: Path, tmp_path: Path,
     assert found.runner("echo").argv(1, "x") == ["echo", "hello", "x"]
     old = found.runner("old")
     assert isinstance(old, LegacyRunner)
-    assert (old.class_path, old.arguments) == ("myrunners.Old", {"prefix": ">"})
+    assert type(old.legacy).__name__ == "Old" and old.legacy.prefix == ">"
     assert isinstance(found.runner("oldsub"), LegacyRunner)
 
 
