@@ -188,6 +188,7 @@ class Farm:
 
     def _prepare(self) -> None:
         self.store.prepare()
+        self.handler.prepare(self.config.tasklist, self.config.workdir)  # not locked: it may lock
         with self.store.locked():
             for path, fragment in self.store.repair():
                 self.display.say(f"cut a torn last line off {path.name} (kept in torn): "

@@ -17,6 +17,7 @@ from typing import List, Mapping, Optional, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from . import task
 from .config import (
     RUNNERS,
     TASKLISTS,
@@ -27,6 +28,7 @@ from .config import (
     search_directories,
 )
 from .errors import ConfigError
+from .legacy_tasklist import LegacyTaskList
 from .runners.base import Runner
 from .runners.legacy import LegacyRunner, is_legacy
 from .tasks import TaskList
@@ -73,11 +75,15 @@ class Registry:
             ConfigError: as for :meth:`runner`.
         """
         definition = self.tasklists.get(name)
+        target = _import(definition)
+        if isinstance(target, type) and issubclass(target, task.TaskList):
+            _check_arguments(definition, target, ["path", "workdir"])
+            return LegacyTaskList(target, definition)
         made = _construct(definition)
         if not isinstance(made, TaskList):
             raise definition.error(f"{definition.class_path} is not a tasklist handler: "
-                                   "subclass taskfarmer.tasks.TaskList (PyTaskFarmer's "
-                                   "handler classes cannot be used)")
+                                   "subclass taskfarmer.tasks.TaskList (or PyTaskFarmer's "
+                                   "taskfarmer.task.ListTaskList)")
         return made
 
     def warnings(self) -> List[ConfigError]:
@@ -85,17 +91,28 @@ class Registry:
         return self.runners.warnings() + self.tasklists.warnings()
 
 
-def _construct(definition: Definition) -> object:
-    """Import the class of ``definition`` and call it with the INI arguments."""
+def _import(definition: Definition) -> object:
+    """The class ``definition`` names."""
     try:
         target = import_object(definition.class_path)
     except ConfigError as error:
         raise definition.error(error.reason) from None
     if not callable(target):
         raise definition.error(f"{definition.class_path} is not a class")
-    problem = keyword_problem(target, list(definition.arguments))
+    return target
+
+
+def _check_arguments(definition: Definition, target: object, given: List[str]) -> None:
+    """Raise if ``target`` would not accept the INI arguments (besides ``given`` ones)."""
+    problem = keyword_problem(target, [*given, *definition.arguments])
     if problem is not None:
         raise definition.error(f"{definition.class_path}: {problem}")
+
+
+def _construct(definition: Definition) -> object:
+    """Import the class of ``definition`` and call it with the INI arguments."""
+    target = _import(definition)
+    _check_arguments(definition, target, [])
     try:
         return target(**definition.arguments)
     except ConfigError as error:
