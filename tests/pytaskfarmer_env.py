@@ -38,7 +38,8 @@ class PyTaskFarmer:
         """Its ``taskfarmer`` package directory."""
         out = subprocess.run([str(self.python), "-c",
                               "import taskfarmer, os; print(os.path.dirname(taskfarmer.__file__))"],
-                             capture_output=True, text=True, check=True, env=self.env({}))
+                             capture_output=True, text=True, check=True, env=self.env({}),
+                             cwd=self.root)  # not ours, in the current directory
         return Path(out.stdout.strip())
 
     def env(self, extra: Mapping[str, str], tmpdir: Optional[Path] = None) -> Dict[str, str]:

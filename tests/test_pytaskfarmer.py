@@ -6,15 +6,17 @@ workdirs that PyTaskFarmer left half done (stopped by --timeout, by SIGUSR1) are
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from farmhelp import ids, run_farmer, wait_for, write_tasklist
+from farmhelp import farmer_env, ids, run_farmer, wait_for, write_tasklist
 from pytaskfarmer_env import PyTaskFarmer
 
 #: A user's module: a tasklist handler and runners written as PyTaskFarmer's docs and source
@@ -257,3 +259,54 @@ def test_adoption_reconciles_a_messy_workdir(tmp_path: Path) -> None:
     assert after[:3] == [0, 2, 0] and sorted(after[3:]) == [3, 4, 5, 6, 7]
     assert ids(workdir / "failed") == [1]
     assert sorted(completions(tmp_path)) == [3, 4, 5, 6, 7]
+
+
+# -- the command line ------------------------------------------------------------------------
+
+#: Our ``pytaskfarmer.py`` console script, run from the checkout under test.
+OURS_AS_PYTASKFARMER = [sys.executable, "-c",
+                        "from taskfarmer.cli import pytaskfarmer_main; pytaskfarmer_main()"]
+
+
+def test_job_script_arguments_run_unchanged(pytaskfarmer: PyTaskFarmer, tmp_path: Path) -> None:
+    """PyTaskFarmer's argparse accepted abbreviations and a value after --verbose."""
+    tasks = write_tasklist(tmp_path / "tasks", ["echo one", "echo two", "false"])
+    for name, run in (("theirs", lambda args: pytaskfarmer.run(args, tmp_path, {})),
+                      ("ours", lambda args: subprocess.run(
+                          [*OURS_AS_PYTASKFARMER, *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=farmer_env(), timeout=120))):
+        result = run(["--pro", "2", "--work", str(tmp_path / name), "-v", "1",
+                      "--tasklist=default", "--verb=True", str(tasks)])
+        assert result.returncode in (0, 1), result.stderr
+        assert "task" in result.stdout.lower()
+    assert outcome(tmp_path / "ours") == outcome(tmp_path / "theirs")
+    ambiguous = subprocess.run([*OURS_AS_PYTASKFARMER, "--t", "5", str(tasks)],
+                               capture_output=True, text=True, cwd=tmp_path, env=farmer_env())
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr == ("pytaskfarmer.py: error: --t: ambiguous option: could be "
+                                "--tasklist, --timeout\n")
+
+
+@pytest.mark.parametrize("installed_last", ["PyTaskFarmer", "taskfarmer"])
+def test_pytaskfarmer_installed_alongside_is_refused(pytaskfarmer: PyTaskFarmer,
+                                                     tmp_path: Path, installed_last: str) -> None:
+    """Both ship the package 'taskfarmer': whichever was installed last, one line says so."""
+    site = tmp_path / "site"
+    ours = Path(__file__).resolve().parent.parent / "taskfarmer"
+    theirs = pytaskfarmer.package()
+    layers = [theirs, ours] if installed_last == "taskfarmer" else [ours, theirs]
+    for layer in layers:
+        shutil.copytree(layer, site / "taskfarmer", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    [info] = theirs.parent.glob("PyTaskFarmer-*.dist-info")
+    shutil.copytree(info, site / info.name)
+    tasks = write_tasklist(tmp_path / "tasks", ["true"])
+    result = subprocess.run([sys.executable, "-m", "taskfarmer", str(tasks)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            env=farmer_env({"PYTHONPATH": str(site)}))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("farmer: error: PyTaskFarmer is installed here too and both ship "
+                           "the package 'taskfarmer': run 'pip uninstall PyTaskFarmer' then "
+                           "'pip install --force-reinstall taskfarmer' (found "), line
+    assert not (tmp_path / "tasks_workdir").exists()
