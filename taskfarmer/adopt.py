@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Set
 
-from .store import StateStore, _lines, _parse_task_line
+from .store import StateStore
+from .store.lines import lines, parse_task_line, task_line
+from .tasks import Task
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,12 @@ def needs_adoption(store: StateStore) -> bool:
 def _texts(path: Path) -> Dict[int, str]:
     """``ID -> task`` of an ``ID task`` file (the last line of an ID wins)."""
     return {task.id: task.text
-            for task in (_parse_task_line(line, path, offset) for offset, line in _lines(path))}
+            for task in (parse_task_line(line, path, offset) for offset, line in lines(path))}
 
 
 def _ids(path: Path) -> Counter:
     """How many lines each task ID has in ``path``."""
-    return Counter(_parse_task_line(line, path, offset).id for offset, line in _lines(path))
+    return Counter(parse_task_line(line, path, offset).id for offset, line in lines(path))
 
 
 def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
@@ -79,12 +81,12 @@ def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
     both = finished + failed
     tmp = store.workdir / "toprocess.adopt"
     with open(tmp, "wb") as out:
-        out.write(b"".join(b"%d %s\n" % (task_id, todo[task_id].encode("utf-8"))
-                           for task_id in sorted(todo)))
+        out.write(b"".join(task_line(Task(task_id, todo[task_id])) for task_id in sorted(todo)))
         out.flush()
         os.fsync(out.fileno())
-    os.rename(tmp, store.toprocess)  # atomic: other farmers see the old list or the new one
-    store.claims.touch()  # last: from now on the workdir is ours
+    os.rename(tmp, store.toprocess)  # atomic: a crash leaves the old list or the new one
+    store.files.forget(store.toprocess)  # a descriptor of the old file would be stale
+    store.files.create(store.claims)  # last: from now on the workdir is ours
     return Adoption(finished=len(finished), failed=len(failed), pending=len(todo),
                     put_back=put_back, dropped=len(set(listed) & recorded),
                     duplicates=sum(1 for count in both.values() if count > 1))
