@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Mapping, Optional, TextIO
+from typing import Callable, List, Mapping, Optional, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -91,7 +91,7 @@ class Registry:
         return self.runners.warnings() + self.tasklists.warnings()
 
 
-def _import(definition: Definition) -> object:
+def _import(definition: Definition) -> Callable[..., object]:
     """The class ``definition`` names."""
     try:
         target = import_object(definition.class_path)
