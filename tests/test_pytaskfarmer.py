@@ -75,6 +75,10 @@ class Wrapped(BasicRunner):
 '''
 
 RUNNERS_INI = """
+[default]
+Runner = userclasses.Tagged
+tag = D
+
 [tagged]
 Runner = userclasses.Tagged
 tag = T
@@ -113,7 +117,7 @@ def outcome(workdir: Path) -> Dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("runner", ["tagged", "wrapped"])
+@pytest.mark.parametrize("runner", ["tagged", "wrapped", "default"])
 def test_user_classes_run_unchanged(pytaskfarmer: PyTaskFarmer, user: Dict[str, str],
                                     tmp_path: Path, runner: str) -> None:
     tasks = write_tasklist(tmp_path / "names", ["alice", "bob", "fail", "# nobody", "carol"])
