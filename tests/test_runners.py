@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
 from farmhelp import (
@@ -329,36 +328,12 @@ def test_farmer_with_a_legacy_runner(legacy_module: Path, tmp_path: Path) -> Non
     assert (workdir / "logs" / "log_2").read_text() == "## task 2 PROC_NUMBER=2\n2\n"
 
 
-def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    (home / ".taskfarmer" / "runners.d").mkdir(parents=True)
-    (home / ".taskfarmer" / "runners.d" / "old.ini").write_text(
-        "[old]\nRunner = oldrunners.Wrapping\n")
-    started = tmp_path / "started"
-    started.mkdir()
-    lines: List[str] = [f"touch {started}/$PROC_NUMBER; exec sleep 600" for _ in range(2)]
-    tasks = write_tasklist(tmp_path / "tasks", lines)
-    env = {"HOME": str(home), "PYTHONPATH": str(legacy_module),
-           "TERMINATED": str(tmp_path / "terminated")}
-    farmer = start_farmer([str(tasks), "-n", "2", "--runner", "old"], env=env, cwd=tmp_path)
-    try:
-        wait_for(lambda: len(list(started.iterdir())) == 2, what="both tasks to start")
-        result = stop(farmer)
-    finally:
-        if farmer.poll() is None:
-            farmer.kill()
-    assert result.returncode == 3, result.stderr
-    workdir = tmp_path / "tasks_workdir"
-    assert sorted(ids(workdir / "toprocess")) == [0, 1]
-    assert ids(workdir / "failed") == [] and ids(workdir / "finished") == []
-    assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
-
-
-@pytest.mark.parametrize("name", ["Pytf", "BrokenTerminate"])
-def test_farmer_stop_kills_tasks_of_pytaskfarmer_style_runners(
-        legacy_module: Path, tmp_path: Path, name: str) -> None:
-    """terminate() may use PyTaskFarmer's attribute ``execute``; if it raises, the task's
-    processes are killed all the same (they ignore SIGTERM here: only SIGKILL ends them)."""
+@pytest.mark.parametrize("name", ["Wrapping", "Pytf", "BrokenTerminate"])
+def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path,
+                                          name: str) -> None:
+    """A stop calls terminate() (which may use PyTaskFarmer's attribute ``execute``); if it
+    raises, the task's processes are killed all the same (they ignore SIGTERM here: only
+    SIGKILL ends them). The tasks go back to toprocess."""
     home = tmp_path / "home"
     (home / ".pytaskfarmer" / "runners.d").mkdir(parents=True)
     (home / ".pytaskfarmer" / "runners.d" / "old.ini").write_text(
@@ -382,11 +357,11 @@ def test_farmer_stop_kills_tasks_of_pytaskfarmer_style_runners(
     assert ids(workdir / "failed") == [] and ids(workdir / "finished") == []
     wait_for(lambda: not any(alive(pid) for pid in pids_in(pids)), timeout=30,
              what="the tasks' processes to die")
-    if name == "Pytf":
-        assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
-    else:
+    if name == "BrokenTerminate":
         assert ("BrokenTerminate.terminate() raised AttributeError"
                 in (workdir / "logs" / "log_0").read_text())
+    else:
+        assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
 
 
 def test_tasks_inherit_exactly_the_runner_environment(tmp_path: Path) -> None:
