@@ -17,6 +17,7 @@ from farmhelp import (
     ids,
     pids_in,
     run_farmer,
+    signal_tree,
     start_farmer,
     stop,
     wait_for,
@@ -362,6 +363,34 @@ def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path,
                 in (workdir / "logs" / "log_0").read_text())
     else:
         assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
+
+
+def test_legacy_tasks_signalled_with_the_farmer_are_requeued(legacy_module: Path,
+                                                             tmp_path: Path) -> None:
+    """SLURM signals every process of a step: the helper gets SIGUSR1 itself, calls
+    terminate(), and must end as stopped (not failed) whatever the worker sees first."""
+    home = tmp_path / "home"
+    (home / ".pytaskfarmer" / "runners.d").mkdir(parents=True)
+    (home / ".pytaskfarmer" / "runners.d" / "old.ini").write_text(
+        "[old]\nRunner = oldrunners.Wrapping\n")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    line = f"echo $$ > {pids}/$PROC_NUMBER.pid; exec sleep 600"
+    tasks = write_tasklist(tmp_path / "tasks", [line] * 4)
+    env = {"HOME": str(home), "PYTHONPATH": str(legacy_module),
+           "TERMINATED": str(tmp_path / "terminated")}
+    farmer = start_farmer([str(tasks), "-n", "2", "--runner", "old"], env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: len(pids_in(pids)) == 2, what="both tasks to start")
+        signal_tree(farmer.pid, signal.SIGUSR1)
+        _, err = farmer.communicate(timeout=30)
+    finally:
+        if farmer.poll() is None:
+            farmer.kill()
+    assert farmer.returncode == 3, err
+    workdir = tmp_path / "tasks_workdir"
+    assert ids(workdir / "failed") == [] and ids(workdir / "finished") == []
+    assert sorted(ids(workdir / "toprocess")) == [0, 1, 2, 3]
 
 
 def test_tasks_inherit_exactly_the_runner_environment(tmp_path: Path) -> None:
