@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import click
 
-from . import __version__
+import taskfarmer
+
+from . import coinstall
+from .argv import translate
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .locking import LOCK_KINDS, make_lock
@@ -20,9 +23,6 @@ from .slurm import default_proc
 from .store import StateStore, coherent_io
 from .timeline import Timeline
 from .worker import Parts
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal or --timeout) with work left."""
@@ -36,25 +36,6 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
         print_listing(getattr(Registry(), catalog), sys.stdout, sys.stdout.isatty())
         ctx.exit(0)
     return callback
-
-
-def compat_argv(argv: Sequence[str]) -> List[str]:
-    """Accept PyTaskFarmer's ``--verbose VALUE`` (it took a value) next to plain ``-v``."""
-    out: List[str] = []
-    items = list(argv)
-    index = 0
-    while index < len(items):
-        item = items[index]
-        following = items[index + 1].lower() if index + 1 < len(items) else None
-        if item in ("-v", "--verbose") and following is not None and (
-                following in _TRUE or following in _FALSE):
-            if following in _TRUE:
-                out.append("--verbose")
-            index += 2
-            continue
-        out.append(item)
-        index += 1
-    return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -94,7 +75,9 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.option("--list-tasklists", is_flag=True, expose_value=False, is_eager=True,
               callback=_lister("tasklists"),
               help="List the tasklist handler definitions likewise, and exit.")
-@click.version_option(__version__, "--version", prog_name="farmer")
+# PyTaskFarmer's empty __init__.py may have replaced ours: main() then says so (coinstall).
+@click.version_option(getattr(taskfarmer, "__version__", "unknown"), "--version",
+                      prog_name="farmer")
 def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
         verbose: bool, runner: str, handler: str, lease: float, retries: int,
         task_timeout: Optional[float], requeue_failed: bool, lock_kind: str, logs: str) -> None:
@@ -133,19 +116,34 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
     sys.exit(report.exit_code)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console-script entry point: run the CLI, turn library errors into one-line messages."""
-    args = compat_argv(sys.argv[1:] if argv is None else argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
+         pytaskfarmer: bool = False) -> None:
+    """Console-script entry point: run the CLI, turn library errors into one-line messages.
+
+    Args:
+        argv: the arguments; default ``sys.argv[1:]``.
+        prog: the command's name in messages.
+        pytaskfarmer: parse as ``pytaskfarmer.py`` (``-v`` always takes a value).
+    """
     try:
-        cli.main(args=args, prog_name="farmer", standalone_mode=False)
+        coinstall.check(Path(taskfarmer.__file__).parent, sys.path)
+        known = [name for param in cli.params for name in (*param.opts, *param.secondary_opts)
+                 if name.startswith("--")]
+        args = translate(sys.argv[1:] if argv is None else argv, known, pytaskfarmer)
+        cli.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as error:
-        click.echo(f"farmer: error: {error.format_message()}", err=True)
+        click.echo(f"{prog}: error: {error.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
     except click.Abort:
-        click.echo("farmer: aborted", err=True)
+        click.echo(f"{prog}: aborted", err=True)
         sys.exit(EXIT_USAGE)
     except TaskfarmerError as error:
-        click.echo(f"farmer: error: {error}", err=True)
+        click.echo(f"{prog}: error: {error}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def pytaskfarmer_main() -> None:
+    """The ``pytaskfarmer.py`` command: the same CLI, reading PyTaskFarmer's arguments."""
+    main(prog="pytaskfarmer.py", pytaskfarmer=True)

@@ -109,3 +109,31 @@ class ConfigError(TaskfarmerError):
             where.append(option)
         prefix = " ".join(where)
         super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+
+class UsageError(TaskfarmerError):
+    """A command-line argument cannot be understood.
+
+    Attributes:
+        argument: the argument at fault, as given.
+        reason: what is wrong.
+    """
+
+    def __init__(self, argument: str, reason: str) -> None:
+        self.argument = argument
+        self.reason = reason
+        super().__init__(f"{argument}: {reason}")
+
+
+class InstallError(TaskfarmerError):
+    """taskfarmer's installation is broken.
+
+    Attributes:
+        path: the file that shows it.
+        reason: what is wrong and how to repair it.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{reason} (found {path})")

@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+from .adopt import adopt, needs_adoption
 from .errors import TaskfarmerError
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
@@ -189,6 +190,7 @@ class Farm:
 
     def _prepare(self) -> None:
         self.store.prepare()
+        self.handler.prepare(self.config.tasklist, self.config.workdir)  # not locked: it may lock
         with self.store.locked():
             for path, fragment in self.store.repair():
                 self.display.say(f"cut a torn last line off {path.name} (kept in torn): "
@@ -196,6 +198,9 @@ class Farm:
             self.timeline.repair()
             if not self.store.initialized():
                 self.store.initialize(self.handler.lines(self.config.tasklist))
+            elif needs_adoption(self.store):
+                adoption = adopt(self.store, self.handler.lines(self.config.tasklist))
+                self.display.say(adoption.describe())
             if self.config.requeue_failed:
                 count = self.store.requeue_failed()
                 self.display.say(f"put {count} failed task(s) back into toprocess")

@@ -35,6 +35,11 @@ class TaskList:
     is applied when the task runs, so ``finished`` and ``failed`` list what the user wrote.
     """
 
+    def prepare(self, tasklist: Path, workdir: Path) -> None:
+        """Called once by the farm, in the farmer's main process before its workers start and
+        before :meth:`lines`, with the workdir created: nothing by default (the adapter of
+        PyTaskFarmer's handlers builds the handler here)."""
+
     def lines(self, path: Path) -> Iterator[str]:
         """The task lines of ``path`` in order.
 
@@ -47,15 +52,23 @@ class TaskList:
             TasklistError: the file cannot be read, or a line is not valid UTF-8 or holds a
                 NUL byte (a shell cannot run it).
         """
+        return self._read(path, self.open(path))
+
+    @staticmethod
+    def open(path: Path) -> BinaryIO:
+        """``path`` opened for reading.
+
+        Raises:
+            TasklistError: it is missing, a directory or unreadable.
+        """
         try:
-            handle = open(path, "rb")
+            return open(path, "rb")
         except IsADirectoryError:
             raise TasklistError(path, "is a directory, not a tasklist") from None
         except FileNotFoundError:
             raise TasklistError(path, "no such tasklist") from None
         except OSError as error:
             raise TasklistError(path, f"cannot read tasklist: {error.strerror}") from None
-        return self._read(path, handle)
 
     @staticmethod
     def _read(path: Path, handle: BinaryIO) -> Iterator[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Callable, Deque, List, Mapping, Optional
 
 from .identity import Identity, group_has_live_members
 from .logs import TaskLogs
-from .runners.base import Runner
+from .runners.base import Process, Runner
 from .signals import StopRequest, died_of_stop_signal
 from .store import Lease, LeaseRevoked, Outcome, StateStore
 from .tasks import Task, TaskList
@@ -105,7 +104,7 @@ class Worker:
         self.results: List[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
         self.on_change = on_change
         self.queue: Deque[Task] = deque()
-        self._process: Optional[subprocess.Popen] = None
+        self._process: Optional[Process] = None
         self._terminating = False
         self._kill_at = 0.0
         self._timed_out = False
@@ -306,7 +305,7 @@ class Worker:
             return None
         return self._finish(task, command, returncode, start)
 
-    def _wait(self, process: subprocess.Popen) -> None:
+    def _wait(self, process: Process) -> None:
         """Wait until the task's leader exits, recording held results meanwhile.
 
         The leader is not reaped: while it is a zombie its pid (= the group id) cannot be

@@ -84,3 +84,25 @@ def docker_env(
 # ==========================================================================================
 # End of Docker fixtures
 # ==========================================================================================
+
+
+# ==========================================================================================
+# PyTaskFarmer 0.1.0 from PyPI in its own virtualenv (tests/pytaskfarmer_env.py)
+# ==========================================================================================
+
+import pytaskfarmer_env as _pytaskfarmer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pytaskfarmer(request: pytest.FixtureRequest) -> _pytaskfarmer.PyTaskFarmer:
+    """PyTaskFarmer 0.1.0 in a virtualenv, built once into the pytest cache and reused.
+
+    Building needs PyPI: without it the tests that use this are skipped, except in CI
+    (CI=true), where that is an error.
+    """
+    try:
+        return _pytaskfarmer.build(Path(request.config.cache.mkdir("pytaskfarmer")))
+    except RuntimeError as error:
+        if _in_ci():
+            pytest.fail(f"CI=true but {error}", pytrace=False)
+        pytest.skip(str(error).splitlines()[0])
