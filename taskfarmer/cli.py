@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import click
+from rich.console import Console
 
-from . import __version__
+from . import __version__, status_view
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
-from .locking import LOCK_KINDS, make_lock
+from .locking import LOCK_KINDS, lock_path, make_lock
 from .registry import Registry, print_listing
 from .signals import ignore_stop_signals
 from .slurm import default_proc
+from .status import StatusReader
+from .status_view import to_json
 from .store import StateStore
 from .timeline import Timeline
 from .worker import Parts
@@ -57,7 +61,7 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.argument("tasklist", type=click.Path(path_type=Path, dir_okay=True))
+@click.argument("tasklist", type=click.Path(path_type=Path, dir_okay=True), required=False)
 @click.option("--proc", "-n", type=click.IntRange(min=1), default=None,
               help="Tasks to run at once [default: the CPUs this process may use; inside "
                    "SLURM, those of the step].")
@@ -83,6 +87,12 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
               default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
               help="flock, or soft (O_EXCL lock file) for filesystems without flock "
                    "[default: $TASKFARMER_LOCK or flock].")
+@click.option("--status", "show_status", is_flag=True,
+              help="Show where the farm stands (read-only, safe while farmers run) and exit: "
+                   "0 done, 1 done with failures, 3 work left, 2 no such workdir.")
+@click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
+@click.option("--watch", is_flag=True,
+              help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
 @click.option("--list-runners", is_flag=True, expose_value=False, is_eager=True,
               callback=_lister("runners"),
               help="List the runner definitions and the file each comes from, and exit.")
@@ -90,14 +100,25 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
               callback=_lister("tasklists"),
               help="List the tasklist handler definitions likewise, and exit.")
 @click.version_option(__version__, "--version", prog_name="farmer")
-def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
-        verbose: bool, runner: str, handler: str, lease: float, retries: int,
-        task_timeout: Optional[float], requeue_failed: bool, lock_kind: str) -> None:
+def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
+        workdir: Optional[Path], verbose: bool, runner: str, handler: str, lease: float,
+        retries: int, task_timeout: Optional[float], requeue_failed: bool, lock_kind: str,
+        show_status: bool, as_json: bool, watch: bool) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
     """
     environ = dict(os.environ)
+    if (as_json or watch) and not show_status:
+        raise click.UsageError("--json and --watch go with --status")
+    if as_json and watch:
+        raise click.UsageError("--json and --watch exclude each other")
+    if tasklist is None and (not show_status or workdir is None):
+        raise click.UsageError("missing TASKLIST (--status needs TASKLIST or --workdir)")
+    if show_status:
+        sys.exit(status_command(workdir_for(tasklist, workdir), lock_kind, lease, as_json,
+                                watch, environ))
+    assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
     the_handler = registry.tasklist(handler)
@@ -123,6 +144,25 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
     report = farm.run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
     sys.exit(report.exit_code)
+
+
+def status_command(workdir: Path, lock_kind: str, lease: float, as_json: bool, watch: bool,
+                   environ: Dict[str, str]) -> int:
+    """``--status``: print the status of ``workdir``; returns the exit code."""
+    lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
+    reader = StatusReader(StateStore(workdir, make_lock(workdir, lock_kind, environ)),
+                          lock_file, lease)
+    if as_json:
+        status = reader.read(time.time())
+        click.echo(to_json(status))
+    else:
+        console = Console()
+        if watch and console.is_terminal:
+            status = status_view.watch(lambda: reader.read(time.time()), console)
+        else:
+            status = reader.read(time.time())
+            console.print(status_view.render(status))
+    return status.exit_code
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -148,7 +148,8 @@ class Worker:
         name = f"{self.config.farmer}.w{self.config.slot}.{os.getpid()}.{self._generation}"
         owner = Identity.current(environ=self.config.environ,
                                  extra={"worker": str(self.config.slot),
-                                        "farmer": self.config.farmer})
+                                        "farmer": self.config.farmer,
+                                        "since": f"{self.clock():.3f}"})
         return self.store.register(name, owner)
 
     def run(self) -> int:
