@@ -1,0 +1,150 @@
+"""Leases: one file per live worker in ``WORKDIR/leases``, its heartbeat, and takeover."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Set
+
+from ..errors import StateError
+from ..identity import Identity
+from ..tasks import Task
+from .files import StateFiles
+from .ledger import Ledger
+
+DEAD_SUFFIX = ".dead"
+
+
+class LeaseRevoked(Exception):
+    """Our lease was taken over by another farmer: its tasks are back in ``toprocess``."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on the tasks it takes; a file in ``WORKDIR/leases``."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """What another farmer can see of a lease: its name, heartbeat and owner."""
+
+    name: str
+    heartbeat: float
+    owner: Identity
+    dead: bool
+
+
+def farmer_name(node: str, pid: int, token: str) -> str:
+    """A farmer's name, the prefix of its workers' lease files: readable, unique (``token``),
+    safe as a path component whatever the node is called."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)[:48] or "node"
+    return f"{safe}.{pid}-{token}"
+
+
+class Leases:
+    """The lease files of a workdir.
+
+    A task is running if its last claim names a lease whose file exists and it is neither
+    finished, failed nor back in ``toprocess``; taking a lease over puts such tasks back.
+    """
+
+    def __init__(self, files: StateFiles, ledger: Ledger) -> None:
+        self.directory = files.leases
+        self.ledger = ledger
+        self._held: Set[str] = set()  # leases found alive during the current lock hold
+
+    def begin_hold(self) -> None:
+        """*locked* Forget what the previous lock hold found out."""
+        self._held.clear()
+
+    def register(self, name: str, owner: Identity) -> Lease:
+        """*locked* Create the lease file ``leases/NAME`` (``O_EXCL``: names never collide)."""
+        path = self.directory / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as error:
+            raise StateError(path, f"cannot create lease: {error.strerror}") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(owner.to_text())
+        return Lease(name, path)
+
+    def holds(self, lease: Lease) -> bool:
+        """*locked* True while nobody has revoked ``lease`` (checked once per lock hold)."""
+        if lease.name in self._held:
+            return True
+        if lease.path.exists():
+            self._held.add(lease.name)
+            return True
+        return False
+
+    def renew(self, name: str) -> bool:
+        """Heartbeat: touch lease ``name``. False if it was revoked (the file is gone).
+
+        Needs no lock: a revocation renames the file away first, so a late touch fails.
+        """
+        try:
+            os.utime(self.directory / name)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def release(self, lease: Lease) -> None:
+        """*locked* Remove our lease: we hold no tasks any more."""
+        self._held.discard(lease.name)
+        lease.path.unlink(missing_ok=True)
+
+    def names(self) -> List[str]:
+        """The names of the lease files, live or half-revoked (``NAME.dead``): one listing,
+        no file read (heartbeats run on parallel filesystems, where each read costs)."""
+        try:
+            return sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+
+    def infos(self) -> List[LeaseInfo]:
+        """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
+        infos = []
+        for name in self.names():
+            path = self.directory / name
+            try:
+                heartbeat = path.stat().st_mtime
+                owner = Identity.from_text(path.read_text(errors="replace"))
+            except FileNotFoundError:
+                continue
+            dead = name.endswith(DEAD_SUFFIX)
+            infos.append(LeaseInfo(name[: -len(DEAD_SUFFIX)] if dead else name, heartbeat,
+                                   owner, dead))
+        return infos
+
+    def any(self) -> bool:
+        """*locked* True if any lease file (live or half-revoked) exists."""
+        return bool(self.names())
+
+    def revoke(self, name: str) -> List[Task]:
+        """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``.
+
+        First the lease file is renamed to ``NAME.dead`` — atomic, and the commit point: from
+        then on the owner, if it is in fact alive, can neither record a result nor take a task
+        (it checks its file under this lock). Then its tasks are appended to ``toprocess`` and
+        the ``.dead`` file is removed. A crash in between leaves the ``.dead`` file, and the
+        next revoke finishes the job; it recomputes which tasks are still running, so tasks
+        already put back are not put back twice.
+        """
+        live = self.directory / name
+        dead = self.directory / (name + DEAD_SUFFIX)
+        self._held.discard(name)
+        try:
+            os.rename(live, dead)
+        except FileNotFoundError:
+            if not dead.exists():
+                return []
+        tasks = self.ledger.running_tasks(name)
+        if tasks:
+            self.ledger.requeue(tasks)
+        dead.unlink(missing_ok=True)
+        return tasks

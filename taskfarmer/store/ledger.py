@@ -1,0 +1,158 @@
+"""The claims ledger: the cursor in ``toprocess``, taking tasks, putting them back."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Dict, Iterable, List, Optional, Set
+
+from ..errors import StateError
+from ..tasks import Task
+from .files import StateFiles
+from .lines import READ_CHUNK, append, last_line, line_ids, lines, parse_task_line, task_line
+
+#: How much of ``toprocess`` one claim reads at the cursor (grown for longer lines).
+CLAIM_READ = 4096
+#: The ``claims`` line that marks a compaction in progress.
+COMPACT_MARK = b"- compact"
+
+
+class Ledger:
+    """``toprocess`` and ``claims``: which tasks are taken, by which lease, up to where."""
+
+    def __init__(self, files: StateFiles) -> None:
+        self.files = files
+
+    def cursor(self) -> int:
+        """*locked* Byte offset in ``toprocess`` of the first task not yet taken."""
+        claims = self.files.claims
+        fd = self.files.fd(claims)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0
+        last = last_line(fd, size)
+        if last == COMPACT_MARK:
+            self.finish_compaction()
+            return 0
+        try:
+            return int(last.rsplit(b" ", 1)[1])
+        except (IndexError, ValueError):
+            raise StateError(claims, f"malformed last line {last[:60]!r}", size) from None
+
+    def peek_cursor(self) -> Optional[int]:
+        """The cursor read without the lock, for displays; None during a compaction."""
+        try:
+            with open(self.files.claims, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                last = last_line(handle.fileno(), size) if size else b"0"
+            return int(last.rsplit(b" ", 1)[-1])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def pending_count(self, limit: int) -> int:
+        """*locked* How many tasks wait in ``toprocess``, counting no further than ``limit``."""
+        fd = self.files.fd(self.files.toprocess)
+        cursor = self.cursor()
+        size = os.fstat(fd).st_size
+        count = 0
+        while cursor < size and count < limit:
+            block = os.pread(fd, min(READ_CHUNK, size - cursor), cursor)
+            count += block.count(b"\n")
+            cursor += len(block)
+        return min(count, limit)
+
+    def pending(self) -> bool:
+        """*locked* True if some task is waiting in ``toprocess``."""
+        return self.files.size(self.files.toprocess) > self.cursor()
+
+    def take(self, name: str, count: int) -> List[Task]:
+        """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for lease
+        ``name``: read a chunk at the cursor, append one claim line per task."""
+        toprocess = self.files.toprocess
+        fd = self.files.fd(toprocess)
+        size = os.fstat(fd).st_size
+        cursor = self.cursor()
+        tasks: List[Task] = []
+        records: List[bytes] = []
+        lease = name.encode()
+        chunk = CLAIM_READ
+        while cursor < size and len(tasks) < count:
+            data = os.pread(fd, min(chunk, size - cursor), cursor)
+            start = 0
+            while len(tasks) < count:
+                end = data.find(b"\n", start)
+                if end < 0:
+                    break
+                task = parse_task_line(data[start:end], toprocess, cursor + start)
+                tasks.append(task)
+                records.append(b"%d %s %d\n" % (task.id, lease, cursor + end + 1))
+                start = end + 1
+            if start == 0:  # no complete line in the chunk
+                if cursor + len(data) >= size:
+                    break  # a line still being appended by hand: not a task yet
+                chunk = min(chunk * 2, READ_CHUNK * 64)
+            cursor += start
+        if records:
+            append(self.files.fd(self.files.claims), self.files.claims, b"".join(records))
+        return tasks
+
+    def requeue(self, tasks: Iterable[Task]) -> None:
+        """*locked* Append tasks to ``toprocess`` to be taken again."""
+        data = b"".join(task_line(task) for task in tasks)
+        if data:
+            append(self.files.fd(self.files.toprocess), self.files.toprocess, data)
+
+    def queued_ids(self) -> Set[int]:
+        """*locked* The IDs of the tasks after the cursor."""
+        return set(line_ids(self.files.toprocess, start=self.cursor()))
+
+    def running_tasks(self, name: str) -> List[Task]:
+        """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued.
+
+        Scans ``claims``, ``finished``, ``failed`` and ``toprocess``: O(size of the state), done
+        only when recovering a lease, never per task.
+        """
+        files = self.files
+        owned: Set[int] = set()
+        wanted = name.encode()
+        for offset, line in lines(files.claims):
+            if line == COMPACT_MARK:
+                continue
+            fields = line.split(b" ")
+            if len(fields) != 3 or not fields[0].isdigit():
+                raise StateError(files.claims, f"malformed line {line[:60]!r}", offset)
+            if fields[1] == wanted:
+                owned.add(int(fields[0]))
+            else:
+                owned.discard(int(fields[0]))
+        if not owned:
+            return []
+        for path in (files.finished, files.failed):
+            owned.difference_update(line_ids(path))
+        cursor = self.cursor()
+        owned.difference_update(line_ids(files.toprocess, start=cursor))
+        found: Dict[int, Task] = {}
+        for offset, line in lines(files.toprocess, end=cursor):
+            head = line.partition(b" ")[0]
+            if head.isdigit() and int(head) in owned:
+                found[int(head)] = parse_task_line(line, files.toprocess, offset)
+        return [found[task_id] for task_id in sorted(found)]
+
+    def commit_compaction(self) -> None:
+        """*locked* Mark a compaction as committed (``toprocess.new`` is complete) and finish it.
+
+        After the mark, whoever reads the cursor next finishes the compaction.
+        """
+        append(self.files.fd(self.files.claims), self.files.claims, COMPACT_MARK + b"\n")
+        self.finish_compaction()
+
+    def finish_compaction(self) -> None:
+        """*locked* Rename ``toprocess.new`` over ``toprocess`` (if not done yet), empty
+        ``claims``."""
+        try:
+            os.rename(self.files.toprocess_new, self.files.toprocess)
+        except OSError as error:
+            if error.errno != errno.ENOENT:
+                raise
+        self.files.forget(self.files.toprocess)
+        os.truncate(self.files.claims, 0)

@@ -1,0 +1,103 @@
+"""Line files: the primitives every state file is read and written with.
+
+A state file is a sequence of whole lines, each ending in a newline; a line is appended with
+one ``write(2)`` (:func:`append`), and readers only ever trust complete lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional, Tuple
+
+from ..errors import StateError
+from ..tasks import Task
+
+#: Block size of scans and copies.
+READ_CHUNK = 64 * 1024
+
+#: An ``ID `` at the start of a line.
+LINE_ID = re.compile(rb"^(\d+) ", re.MULTILINE)
+
+
+def append(fd: int, path: Path, data: bytes) -> None:
+    """Append whole lines with one ``write(2)``; undo a short write (e.g. disk full).
+
+    The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
+    in one piece; a short write is truncated back so no half line is ever left behind.
+    """
+    before = os.fstat(fd).st_size
+    try:
+        written = os.write(fd, data)
+    except OSError as error:
+        os.ftruncate(fd, before)
+        raise StateError(path, f"cannot append: {error.strerror}") from None
+    if written != len(data):
+        os.ftruncate(fd, before)
+        raise StateError(path, "short write (filesystem full?)")
+
+
+def copy(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
+    """Copy bytes ``[start, end)`` of ``source`` to ``out``."""
+    source.seek(start)
+    remaining = end - start
+    while remaining > 0:
+        block = source.read(min(remaining, READ_CHUNK * 16))
+        if not block:
+            break
+        out.write(block)
+        remaining -= len(block)
+
+
+def last_line(fd: int, size: int) -> bytes:
+    """The last complete line (without its newline) of a file of ``size`` bytes ending in one."""
+    window = 256
+    while True:
+        start = max(0, size - window)
+        tail = os.pread(fd, size - start, start)
+        newline = tail.rfind(b"\n", 0, len(tail) - 1)
+        if newline >= 0 or start == 0:
+            return tail[newline + 1 : -1]
+        window *= 4
+
+
+def parse_task_line(line: bytes, path: Path, offset: int) -> Task:
+    """Parse an ``ID task`` line of toprocess/finished/failed."""
+    head, _, text = line.partition(b" ")
+    try:
+        return Task(int(head), text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        shown = line[:60].decode("utf-8", "replace")
+        raise StateError(path, f"malformed line {shown!r} (expected 'ID task')", offset) from None
+
+
+def task_line(task: Task) -> bytes:
+    """The ``ID task`` line of ``task``, newline included."""
+    return b"%d %s\n" % (task.id, task.text.encode("utf-8"))
+
+
+def lines(path: Path, start: int = 0, end: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+    """Yield ``(offset, line)`` for the complete lines of ``path`` in ``[start, end)``."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        handle.seek(start)
+        offset = start
+        for line in handle:
+            if end is not None and offset >= end:
+                return
+            if not line.endswith(b"\n"):
+                return
+            yield offset, line[:-1]
+            offset += len(line)
+
+
+def line_ids(path: Path, start: int = 0, end: Optional[int] = None) -> Iterator[int]:
+    """The IDs of the ``ID ...`` lines of ``path`` in ``[start, end)`` (others are skipped)."""
+    for _, line in lines(path, start, end):
+        head = line.partition(b" ")[0]
+        if head.isdigit():
+            yield int(head)

@@ -1,0 +1,208 @@
+"""The store of one workdir: the lock, and the parts that change the state under it."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+from filelock import BaseFileLock
+
+from ..identity import Identity
+from ..tasks import Task
+from .compaction import Compactor
+from .files import StateFiles
+from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
+from .ledger import Ledger
+from .results import Outcome, Results
+from .workdir import Workdir
+
+
+class StateStore:
+    """The state files of one workdir. Methods marked *locked* need :meth:`locked` held.
+
+    The work is done by parts with one job each — :class:`Workdir` (set-up and repair),
+    :class:`Ledger` (cursor, claims, put-backs), :class:`Results` (recording),
+    :class:`Leases` (lease files, takeover) and :class:`Compactor` — which share this
+    process's descriptors (:class:`StateFiles`). This class holds the lock and is what the
+    farmer and its workers call.
+    """
+
+    def __init__(self, workdir: Path, lock: BaseFileLock) -> None:
+        self.workdir = workdir
+        self.lock = lock
+        self._lock_pid = os.getpid()
+        self.files = StateFiles(workdir)
+        self.toprocess = self.files.toprocess
+        self.claims = self.files.claims
+        self.finished = self.files.finished
+        self.failed = self.files.failed
+        self.torn = self.files.torn
+        self.attempts = self.files.attempts
+        self.failed_requeue = self.files.failed_requeue
+        self.leases = self.files.leases
+        self.logs = self.files.logs
+        self.workdir_setup = Workdir(self.files)
+        self.ledger = Ledger(self.files)
+        self.results = Results(self.files, self.ledger)
+        self.lease_files = Leases(self.files, self.ledger)
+        self.compactor = Compactor(self.files, self.ledger)
+
+    # -- the lock ----------------------------------------------------------------------------
+
+    def _process_lock(self) -> BaseFileLock:
+        """The lock object for this process.
+
+        A lock object must not cross ``fork``: ``flock`` locks belong to the open file
+        description, which a child shares with its parent, and filelock 4 refuses inherited
+        objects outright. Each worker therefore builds its own, of the same kind and file.
+        """
+        if self._lock_pid != os.getpid():
+            self.lock = type(self.lock)(self.lock.lock_file, timeout=self.lock.timeout)
+            self._lock_pid = os.getpid()
+        return self.lock
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the workdir lock; every state change happens inside this block."""
+        with self._process_lock():
+            self.files.begin_hold()
+            self.lease_files.begin_hold()
+            try:
+                yield
+            finally:
+                self.lease_files.begin_hold()
+
+    def close(self) -> None:
+        """Close this process's descriptors."""
+        self.files.close()
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the workdir and its sub-directories (safe to race with other farmers)."""
+        self.workdir_setup.prepare()
+
+    def initialized(self) -> bool:
+        """True once ``toprocess`` exists (some farmer has read the tasklist)."""
+        return self.workdir_setup.initialized()
+
+    def initialize(self, lines: Iterable[str]) -> bool:
+        """*locked* Create ``toprocess`` from the task lines unless it exists already
+        (:meth:`Workdir.initialize`). Returns True if this call created it."""
+        return self.workdir_setup.initialize(lines)
+
+    def repair(self) -> List[Tuple[Path, bytes]]:
+        """*locked* Move half-written last lines to ``torn`` (:meth:`Workdir.repair`) and
+        finish an interrupted ``--requeue-failed``. Returns what was cut."""
+        cut = self.workdir_setup.repair()
+        if self.failed_requeue.exists():
+            self.results.finish_requeue_failed()
+        return cut
+
+    # -- the cursor --------------------------------------------------------------------------
+
+    def cursor(self) -> int:
+        """*locked* Byte offset in ``toprocess`` of the first task not yet taken."""
+        return self.ledger.cursor()
+
+    def peek_cursor(self) -> Optional[int]:
+        """The cursor read without the lock, for displays; None during a compaction."""
+        return self.ledger.peek_cursor()
+
+    def pending_count(self, limit: int) -> int:
+        """*locked* How many tasks wait in ``toprocess``, counting no further than ``limit``."""
+        return self.ledger.pending_count(limit)
+
+    def pending(self) -> bool:
+        """*locked* True if some task is waiting in ``toprocess``."""
+        return self.ledger.pending()
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def register(self, name: str, owner: Identity) -> Lease:
+        """*locked* Create the lease file ``leases/NAME`` (``O_EXCL``: names never collide)."""
+        return self.lease_files.register(name, owner)
+
+    def holds(self, lease: Lease) -> bool:
+        """*locked* True while nobody has revoked ``lease`` (checked once per lock hold)."""
+        return self.lease_files.holds(lease)
+
+    def renew(self, name: str) -> bool:
+        """Heartbeat without the lock: touch lease ``name``. False if it was revoked."""
+        return self.lease_files.renew(name)
+
+    def release(self, lease: Lease) -> None:
+        """*locked* Remove our lease: we hold no tasks any more."""
+        self.lease_files.release(lease)
+
+    def lease_names(self) -> List[str]:
+        """The names of the lease files, live or half-revoked (``NAME.dead``)."""
+        return self.lease_files.names()
+
+    def lease_infos(self) -> List[LeaseInfo]:
+        """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
+        return self.lease_files.infos()
+
+    def any_leases(self) -> bool:
+        """*locked* True if any lease file (live or half-revoked) exists."""
+        return self.lease_files.any()
+
+    def revoke(self, name: str) -> List[Task]:
+        """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``
+        (:meth:`Leases.revoke`). Returns them."""
+        return self.lease_files.revoke(name)
+
+    def running_tasks(self, name: str) -> List[Task]:
+        """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued."""
+        return self.ledger.running_tasks(name)
+
+    # -- taking and recording tasks ----------------------------------------------------------
+
+    def claim(self, lease: Lease, count: int) -> List[Task]:
+        """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for ``lease``.
+
+        Raises:
+            LeaseRevoked: the lease was taken over; register a new one.
+        """
+        if not self.holds(lease):
+            raise LeaseRevoked(lease.name)
+        return self.ledger.take(lease.name, count)
+
+    def record(self, lease: Lease, task: Task, succeeded: bool, retries: int = 0) -> Outcome:
+        """*locked* Record how an execution of ``task`` ended (:meth:`Results.record`).
+
+        Records nothing (``Outcome.DISCARDED``) if ``lease`` was revoked meanwhile: then the
+        task is back in ``toprocess`` (or already ran again elsewhere) and recording it here
+        would count it twice.
+        """
+        if not self.holds(lease):
+            return Outcome.DISCARDED
+        return self.results.record(task, succeeded, retries)
+
+    def attempt_count(self, task_id: int) -> int:
+        """*locked* How many times ``task_id`` has failed."""
+        return self.results.attempt_count(task_id)
+
+    def requeue_failed(self) -> int:
+        """*locked* Put every ``failed`` task back into ``toprocess`` with fresh retries
+        (:meth:`Results.requeue_failed`). Returns the number of tasks put back."""
+        return self.results.requeue_failed()
+
+    def requeue(self, tasks: Iterable[Task]) -> None:
+        """*locked* Append tasks to ``toprocess`` to be taken again."""
+        self.ledger.requeue(tasks)
+
+    # -- at rest -----------------------------------------------------------------------------
+
+    def tidy(self) -> bool:
+        """*locked* Compact ``toprocess`` when no lease is left. Returns True if it did.
+
+        With no lease file no task is running, so the claims carry no information beyond the
+        cursor, and ``toprocess`` can be cut down to the tasks after it.
+        """
+        if self.any_leases() or self.files.size(self.claims) == 0:
+            return False
+        self.compactor.compact()
+        return True
