@@ -160,6 +160,7 @@ class Farm:
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
         idle_poll = IDLE_POLL_FIRST
+        self.display.say(self._where())
         self.display.start(self._snapshot())
         try:
             while not self.stop.requested and self.error is None:
@@ -222,6 +223,11 @@ class Farm:
             self.store.tidy()
         self.timeline.close()
 
+    def _where(self) -> str:
+        workdir = self.config.workdir
+        return (f"workdir {workdir}: task logs in {workdir / 'logs'}, job log "
+                f"{workdir / 'joblog'}, timeline {workdir / 'timeline.json'}")
+
     def _report(self) -> FarmReport:
         with self.store.locked():
             work_left = self.store.pending() or self.store.any_leases()
@@ -229,6 +235,7 @@ class Farm:
         report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
                             else None, work_left, self.error)
         self.display.finish(snapshot, report.outcome)
+        self.display.say(self._where())
         self.store.close()
         return report
 

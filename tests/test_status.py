@@ -150,3 +150,13 @@ def test_watch_refreshes_in_place_until_done(tmp_path: Path) -> None:
             watcher.wait(timeout=10)
         os.close(controller)
     assert ids(tmp_path / "t_workdir" / "finished") == [0]
+
+
+def test_the_first_and_last_lines_say_where_the_workdir_and_logs_are(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true"])
+    done = run_farmer([str(tasks), "-w", str(tmp_path / "w")])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    where = (f"workdir {tmp_path}/w: task logs in {tmp_path}/w/logs, job log "
+             f"{tmp_path}/w/joblog, timeline {tmp_path}/w/timeline.json")
+    assert lines[0].endswith(where) and lines[-1].endswith(where)
