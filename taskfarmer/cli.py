@@ -83,6 +83,12 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
+@click.option("--follow", is_flag=True,
+              help="When every task is done, wait for lines appended to TASKLIST instead of "
+                   "exiting (until a stop signal or --timeout).")
+@click.option("--accept-list", is_flag=True,
+              help="Take TASKLIST as it is now even though lines already imported changed: "
+                   "as many lines as were imported count as imported, later lines are new.")
 @click.option("--lock", "lock_kind", type=click.Choice(LOCK_KINDS),
               default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
               help="flock, or soft (O_EXCL lock file) for filesystems without flock "
@@ -102,8 +108,8 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.version_option(__version__, "--version", prog_name="farmer")
 def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
         workdir: Optional[Path], verbose: bool, runner: str, handler: str, lease: float,
-        retries: int, task_timeout: Optional[float], requeue_failed: bool, lock_kind: str,
-        show_status: bool, as_json: bool, watch: bool) -> None:
+        retries: int, task_timeout: Optional[float], requeue_failed: bool, follow: bool,
+        accept_list: bool, lock_kind: str, show_status: bool, as_json: bool, watch: bool) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -134,6 +140,8 @@ def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
         retries=retries,
         task_timeout=task_timeout,
         requeue_failed=requeue_failed,
+        follow=follow,
+        accept_list=accept_list,
         environ=environ,
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():

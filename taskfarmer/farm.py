@@ -21,7 +21,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-from .errors import TaskfarmerError
+from .errors import TaskfarmerError, TasklistError
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .signals import StopRequest
@@ -46,6 +46,8 @@ POLL = 0.5
 #: (a fixed 0.5 s cost 4 farmers sharing 2,000 short tasks a fifth of their throughput),
 #: while a long wait takes the lock no more often than :data:`POLL` allows.
 IDLE_POLL_FIRST = 0.02
+#: Seconds between looks at the tasklist for appended lines while working.
+IMPORT_POLL = 2.0
 #: Worker exit code for a state or configuration error (not worth restarting the worker).
 WORKER_ERROR = 2
 #: Give up after this many unexpected worker deaths.
@@ -65,6 +67,8 @@ class FarmConfig:
     task_timeout: Optional[float] = None
     retries: int = 0
     requeue_failed: bool = False
+    follow: bool = False
+    accept_list: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -142,6 +146,7 @@ class Farm:
         self.workers: Dict[int, multiprocessing.Process] = {}
         self.crashes = 0
         self.error: Optional[str] = None
+        self.list_changed = False
         self._context = multiprocessing.get_context("fork")
         self._busy = self._context.RawArray("i", [-1] * config.proc)
         self._messages_r, self._messages_w = os.pipe()
@@ -159,6 +164,7 @@ class Farm:
         deadline = self.clock() + self.config.timeout if self.config.timeout else None
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
+        next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
         self.display.say(self._where())
         self.display.start(self._snapshot())
@@ -175,8 +181,11 @@ class Farm:
                 self._reap()
                 if self.error is not None:
                     break
+                if now >= next_import:
+                    self._import_growth()
+                    next_import = now + IMPORT_POLL
                 self._fill_slots()
-                if not self.workers and self._all_done():
+                if not self.workers and self._all_done() and not self.config.follow:
                     break
                 self._drain_messages()
                 self.display.update(self._snapshot())
@@ -194,8 +203,12 @@ class Farm:
                 self.display.say(f"cut a torn last line off {path.name} (kept in torn): "
                                  f"{fragment[:60]!r}")
             self.timeline.repair()
-            if not self.store.initialized():
-                self.store.initialize(self.handler.lines(self.config.tasklist))
+            fresh = not self.store.initialized()
+            added = self.store.import_list(self.config.tasklist, self.handler, starting=True,
+                                           accept=self.config.accept_list)
+            if added and not fresh:
+                self.display.say(f"imported {added} task(s) appended to "
+                                 f"{self.config.tasklist}")
             if self.config.requeue_failed:
                 count = self.store.requeue_failed()
                 self.display.say(f"put {count} failed task(s) back into toprocess")
@@ -360,8 +373,28 @@ class Farm:
                                      "toprocess")
 
     def _all_done(self) -> bool:
+        self._import_growth()  # out of work: lines appended since are work too
         with self.store.locked():
             return not self.store.pending() and not self.store.any_leases()
+
+    def _import_growth(self) -> None:
+        """Import lines appended to the tasklist since (one ``stat`` when there are none).
+
+        A list whose imported part changed while we run is reported once and no longer
+        imported from: the tasks already imported stay valid and are finished.
+        """
+        if self.list_changed or self.store.unimported_bytes(self.config.tasklist) <= 0:
+            return
+        try:
+            with self.store.locked():
+                added = self.store.import_list(self.config.tasklist, self.handler,
+                                               starting=False)
+        except TasklistError as error:
+            self.list_changed = True
+            self.display.say(f"error: {error}; importing no more from it")
+            return
+        if added:
+            self.display.say(f"imported {added} task(s) appended to {self.config.tasklist}")
 
     def _snapshot(self) -> Snapshot:
         running = sum(1 for task_id in self._busy if task_id >= 0)

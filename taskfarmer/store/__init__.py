@@ -16,6 +16,9 @@ Files (all UTF-8 text, one record per line, every line ends with a newline):
 ``attempts``
     ``ID N`` lines: task ID has failed N times so far (``--retries``); the last line of an ID
     counts, ``ID 0`` resets it (``--requeue-failed``).
+``tasklist`` / ``imported``
+    The imported part of TASKLIST and how long it is, in bytes, lines and tasks: lines
+    appended later are imported as new tasks (:mod:`.listimport`).
 ``leases/NAME``
     One file per live worker: its identity (``key=value`` lines, see
     :mod:`taskfarmer.identity`); its mtime is the heartbeat. A task is running if its last
@@ -36,14 +39,15 @@ No whole file is read or rewritten on the hot path; only recovering a dead lease
 The package, one job per module: :mod:`.lines` (line-file primitives), :mod:`.files` (paths and
 descriptors), :mod:`.ledger` (cursor, claims, put-backs), :mod:`.results` (finished, failed,
 attempts), :mod:`.leases` (lease files, takeover), :mod:`.compaction`, :mod:`.workdir` (set-up,
-repair), :mod:`.counting` (displays) and :mod:`.state` (:class:`StateStore`, the lock and the
-one entry point).
+repair), :mod:`.listimport` (the tasklist: first read, growth), :mod:`.counting` (displays)
+and :mod:`.state` (:class:`StateStore`, the lock and the one entry point).
 """
 
 from .counting import Counts, LineCounter, StateCounter
 from .leases import DEAD_SUFFIX, Lease, LeaseInfo, LeaseRevoked, farmer_name
 from .ledger import CLAIM_READ, COMPACT_MARK
 from .lines import READ_CHUNK
+from .listimport import Imported
 from .results import Outcome
 from .state import StateStore
 
@@ -53,6 +57,7 @@ __all__ = [
     "DEAD_SUFFIX",
     "READ_CHUNK",
     "Counts",
+    "Imported",
     "Lease",
     "LeaseInfo",
     "LeaseRevoked",

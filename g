@@ -1,0 +1,2 @@
+echo c
+echo d
