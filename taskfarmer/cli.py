@@ -122,8 +122,8 @@ def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
     if tasklist is None and (not show_status or workdir is None):
         raise click.UsageError("missing TASKLIST (--status needs TASKLIST or --workdir)")
     if show_status:
-        sys.exit(status_command(workdir_for(tasklist, workdir), lock_kind, lease, as_json,
-                                watch, environ))
+        sys.exit(status_command(workdir_for(tasklist, workdir), tasklist, lock_kind, lease,
+                                as_json, watch, environ))
     assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
@@ -154,12 +154,12 @@ def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
     sys.exit(report.exit_code)
 
 
-def status_command(workdir: Path, lock_kind: str, lease: float, as_json: bool, watch: bool,
-                   environ: Dict[str, str]) -> int:
+def status_command(workdir: Path, tasklist: Optional[Path], lock_kind: str, lease: float,
+                   as_json: bool, watch: bool, environ: Dict[str, str]) -> int:
     """``--status``: print the status of ``workdir``; returns the exit code."""
     lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
     reader = StatusReader(StateStore(workdir, make_lock(workdir, lock_kind, environ)),
-                          lock_file, lease)
+                          lock_file, lease, tasklist=tasklist)
     if as_json:
         status = reader.read(time.time())
         click.echo(to_json(status))

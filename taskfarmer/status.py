@@ -13,12 +13,16 @@ What it reads, so that a 1,000,000-task workdir answers in well under 2 s:
 
 * the counts: newlines of ``finished`` and ``failed``, and of ``toprocess`` after the cursor
   (``bytes.count`` over the files, no parsing);
-* the running tasks: for each live lease, its last line in ``claims``, found by searching
-  backwards (a worker holds one task, claimed with its previous result recorded); the task's
-  line is the ``toprocess`` line ending at the claim's offset. It is not running if it was
-  recorded or put back since: looked up in the last :data:`RECENT` bytes of ``finished``,
-  ``failed`` and ``toprocess`` (a worker that recorded its last claim leaves within a lock hold
-  or two, so the record is recent);
+* the number of running tasks: the tasks imported (``imported``, see
+  :mod:`taskfarmer.store.listimport`) less the finished, failed and pending ones — exact; it
+  includes tasks that ended less than a moment ago and wait to be recorded (workers record a
+  result 0.1 s after it ends);
+* the running tasks listed: for each live lease, its last line in ``claims``, found by
+  searching backwards (a worker runs one task at a time); the task's line is the
+  ``toprocess`` line ending at the claim's offset. It is not running if it was recorded or put
+  back since: looked up in the last :data:`RECENT` bytes of ``finished``, ``failed`` and
+  ``toprocess`` (a worker that recorded its last claim leaves within a lock hold or two, so
+  the record is recent);
 * the age of a running task: it started when its worker slot's previous execution ended (the
   job log, searched backwards) or when its lease was registered (``since`` in the lease file),
   whichever is later;
@@ -40,7 +44,7 @@ from typing import BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
 from .errors import WorkdirError
 from .joblog import FINAL, Entry, parse_line, read_backward
-from .store import DEAD_SUFFIX, LeaseInfo, StateStore
+from .store import DEAD_SUFFIX, Imported, LeaseInfo, StateStore
 
 EXIT_DONE = 0
 EXIT_DONE_FAILED = 1
@@ -126,12 +130,13 @@ class Status:
     failed_more: int = 0
     consistent: bool = True  # read under the lock
     now: float = 0.0
+    unimported: int = 0  # complete lines appended to TASKLIST, not imported yet
 
     @property
     def done(self) -> bool:
-        """Nothing pending or running (no lease left either)."""
+        """Nothing pending, running or appended to the list (no lease left either)."""
         return self.pending == 0 and self.running == 0 and not self.farmers \
-            and not self.stale_leases
+            and not self.stale_leases and self.unimported == 0
 
     @property
     def exit_code(self) -> int:
@@ -148,6 +153,7 @@ class _Snapshot:
     files: Dict[str, Tuple[BinaryIO, int]]
     cursor: int
     leases: List[str]
+    imported: Optional[Imported]
 
 
 @contextmanager
@@ -202,8 +208,9 @@ class StatusReader:
     """Reads a :class:`Status` of one workdir (see the module docstring for what it reads)."""
 
     def __init__(self, store: StateStore, lock_file: Optional[Path], lease: float,
-                 limit: int = 10) -> None:
+                 limit: int = 10, tasklist: Optional[Path] = None) -> None:
         self.store = store
+        self.tasklist = tasklist
         self.lock_file = lock_file
         self.lease = lease
         self.limit = limit
@@ -246,7 +253,8 @@ class StatusReader:
                 files["toprocess"] = (handle, os.fstat(handle.fileno()).st_size)
             files.pop("claims", None)
             cursor = 0
-        return _Snapshot(files, min(cursor, files["toprocess"][1]), store.lease_names())
+        return _Snapshot(files, min(cursor, files["toprocess"][1]), store.lease_names(),
+                         store.imported())
 
     def _read(self, snapshot: _Snapshot, now: float, consistent: bool) -> Status:
         files = snapshot.files
@@ -261,22 +269,43 @@ class StatusReader:
                  if info.name in snapshot.leases
                  or info.name + DEAD_SUFFIX in snapshot.leases]
         running = self._running(snapshot, infos, now)
-        total = counts["finished"] + counts["failed"] + len(running) + pending
+        # The tasks imported so far are the total: those neither recorded nor pending are
+        # taken (running, or ended and about to be recorded). Without the import record (a
+        # workdir of PyTaskFarmer's) the running tasks are those the leases show.
+        imported = snapshot.imported
+        done = counts["finished"] + counts["failed"]
+        if imported is not None and imported.tasks > 0:
+            total = max(imported.tasks, done + pending)
+        else:
+            total = done + len(running) + pending
+        taken = total - done - pending
         rate, span, per_farmer = self._rates(now)
         farmers = self._farmers(infos, per_farmer, span, now)
-        left = pending + len(running)
+        left = pending + taken
         running.sort(key=lambda task: -(task.age or 0.0))
         failed = self._failed(files.get("failed"), counts["failed"])
         return Status(
             workdir=str(self.store.workdir),
-            finished=counts["finished"], failed=counts["failed"], running=len(running),
+            finished=counts["finished"], failed=counts["failed"], running=taken,
             pending=pending, total=total,
             percent=100.0 * (total - left) / total if total else 100.0,
             rate=rate, eta=left / rate if rate and left else None,
             farmers=farmers, stale_leases=self._stale(infos, now),
-            running_tasks=running[: self.limit], running_more=max(0, len(running) - self.limit),
+            running_tasks=running[: self.limit],
+            running_more=max(0, taken - min(len(running), self.limit)),
             failed_tasks=failed, failed_more=max(0, counts["failed"] - len(failed)),
-            consistent=consistent, now=now)
+            consistent=consistent, now=now, unimported=self._unimported(imported))
+
+    def _unimported(self, imported: Optional[Imported]) -> int:
+        """Complete lines of TASKLIST after its imported part (reads only those)."""
+        if self.tasklist is None or imported is None or imported.fixed:
+            return 0
+        try:
+            with open(self.tasklist, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                return _count_lines(handle, min(imported.bytes, size), size)
+        except OSError:
+            return 0
 
     # -- running tasks -----------------------------------------------------------------------
 

@@ -55,6 +55,9 @@ def render(status: Status) -> RenderableType:
         ", ", (f"{status.running} running", "yellow"), f", {status.pending} pending, "
         f"{status.total} total: {status.percent:.1f}% done; rate {rate}, "
         f"ETA {duration(status.eta)}")
+    if status.unimported:
+        head.append(f"\n{status.unimported} line(s) appended to the list, not imported yet "
+                    "(a farmer imports them)")
     if not status.consistent:
         head.append("\n(read without the lock: counts may be off by a few)", "dim")
     parts.append(head)

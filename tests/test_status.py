@@ -99,6 +99,10 @@ def test_status_is_read_only_and_exit_codes(tmp_path: Path) -> None:
     assert code == 0 and done["total"] == 3 and done["percent"] == 100.0
     plain = run_farmer([str(tasks), "--status"])
     assert plain.returncode == 0 and "3 finished" in plain.stdout
+    with open(tasks, "a") as handle:
+        handle.write("echo more\n")
+    code, grown = status(str(tasks))
+    assert code == 3 and grown["unimported"] == 1 and grown["total"] == 3
 
 
 def test_status_of_a_missing_workdir_and_bad_options(tmp_path: Path) -> None:
