@@ -115,3 +115,17 @@ def test_read_backward_across_blocks_skips_a_line_being_written(
         "x" * 14, "x" * 7, ""]
     some = [e.id for e in read_backward(tmp_path / "joblog", 2000)]
     assert some == list(range(39, 39 - len(some), -1)) and 0 < len(some) < 40
+
+
+def test_a_line_torn_by_a_node_crash_is_cut_off_into_torn(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true"])
+    assert run_farmer([str(tasks)]).returncode == 0
+    workdir = tmp_path / "t_workdir"
+    with open(workdir / "joblog", "a") as handle:
+        handle.write("7\t1\tnode")
+    with open(tasks, "a") as handle:
+        handle.write("exit 5\n")
+    assert run_farmer([str(tasks)]).returncode == 1
+    assert (workdir / "torn").read_text() == "joblog: 7\t1\tnode\n"
+    _, first, second = rows(workdir)
+    assert (first[0], first[9], second[0], second[9]) == ("0", "finished", "1", "failed")

@@ -72,8 +72,9 @@ class Workdir:
         """
         files = self.files
         cut = []
+        # The job log (taskfarmer.joblog) is appended to like the state files.
         for path in (files.toprocess, files.claims, files.finished, files.failed, files.attempts,
-                     files.failed_requeue):
+                     files.failed_requeue, files.workdir / "joblog"):
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
