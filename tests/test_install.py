@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,10 @@ for kind in (RUNNERS, TASKLISTS):
 
 
 def run(*argv: object, cwd: Path) -> str:
+    # Without PYTHONPATH: tests run with PYTHONPATH=checkout, which would shadow the install.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+                          timeout=300, stdin=subprocess.DEVNULL, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -71,6 +71,7 @@ class ListImport:
         self.files = files
         self.state_path = files.workdir / "imported"
         self.copy_path = files.workdir / "tasklist"
+        self.copy_tmp = files.workdir / "tasklist.tmp"
 
     # -- the state file ------------------------------------------------------------------------
 
@@ -125,10 +126,7 @@ class ListImport:
         if state.accepting:
             state = self._finish_accept(state)
         state = self.recover(tasklist, state)
-        try:
-            handle = open(tasklist, "rb")
-        except OSError as error:
-            raise TasklistError(tasklist, f"cannot read tasklist: {error.strerror}") from None
+        handle = _open_list(tasklist)
         with handle:
             state = self._check(tasklist, handle, state, starting, accept)
             added = 0
@@ -147,25 +145,27 @@ class ListImport:
             count = self._initialize(handler.lines(tasklist))
             self._commit(Imported(0, 0, count, fixed=True))
             return count
-        try:
-            handle = open(tasklist, "rb")
-        except OSError as error:
-            raise TasklistError(tasklist, f"cannot read tasklist: {error.strerror}") from None
+        handle = _open_list(tasklist)
         with handle:
             end = _complete_end(handle, os.fstat(handle.fileno()).st_size)
-            lines = 0
-            tmp = self.copy_path.with_name("tasklist.tmp")
-            with open(tmp, "wb") as out:
-                for block in _blocks(handle, 0, end):
-                    out.write(block)
-                    lines += block.count(b"\n")
-                out.flush()
-                os.fsync(out.fileno())
+            lines = self._copy_prefix(handle, end)
             handle.seek(0)
             count = self._initialize(TaskList.parse(tasklist, _bounded(handle, end)))
-            os.rename(tmp, self.copy_path)
+            os.rename(self.copy_tmp, self.copy_path)
         self._commit(Imported(end, lines, count))
         return count
+
+    def _copy_prefix(self, handle: BinaryIO, end: int) -> int:
+        """Write the list's first ``end`` bytes to ``tasklist.tmp`` (fsynced, to be renamed
+        into place); returns their number of lines."""
+        lines = 0
+        with open(self.copy_tmp, "wb") as out:
+            for block in _blocks(handle, 0, end):
+                out.write(block)
+                lines += block.count(b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        return lines
 
     def _initialize(self, texts: Iterable[str]) -> int:
         """Write ``toprocess`` (atomically, :meth:`Workdir.initialize`); returns the count."""
@@ -292,12 +292,7 @@ class ListImport:
                 lines += 1
             if lines == state.lines:
                 break
-        tmp = self.copy_path.with_name("tasklist.tmp")
-        with open(tmp, "wb") as out:
-            for block in _blocks(handle, 0, end):
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
+        self._copy_prefix(handle, end)
         # Three steps, so that a crash leaves a state the next import completes: (1) the new
         # copy is complete in tasklist.tmp; (2) ``imported`` says so (``accepting``); (3) the
         # copy is renamed into place and ``imported`` written without the mark.
@@ -305,9 +300,8 @@ class ListImport:
         return self._finish_accept(Imported(end, lines, state.tasks))
 
     def _finish_accept(self, state: Imported) -> Imported:
-        tmp = self.copy_path.with_name("tasklist.tmp")
-        if tmp.exists():
-            os.rename(tmp, self.copy_path)
+        if self.copy_tmp.exists():
+            os.rename(self.copy_tmp, self.copy_path)
         new = Imported(state.bytes, state.lines, state.tasks)
         self._commit(new)
         return new
@@ -323,10 +317,7 @@ class ListImport:
         tasks = 1 + max((max(line_ids(path), default=-1)
                          for path in (files.toprocess, files.finished, files.failed)),
                         default=-1)
-        try:
-            handle = open(tasklist, "rb")
-        except OSError as error:
-            raise TasklistError(tasklist, f"cannot read tasklist: {error.strerror}") from None
+        handle = _open_list(tasklist)
         with handle:
             end, lines, found = 0, 0, 0
             while found < tasks:
@@ -338,13 +329,8 @@ class ListImport:
                 lines += 1
                 end += len(raw)
                 found += len(list(TaskList.parse(tasklist, [raw], lines)))
-            tmp = self.copy_path.with_name("tasklist.tmp")
-            with open(tmp, "wb") as out:
-                for block in _blocks(handle, 0, end):
-                    out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-            os.rename(tmp, self.copy_path)
+            self._copy_prefix(handle, end)
+            os.rename(self.copy_tmp, self.copy_path)
         state = Imported(end, lines, tasks)
         self._commit(state)
         return state
@@ -371,6 +357,13 @@ class _Counted:
         for text in self.texts:
             self.count += 1
             yield text
+
+
+def _open_list(tasklist: Path) -> BinaryIO:
+    try:
+        return open(tasklist, "rb")
+    except OSError as error:
+        raise TasklistError(tasklist, f"cannot read tasklist: {error.strerror}") from None
 
 
 def _complete_end(handle: BinaryIO, size: int) -> int:
