@@ -30,7 +30,8 @@ back into ``toprocess``), in the same lock hold: so the joblog never claims an o
 does not have. A farmer killed between the two writes leaves that one execution without a line:
 the joblog is a log of the state, which alone is exactly-once. A result that was not recorded
 says so (``discarded``, ``stopped``). Appending costs O(1) per execution; nothing reads the
-file on the farmers' hot path (``--status`` reads its tail).
+file on the farmers' hot path (``--status`` reads its tail: :func:`read_backward`,
+:func:`recent_executions`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .errors import StateError
 
@@ -178,3 +179,62 @@ def read_backward(path: Path, max_bytes: int) -> Iterator[Entry]:
                 entry = parse_line(raw)
                 if entry is not None:
                     yield entry
+
+
+@dataclass(frozen=True)
+class Recent:
+    """The executions that ended within a window before now, as the job log shows them."""
+
+    done: int  # finished, failed or timed out
+    span: float  # seconds: the window, or less if the first of them started later
+    per_farmer: Dict[str, int]  # executions (of any outcome) per farmer
+
+
+def recent_executions(path: Path, now: float, window: float) -> Recent:
+    """What ended in the last ``window`` seconds; reads only those lines (a binary search on
+    the times finds the first)."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return Recent(0, 0.0, {})
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        begin = _first_line_after(handle, size, now - window)
+        region = os.pread(handle.fileno(), size - begin, begin)
+    region = region[: region.rfind(b"\n") + 1]
+    if not region:
+        return Recent(0, 0.0, {})
+    first = parse_line(region[: region.find(b"\n")])
+    span = now - max(now - window, first.start if first else now - window)
+    done = sum(region.count(b"\t%s\t" % outcome.encode()) for outcome in FINAL)
+    per_farmer: Dict[str, int] = {}
+    for line in region.split(b"\n")[:-1]:
+        fields = line.split(b"\t", 4)
+        if len(fields) == 5:
+            farmer = fields[3].decode("utf-8", "replace")
+            per_farmer[farmer] = per_farmer.get(farmer, 0) + 1
+    return Recent(done, span, per_farmer)
+
+
+def _first_line_after(handle: BinaryIO, size: int, when: float) -> int:
+    """Offset of about the first line that ended at or after ``when`` (lines are appended in
+    about the order their executions end, so a binary search comes close)."""
+    low, high = 0, size
+    while high - low > 4096:
+        middle = (low + high) // 2
+        data = os.pread(handle.fileno(), 4096, middle)
+        newline = data.find(b"\n")
+        end = data.find(b"\n", newline + 1)
+        entry = parse_line(data[newline + 1: end]) if 0 <= newline < end else None
+        if entry is None or entry.end >= when:
+            high = middle
+        else:
+            low = middle + newline + 1
+    data = os.pread(handle.fileno(), high - low + 4096, low)
+    offset = low
+    for line in data.split(b"\n")[:-1]:
+        entry = parse_line(line)
+        if entry is not None and entry.end >= when:
+            return offset
+        offset += len(line) + 1
+    return offset

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
 from .errors import WorkdirError
-from .joblog import FINAL, Entry, parse_line, read_backward
+from .joblog import FINAL, Entry, read_backward, recent_executions
 from .store import DEAD_SUFFIX, Imported, LeaseInfo, StateStore
 
 EXIT_DONE = 0
@@ -279,8 +279,9 @@ class StatusReader:
         else:
             total = done + len(running) + pending
         taken = total - done - pending
-        rate, span, per_farmer = self._rates(now)
-        farmers = self._farmers(infos, per_farmer, span, now)
+        recent = recent_executions(self.joblog, now, RATE_WINDOW)
+        rate = recent.done / recent.span if recent.span > 0 else None
+        farmers = self._farmers(infos, recent.per_farmer, recent.span, now)
         left = pending + taken
         running.sort(key=lambda task: -(task.age or 0.0))
         failed = self._failed(files.get("failed"), counts["failed"])
@@ -380,31 +381,6 @@ class StatusReader:
 
     # -- rates -------------------------------------------------------------------------------
 
-    def _rates(self, now: float) -> Tuple[Optional[float], float, Dict[str, int]]:
-        """Finished+failed per second over the rate window (or since the first execution in
-        it), that span, and the executions per farmer in it."""
-        try:
-            handle = open(self.joblog, "rb")
-        except FileNotFoundError:
-            return None, 0.0, {}
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-            begin = _first_line_after(handle, size, now - RATE_WINDOW)
-            region = os.pread(handle.fileno(), size - begin, begin)
-        region = region[: region.rfind(b"\n") + 1]
-        if not region:
-            return None, 0.0, {}
-        first = parse_line(region[: region.find(b"\n")])
-        span = now - max(now - RATE_WINDOW, first.start if first else now - RATE_WINDOW)
-        done = sum(region.count(b"\t%s\t" % outcome.encode()) for outcome in FINAL)
-        per_farmer: Dict[str, int] = {}
-        for line in region.split(b"\n")[:-1]:
-            fields = line.split(b"\t", 4)
-            if len(fields) == 5:
-                farmer = fields[3].decode("utf-8", "replace")
-                per_farmer[farmer] = per_farmer.get(farmer, 0) + 1
-        return (done / span if span > 0 else None), span, per_farmer
-
     def _farmers(self, infos: List[LeaseInfo], recent: Dict[str, int], span: float,
                  now: float) -> List[FarmerRow]:
         groups: Dict[str, List[LeaseInfo]] = {}
@@ -469,30 +445,6 @@ class StatusReader:
         except FileNotFoundError:
             pass
         return counts
-
-
-def _first_line_after(handle: BinaryIO, size: int, when: float) -> int:
-    """Offset of about the first job log line that ended at or after ``when`` (binary search;
-    lines are appended in about the order their executions end)."""
-    low, high = 0, size
-    while high - low > 4096:
-        middle = (low + high) // 2
-        data = os.pread(handle.fileno(), 4096, middle)
-        newline = data.find(b"\n")
-        end = data.find(b"\n", newline + 1)
-        entry = parse_line(data[newline + 1: end]) if 0 <= newline < end else None
-        if entry is None or entry.end >= when:
-            high = middle
-        else:
-            low = middle + newline + 1
-    data = os.pread(handle.fileno(), high - low + 4096, low)
-    offset = low
-    for line in data.split(b"\n")[:-1]:
-        entry = parse_line(line)
-        if entry is not None and entry.end >= when:
-            return offset
-        offset += len(line) + 1
-    return offset
 
 
 def _last_log_line(path: Path) -> str:

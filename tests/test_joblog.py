@@ -11,7 +11,15 @@ import pytest
 from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
 
 from taskfarmer import joblog
-from taskfarmer.joblog import COLUMNS, Entry, JobLog, format_line, parse_line, read_backward
+from taskfarmer.joblog import (
+    COLUMNS,
+    Entry,
+    JobLog,
+    format_line,
+    parse_line,
+    read_backward,
+    recent_executions,
+)
 
 
 def rows(workdir: Path) -> List[List[str]]:
@@ -129,3 +137,22 @@ def test_a_line_torn_by_a_node_crash_is_cut_off_into_torn(tmp_path: Path) -> Non
     assert (workdir / "torn").read_text() == "joblog: 7\t1\tnode\n"
     _, first, second = rows(workdir)
     assert (first[0], first[9], second[0], second[9]) == ("0", "finished", "1", "failed")
+
+
+def test_recent_executions_finds_the_window_by_binary_search(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "joblog")
+    outcomes = ["finished", "failed", "retry", "stopped"]
+    log.append([Entry(i, 1, "n", f"farmer{i % 2}", 0, 1000.0 + i, 0.5, 0, 0, outcomes[i % 4],
+                      "echo finished\tfailed") for i in range(20000)])
+    log.close()
+    recent = recent_executions(tmp_path / "joblog", now=21000.0, window=300.0)
+    # ended at 1000 + i + 0.5 >= 20700: i >= 19700, 300 executions, half of them final
+    assert (recent.done, recent.span) == (150, 300.0)
+    assert recent.per_farmer == {"farmer0": 150, "farmer1": 150}
+    short = JobLog(tmp_path / "short")
+    short.append([Entry(i, 1, "n", "f", 0, 1000.0 + i, 0.5, 0, 0, outcomes[i % 4], "true")
+                  for i in range(10)])
+    short.close()
+    young = recent_executions(tmp_path / "short", now=1010.0, window=300.0)
+    assert young.span == 10.0 and young.done == 6  # the log began 10 s ago
+    assert recent_executions(tmp_path / "none", 1.0, 300.0).span == 0.0
