@@ -91,9 +91,16 @@ def test_running_farmers_import_growth_while_working_and_with_follow(tmp_path: P
     assert "imported 1 task(s) appended to" in done.stdout
 
 
-def test_without_follow_a_farmer_ends_when_done(tmp_path: Path) -> None:
-    tasks = write_tasklist(tmp_path / "t", ["true"])
-    assert run_farmer([str(tasks)], timeout=60).returncode == 0
+def test_a_removed_list_leaves_the_workdir_to_finish(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true", "true"])
+    store = store_of(tmp_path / "t_workdir")
+    store.prepare()
+    with store.locked():
+        assert store.import_list(tasks, ListTaskList(), starting=True) == 2
+    tasks.unlink()
+    result = run_farmer([str(tasks)], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == [0, 1]
 
 
 def test_a_crash_between_the_import_steps_is_completed_exactly_once(tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ class ListImport:
 
         ``starting``: a farmer starts; the whole imported part is compared with the copy
         (else only its tail). A workdir with ``toprocess`` but no ``claims`` was made by
-        PyTaskFarmer and is left alone here.
+        PyTaskFarmer and is left alone here. A list that no longer exists adds nothing (the
+        workdir holds all that is left to do).
 
         Raises:
             TasklistError: the list cannot be read, or its imported part changed (and not
@@ -121,8 +122,8 @@ class ListImport:
                 state = self._adopt(tasklist, handler)
             else:
                 return self._first(tasklist, handler)
-        if state.fixed:
-            return 0
+        if state.fixed or not tasklist.exists():
+            return 0  # a list read once, or gone: the workdir alone says what is left
         if state.accepting:
             state = self._finish_accept(state)
         state = self.recover(tasklist, state)
