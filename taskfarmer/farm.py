@@ -2,7 +2,9 @@
 
 The main process prepares the workdir, starts ``--proc`` worker processes
 (:mod:`taskfarmer.worker`), renews their leases, takes over the leases of dead farmers, refills
-free worker slots while tasks are pending, shows progress, and on a stop signal or ``--timeout``
+free worker slots while tasks are pending, imports lines appended to the tasklist (every
+:data:`IMPORT_POLL` seconds and whenever it runs out of work; see
+:mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal or ``--timeout``
 stops the workers (which put their tasks back) and exits. It waits while other farmers still
 hold leases rather than exit: if one of them dies, its tasks come back and must be run.
 """

@@ -1,7 +1,8 @@
 """A worker: one process of a farmer's pool, running one task at a time.
 
 Each worker has its own lease (``WORKDIR/leases/NAME``; see :mod:`taskfarmer.store`) and loops:
-under the lock, record the result of the task it just ran and take the next one; then run it.
+under the lock, record the result of the task it just ran (then its job log line, see
+:mod:`taskfarmer.joblog`) and take the next one; then run it.
 One lock hold per task. On a stop signal it kills the task's process group, puts the task and
 any it had taken back into ``toprocess``, and drops its lease.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import textwrap
 from pathlib import Path
@@ -188,3 +189,27 @@ def test_a_template_list_grows_and_a_custom_reader_reads_once(tmp_path: Path) ->
             handle.write("echo more\n")
         assert store.import_list(custom, Reversed(), starting=True) == 0
     assert (tmp_path / "custom_workdir" / "toprocess").read_text() == "0 false\n1 true\n"
+
+
+def test_a_running_farmer_that_finds_the_list_edited_imports_no_more(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true"])
+    workdir = tmp_path / "t_workdir"
+    farmer = start_farmer([str(tasks), "-n", "1", "--follow"])
+    wait_for(lambda: ids(workdir / "finished") == [0], what="task 0 done")
+    write_tasklist(tasks, ["true ", "echo new"])  # an edit and a new line
+    seen = b""
+
+    def said(text: bytes) -> bool:
+        nonlocal seen
+        while select.select([farmer.stdout], [], [], 0)[0]:
+            chunk = os.read(farmer.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            if not chunk:
+                break
+            seen += chunk
+        return text in seen
+
+    wait_for(lambda: said(b"importing no more from it"), what="the edit noticed")
+    done = stop(farmer, signal.SIGTERM)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"error: {tasks}:1: differs from the list imported".encode() in seen
+    assert ids(workdir / "finished") == [0] and ids(workdir / "toprocess") == []
