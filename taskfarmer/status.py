@@ -160,9 +160,13 @@ class _Snapshot:
 def _shared_flock(path: Optional[Path]) -> Iterator[bool]:
     """Hold ``flock`` on an existing lock file if possible; yields whether it is held."""
     fd = -1
-    if path is not None:
+    # Read-write if we may (NFS emulates flock with POSIX locks, whose exclusive kind needs a
+    # writable descriptor), else read-only; never created: an absent lock file means no farmer.
+    for mode in (os.O_RDWR, os.O_RDONLY):
+        if path is None or fd >= 0:
+            break
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, mode | getattr(os, "O_NOFOLLOW", 0))
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
             if fd >= 0:

@@ -92,6 +92,8 @@ def test_status_is_read_only_and_exit_codes(tmp_path: Path) -> None:
     code, left = status(str(tasks))
     assert code == 3 and (left["finished"], left["pending"], left["running"]) == (1, 2, 0)
     assert tree(workdir) == before  # nothing written, not even the compaction finished
+    _, soft = status(str(tasks), "--lock", "soft")  # no soft lock is taken: read without one
+    assert not soft["consistent"] and soft["pending"] == 2 and tree(workdir) == before
     (workdir / "claims").write_bytes(b"")
 
     assert run_farmer([str(tasks)]).returncode == 0
