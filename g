@@ -1,2 +1,0 @@
-echo c
-echo d
