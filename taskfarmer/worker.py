@@ -1,7 +1,8 @@
 """A worker: one process of a farmer's pool, running one task at a time.
 
 Each worker has its own lease (``WORKDIR/leases/NAME``; see :mod:`taskfarmer.store`) and loops:
-under the lock, record the result of the task it just ran and take the next one; then run it.
+under the lock, record the result of the task it just ran (then its job log line, see
+:mod:`taskfarmer.joblog`) and take the next one; then run it.
 One lock hold per task. On a stop signal it kills the task's process group, puts the task and
 any it had taken back into ``toprocess``, and drops its lease.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, List, Mapping, Optional
 
 from .identity import Identity, group_has_live_members
+from .joblog import Entry, JobLog, exit_and_signal
 from .logs import TaskLogs
 from .runners.base import Process, Runner
 from .signals import StopRequest, died_of_stop_signal
@@ -111,6 +113,8 @@ class Worker:
         self._generation = 0
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, f"{config.farmer}.w{config.slot}")
+        self.joblog = JobLog(self.store.workdir / "joblog")
+        self.stopped: List[Result] = []  # cut short by a stop: logged once back in toprocess
         stop.on_stop(self._terminate)
 
     # -- signals -----------------------------------------------------------------------------
@@ -147,7 +151,8 @@ class Worker:
         name = f"{self.config.farmer}.w{self.config.slot}.{os.getpid()}.{self._generation}"
         owner = Identity.current(environ=self.config.environ,
                                  extra={"worker": str(self.config.slot),
-                                        "farmer": self.config.farmer})
+                                        "farmer": self.config.farmer,
+                                        "since": f"{self.clock():.3f}"})
         return self.store.register(name, owner)
 
     def run(self) -> int:
@@ -185,8 +190,10 @@ class Worker:
                 if self.store.holds(self.lease):
                     self.store.requeue(self.queue)
                     self.store.release(self.lease)
+                    self._log(self.stopped, "stopped")
                 self.queue.clear()
             self.store.close()
+            self.joblog.close()
             self.timeline.close()
             self.logs.close()
         return 0
@@ -212,6 +219,7 @@ class Worker:
             for result in self.results:
                 self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
                           "lease was taken over: result logged, not recorded")
+            self._log(self.results, "discarded")
             self.results.clear()
             self.queue.clear()  # the farmer that took the lease over put them back
             self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
@@ -225,10 +233,12 @@ class Worker:
             while ready < len(self.results) and self.results[ready].ended_at <= too_young:
                 ready += 1
         events = []
+        logged: List[Entry] = []
         for result in self.results[:ready]:
             if final and self.stop.requested and (
                     self.stop.at is None or self.stop.at - result.ended_at < RESULT_HOLD):
                 self.queue.appendleft(result.task)  # maybe cut short by the stop: run again
+                self.stopped.append(result)
                 self._say(f"task {result.task.id} ended just before the stop: back to "
                           "toprocess")
                 continue
@@ -236,12 +246,27 @@ class Worker:
                                         self.config.retries)
             attempt = 0 if result.succeeded else self.store.attempt_count(result.task.id)
             events.append(self._event(result, outcome, attempt))
+            logged.append(self._entry(result, outcome_word(outcome, result.timed_out),
+                                      attempt or self.store.attempt_count(result.task.id) + 1))
             if outcome is Outcome.RETRY:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "
                           f"{self.config.retries + 1}): back in toprocess")
         if events:
             self.timeline.append(events)
+        self.joblog.append(logged)
         del self.results[:ready]
+
+    def _log(self, results: List[Result], outcome: str) -> None:
+        """*locked* Job log lines for executions whose result was not recorded."""
+        self.joblog.append([self._entry(result, outcome,
+                                        self.store.attempt_count(result.task.id) + 1)
+                            for result in results])
+
+    def _entry(self, result: Result, outcome: str, attempt: int) -> Entry:
+        code, signum = exit_and_signal(result.returncode)
+        return Entry(result.task.id, attempt, self.config.node, self.config.farmer,
+                     self.config.slot, result.start, result.end - result.start, code, signum,
+                     outcome, result.command)
 
     def _event(self, result: Result, outcome: Outcome, attempt: int) -> dict:
         args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node,
@@ -302,6 +327,8 @@ class Worker:
         if stopped:
             if self.config.verbose:
                 self._say(f"stopped task {task.id}: back to toprocess")
+            self.stopped.append(Result(task, command, returncode, start, self.clock(),
+                                       self.monotonic()))
             return None
         return self._finish(task, command, returncode, start)
 
@@ -353,3 +380,10 @@ class Worker:
     def _say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self.say(f"{stamp} {self.config.node} worker {self.config.slot}: {text}")
+
+
+def outcome_word(outcome: Outcome, timed_out: bool) -> str:
+    """The job log's outcome for a recorded execution (see :mod:`taskfarmer.joblog`)."""
+    if outcome is Outcome.FAILED and timed_out:
+        return "timed out"
+    return outcome.value

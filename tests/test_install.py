@@ -27,7 +27,8 @@ for kind in (RUNNERS, TASKLISTS):
 
 
 def run(*argv: object, cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's own only
+    # Without PYTHONPATH: tests run with PYTHONPATH=checkout, which would shadow the install.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
                           timeout=300, stdin=subprocess.DEVNULL, env=env)
     assert done.returncode == 0, done.stdout + done.stderr

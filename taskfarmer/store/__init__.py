@@ -19,6 +19,9 @@ Files (all UTF-8 text, one record per line, every line ends with a newline):
 ``holder``
     One line: which process holds the lock now or held it last, and through which lock file
     (:mod:`.exclusion`: a lock that does not exclude is noticed).
+``tasklist`` / ``imported``
+    The imported part of TASKLIST and how long it is, in bytes, lines and tasks: lines
+    appended later are imported as new tasks (:mod:`.listimport`).
 ``leases/NAME``
     One file per live worker: its identity (``key=value`` lines, see
     :mod:`taskfarmer.identity`); its mtime is the heartbeat. A task is running if its last
@@ -69,7 +72,8 @@ fast mode); ``TASKFARMER_IO=coherent`` forces the coherent mode.
 The package, one job per module: :mod:`.lines` (line-file primitives), :mod:`.files` (paths and
 descriptors, fast or coherent), :mod:`.filesystem` (which of the two), :mod:`.ledger` (cursor,
 claims, put-backs), :mod:`.results` (finished, failed, attempts), :mod:`.leases` (lease files,
-takeover), :mod:`.compaction`, :mod:`.workdir` (set-up, repair), :mod:`.counting` (displays)
+takeover), :mod:`.compaction`, :mod:`.workdir` (set-up, repair), :mod:`.listimport` (the
+tasklist: first read, growth), :mod:`.counting` (displays)
 and :mod:`.state` (:class:`StateStore`, the lock and the one entry point).
 """
 
@@ -78,6 +82,7 @@ from .filesystem import coherent_io
 from .leases import DEAD_SUFFIX, Lease, LeaseInfo, LeaseRevoked, farmer_name
 from .ledger import CLAIM_READ, COMPACT_MARK
 from .lines import READ_CHUNK
+from .listimport import Imported
 from .results import Outcome
 from .state import StateStore
 
@@ -87,6 +92,7 @@ __all__ = [
     "DEAD_SUFFIX",
     "READ_CHUNK",
     "Counts",
+    "Imported",
     "Lease",
     "LeaseInfo",
     "LeaseRevoked",

@@ -10,12 +10,13 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 from filelock import BaseFileLock
 
 from ..identity import Identity
-from ..tasks import Task
+from ..tasks import Task, TaskList
 from .compaction import Compactor
 from .exclusion import ExclusionCheck
 from .files import StateFiles
 from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
+from .listimport import Imported, ListImport
 from .results import Outcome, Results
 from .workdir import Workdir
 
@@ -51,6 +52,7 @@ class StateStore:
         self.compactor = Compactor(self.files, self.ledger)
         self.exclusion = ExclusionCheck(self.files, str(lock.lock_file))
         self._depth = 0  # nested holds of this process
+        self.list_import = ListImport(self.files)
 
     # -- the lock ----------------------------------------------------------------------------
 
@@ -110,6 +112,20 @@ class StateStore:
         """*locked* Create ``toprocess`` from the task lines unless it exists already
         (:meth:`Workdir.initialize`). Returns True if this call created it."""
         return self.workdir_setup.initialize(lines)
+
+    def import_list(self, tasklist: Path, handler: TaskList, starting: bool,
+                    accept: bool = False) -> int:
+        """*locked* Import TASKLIST, or what was appended to it since
+        (:meth:`ListImport.update`). Returns the number of new tasks."""
+        return self.list_import.update(tasklist, handler, starting, accept)
+
+    def unimported_bytes(self, tasklist: Path) -> int:
+        """Bytes of TASKLIST not imported yet (no lock: a cheap test before importing)."""
+        return self.list_import.unimported_bytes(tasklist)
+
+    def imported(self) -> Optional[Imported]:
+        """How much of the tasklist is imported (None: not known, e.g. PyTaskFarmer's)."""
+        return self.list_import.state()
 
     def repair(self) -> List[Tuple[Path, bytes]]:
         """*locked* Move half-written last lines to ``torn`` (:meth:`Workdir.repair`) and

@@ -84,8 +84,9 @@ class Workdir:
         """
         files = self.files
         cut = []
+        # The job log (taskfarmer.joblog) is appended to like the state files.
         for path in (files.toprocess, files.claims, files.finished, files.failed, files.attempts,
-                     files.failed_requeue):
+                     files.failed_requeue, files.workdir / "joblog"):
             fragment = cut_incomplete_line(path, files.torn)
             if fragment is not None:
                 cut.append((path, fragment))
