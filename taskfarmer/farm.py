@@ -2,7 +2,9 @@
 
 The main process prepares the workdir, starts ``--proc`` worker processes
 (:mod:`taskfarmer.worker`), renews their leases, takes over the leases of dead farmers, refills
-free worker slots while tasks are pending, shows progress, and on a stop signal or ``--timeout``
+free worker slots while tasks are pending, imports lines appended to the tasklist (every
+:data:`IMPORT_POLL` seconds and whenever it runs out of work; see
+:mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal or ``--timeout``
 stops the workers (which put their tasks back) and exits. It waits while other farmers still
 hold leases rather than exit: if one of them dies, its tasks come back and must be run.
 """
@@ -21,7 +23,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .errors import TaskfarmerError
+from .adopt import adopt, needs_adoption
+from .errors import TaskfarmerError, TasklistError
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .signals import StopRequest
@@ -47,6 +50,8 @@ POLL = 0.5
 #: (a fixed 0.5 s cost 4 farmers sharing 2,000 short tasks a fifth of their throughput),
 #: while a long wait takes the lock no more often than :data:`POLL` allows.
 IDLE_POLL_FIRST = 0.02
+#: Seconds between looks at the tasklist for appended lines while working.
+IMPORT_POLL = 2.0
 #: Worker exit code for a state or configuration error (not worth restarting the worker).
 WORKER_ERROR = 2
 #: Give up after this many unexpected worker deaths.
@@ -66,7 +71,10 @@ class FarmConfig:
     task_timeout: Optional[float] = None
     retries: int = 0
     requeue_failed: bool = False
+    follow: bool = False
+    accept_list: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    logs: str = "flat"
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,7 @@ class Farm:
         self.workers: Dict[int, multiprocessing.Process] = {}
         self.crashes = 0
         self.error: Optional[str] = None
+        self.list_changed = False
         self._context = multiprocessing.get_context("fork")
         self._busy = self._context.RawArray("i", [-1] * config.proc)
         self._messages_r, self._messages_w = os.pipe()
@@ -160,7 +169,9 @@ class Farm:
         deadline = self.clock() + self.config.timeout if self.config.timeout else None
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
+        next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
+        self.display.say(self._where())
         self.display.start(self._snapshot())
         try:
             while not self.stop.requested and self.error is None:
@@ -175,8 +186,11 @@ class Farm:
                 self._reap()
                 if self.error is not None:
                     break
+                if now >= next_import:
+                    self._import_growth()
+                    next_import = now + IMPORT_POLL
                 self._fill_slots()
-                if not self.workers and self._all_done():
+                if not self.workers and self._all_done() and not self.config.follow:
                     break
                 self._drain_messages()
                 self.display.update(self._snapshot())
@@ -189,28 +203,37 @@ class Farm:
 
     def _prepare(self) -> None:
         self.store.prepare()
+        self.handler.prepare(self.config.tasklist, self.config.workdir)  # not locked: it may lock
         with self.store.locked():
             for path, fragment in self.store.repair():
                 self.display.say(f"cut a torn last line off {path.name} (kept in torn): "
                                  f"{fragment[:60]!r}")
             self.timeline.repair()
-            if not self.store.initialized():
-                self.store.initialize(self.handler.lines(self.config.tasklist))
+            fresh = not self.store.initialized()
+            if not fresh and needs_adoption(self.store):
+                adoption = adopt(self.store, self.handler.lines(self.config.tasklist))
+                self.display.say(adoption.describe())
+            added = self.store.import_list(self.config.tasklist, self.handler, starting=True,
+                                           accept=self.config.accept_list)
+            if added and not fresh:
+                self.display.say(f"imported {added} task(s) appended to "
+                                 f"{self.config.tasklist}")
             requeued = 0
             if self.config.requeue_failed:
                 requeued = self.store.requeue_failed()
                 self.display.say(f"put {requeued} failed task(s) back into toprocess")
-            self.timeline.append(self._timeline_start(requeued))
+            events = self._timeline_start(0 if fresh else added, requeued)
+            self.timeline.append(events)
         self._take_over_expired()
 
-    def _timeline_start(self, requeued: int) -> List[Event]:
+    def _timeline_start(self, appended: int, requeued: int) -> List[Event]:
         """*locked* Choose our track, recount the tasks if no farmer runs; the start events."""
         state = self.timeline.state
         if not self.store.any_leases():  # no task is running: the files tell every count
             counts = self.counter.counts()
             state.reset(TaskCounts(counts.finished, counts.failed, 0, counts.pending))
-        elif requeued:
-            state.change(failed=-requeued, pending=requeued)
+        elif requeued or appended:
+            state.change(failed=-requeued, pending=requeued + appended)
         used = state.track_ids()
         self.track = choose_pid(self.identity.pid, used, self.config.proc, self.farmer)
         state.add_track_id(self.track)
@@ -221,7 +244,13 @@ class Farm:
         events.append(instant("farmer start", now, self.track,
                               {"node": self.identity.node, "pid": self.identity.pid,
                                "proc": self.config.proc, **labels}))
+        if appended:
+            events.append(self._appended(now, appended))
         return events + self._counters(now)
+
+    def _appended(self, now: float, count: int) -> Event:
+        return instant("tasks appended", now, self.track,
+                       {"tasks": count, "tasklist": str(self.config.tasklist)})
 
     def _counters(self, now: float, **delta: int) -> List[Event]:
         """*locked* Apply ``delta`` to the workdir's task counts; their counter event."""
@@ -264,6 +293,11 @@ class Farm:
             self.store.tidy()
         self.timeline.close()
 
+    def _where(self) -> str:
+        workdir = self.config.workdir
+        return (f"workdir {workdir}: task logs in {workdir / 'logs'}, job log "
+                f"{workdir / 'joblog'}, timeline {workdir / 'timeline.json'}")
+
     def _report(self) -> FarmReport:
         with self.store.locked():
             work_left = self.store.pending() or self.store.any_leases()
@@ -271,6 +305,7 @@ class Farm:
         report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
                             else None, work_left, self.error)
         self.display.finish(snapshot, report.outcome)
+        self.display.say(self._where())
         self._timeline_end(report)
         self.store.close()
         return report
@@ -300,7 +335,8 @@ class Farm:
         config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
                               node=self.identity.node, verbose=self.config.verbose,
                               task_timeout=self.config.task_timeout,
-                              retries=self.config.retries, environ=self.config.environ)
+                              retries=self.config.retries, environ=self.config.environ,
+                              logs=self.config.logs)
         worker = Worker(config, self.parts, stop,
                         clock=self.clock, say=self._send, on_change=self._mark)
         worker.install_signal_handlers()
@@ -410,8 +446,32 @@ class Farm:
         return len(tasks)
 
     def _all_done(self) -> bool:
+        self._import_growth()  # out of work: lines appended since are work too
         with self.store.locked():
             return not self.store.pending() and not self.store.any_leases()
+
+    def _import_growth(self) -> None:
+        """Import lines appended to the tasklist since (one ``stat`` when there are none).
+
+        A list whose imported part changed while we run is reported once and no longer
+        imported from: the tasks already imported stay valid and are finished.
+        """
+        if self.list_changed or self.store.unimported_bytes(self.config.tasklist) <= 0:
+            return
+        try:
+            with self.store.locked():
+                added = self.store.import_list(self.config.tasklist, self.handler,
+                                               starting=False)
+                if added:
+                    now = self.clock()
+                    self.timeline.append([self._appended(now, added),
+                                          *self._counters(now, pending=added)])
+        except TasklistError as error:
+            self.list_changed = True
+            self.display.say(f"error: {error}; importing no more from it")
+            return
+        if added:
+            self.display.say(f"imported {added} task(s) appended to {self.config.tasklist}")
 
     def _snapshot(self) -> Snapshot:
         running = sum(1 for task_id in self._busy if task_id >= 0)

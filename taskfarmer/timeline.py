@@ -38,8 +38,9 @@ _EMPTY = b"[" + _END
 class Timeline:
     """Appends trace events to one JSON file shared by all farmers of a workdir."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, coherent: bool = False) -> None:
         self.path = path
+        self.coherent = coherent
         self.state = TimelineState(path.with_name(path.stem + ".state"))
         self._file = ProcessDescriptor(path)
 
@@ -53,7 +54,35 @@ class Timeline:
         self.state.close()
 
     def append(self, events: Iterable[Event]) -> None:
-        """Add events. The caller holds the workdir lock."""
+        """Add events. The caller holds the workdir lock, and changed ``state`` (if at all)
+        in the same hold: in the coherent mode this ends the hold's use of both files."""
+        try:
+            self._append(events)
+        finally:
+            self._end_hold()
+
+    def repair(self) -> bool:
+        """Make the file end in this layout again. True if it changed anything.
+
+        Our layout with a torn tail (a node died mid-``pwrite``): cut back to the last whole
+        event and close the array. Another layout (PyTaskFarmer's): adopted, every event
+        kept. Unreadable content: kept as ``timeline.json.unreadable``, and a new file begun.
+        The caller holds the workdir lock.
+        """
+        try:
+            return self._repair()
+        finally:
+            self._end_hold()
+
+    def _end_hold(self) -> None:
+        # Coherent mode (a workdir shared between nodes, see taskfarmer.store): close before
+        # the lock is released, so that the writes reach the NFS server now, and open again
+        # under the next hold, so that the sizes and counts we read are the server's
+        # (close-to-open). ``timeline.state`` is closed with the timeline.
+        if self.coherent:
+            self.close()
+
+    def _append(self, events: Iterable[Event]) -> None:
         lines = [_encode(event) for event in events]
         if not lines:
             return
@@ -64,21 +93,14 @@ class Timeline:
             os.pwrite(fd, b"[\n" + body, 0)
             return
         if os.pread(fd, len(_END), size - len(_END)) != _END:
-            self.repair()
+            self._repair()
             size = os.fstat(fd).st_size
             if size <= len(_EMPTY):
                 os.pwrite(fd, b"[\n" + body, 0)
                 return
         os.pwrite(fd, b",\n" + body, size - len(_END))
 
-    def repair(self) -> bool:
-        """Make the file end in this layout again. True if it changed anything.
-
-        Our layout with a torn tail (a node died mid-``pwrite``): cut back to the last whole
-        event and close the array. Another layout (PyTaskFarmer's): adopted, every event
-        kept. Unreadable content: kept as ``timeline.json.unreadable``, and a new file begun.
-        The caller holds the workdir lock.
-        """
+    def _repair(self) -> bool:
         fd = self._descriptor()
         size = os.fstat(fd).st_size
         if size == 0 or (size >= len(_EMPTY) and os.pread(fd, 3, size - 3) == _END):

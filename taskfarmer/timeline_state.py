@@ -1,4 +1,5 @@
-"""``WORKDIR/timeline.state``: what the timeline's writers share besides the events.
+"""``WORKDIR/timeline.state`` and ``timeline.started``: what the timeline's writers share
+besides the events.
 
 Line 1 is a fixed-width record of the workdir's task counts (``done failed running pending``),
 for the timeline's counter tracks: every change reads and rewrites these 64 bytes in place
@@ -6,6 +7,10 @@ for the timeline's counter tracks: every change reads and rewrites these 64 byte
 The lines after it are the process ids of the farmers' timeline tracks, one per farmer ever
 started on the workdir, so that a farmer can pick an id no other one used (read once per
 farmer, O(farmers)).
+
+``timeline.started`` has one bit per task ID, set when a worker takes the task: a set bit
+tells the next execution that an earlier one is on the timeline, to draw the flow from it
+(one byte read and written per task; a sparse file of ID / 8 bytes).
 
 All methods are *locked*: the caller holds the workdir lock, which orders the read-modify-
 write of the counts. The counts are for display and self-correcting: a farmer that finds no
@@ -90,6 +95,7 @@ class TimelineState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = ProcessDescriptor(path)
+        self._started = ProcessDescriptor(path.with_name(path.stem + ".started"))
 
     def _descriptor(self) -> int:
         # The counts are rewritten at offset 0; track ids are appended at the size read under
@@ -97,8 +103,20 @@ class TimelineState:
         return self._file.get()
 
     def close(self) -> None:
-        """Close this process's descriptor."""
+        """Close this process's descriptors."""
         self._file.close()
+        self._started.close()
+
+    def first_start(self, task_id: int) -> bool:
+        """*locked* Note that ``task_id`` starts; True if it never started before."""
+        fd = self._started.get()
+        offset, bit = divmod(task_id, 8)
+        old = os.pread(fd, 1, offset)
+        byte = old[0] if old else 0
+        if byte & (1 << bit):
+            return False
+        os.pwrite(fd, bytes((byte | (1 << bit),)), offset)
+        return True
 
     def counts(self) -> Optional[TaskCounts]:
         """*locked* The counts; None if never written or torn."""

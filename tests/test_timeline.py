@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 from farmhelp import ids, run_farmer, write_tasklist
@@ -19,9 +18,7 @@ def test_a_pytaskfarmer_timeline_is_continued_not_truncated(  # type: ignore[no-
     """The real PyTaskFarmer starts the list (stopped by its --timeout), we finish it."""
     tasks = write_tasklist(tmp_path / "t", ["sleep 0.2"] * 30)
     workdir = tmp_path / "t_workdir"
-    subprocess.run([*pytaskfarmer["argv"], str(tasks), "--proc", "2", "--timeout", "2"],
-                   env=pytaskfarmer["env"], cwd=tmp_path, capture_output=True, timeout=120,
-                   stdin=subprocess.DEVNULL)
+    pytaskfarmer.run([str(tasks), "--proc", "2", "--timeout", "2"], cwd=tmp_path, env={})
     theirs = json.loads((workdir / "timeline.json").read_text())  # one line, rewritten per task
     assert len(theirs) == len(ids(workdir / "finished")) > 0
     assert run_farmer([str(tasks), "-n", "2"]).returncode == 0

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from taskfarmer.cli import compat_argv
+from taskfarmer.argv import translate
+from taskfarmer.errors import UsageError
 from taskfarmer.farm import IDLE_POLL_FIRST, POLL, idle_backoff
 from taskfarmer.locking import lock_path, make_lock
 from taskfarmer.progress import PlainDisplay, RichDisplay, Snapshot
@@ -110,10 +112,39 @@ def test_job_labels() -> None:
         "job": "12", "restart": "1"}
 
 
+KNOWN = ["--proc", "--timeout", "--workdir", "--verbose", "--runner", "--tasklist", "--lease",
+         "--retries", "--task-timeout", "--requeue-failed", "--lock", "--list-runners",
+         "--list-tasklists", "--version", "--help"]
+
+
 def test_pytaskfarmer_verbose_values() -> None:
-    assert compat_argv(["t", "-v", "True"]) == ["t", "--verbose"]
-    assert compat_argv(["t", "--verbose", "0", "-n", "2"]) == ["t", "-n", "2"]
-    assert compat_argv(["-v", "tasks.txt"]) == ["-v", "tasks.txt"]
+    assert translate(["t", "-v", "True"], KNOWN) == ["t", "--verbose"]
+    assert translate(["t", "--verbose", "0", "-n", "2"], KNOWN) == ["t", "-n", "2"]
+    assert translate(["-v", "tasks.txt"], KNOWN) == ["--verbose", "tasks.txt"]
+    assert translate(["--verbose=True", "t"], KNOWN) == ["--verbose", "t"]
+    assert translate(["--verbose=0", "t"], KNOWN) == ["t"]
+    # As pytaskfarmer.py, -v always takes a value, whatever it is (argparse did).
+    assert translate(["-v", "yes please", "t"], KNOWN, True) == ["--verbose", "t"]
+    assert translate(["-v", "tasks.txt", "t"], KNOWN, True) == ["--verbose", "t"]
+    assert translate(["-vFalse", "t"], KNOWN, True) == ["t"]
+    assert translate(["-v1", "t"], KNOWN, True) == ["--verbose", "t"]
+    assert translate(["t", "--", "-v", "1"], KNOWN, True) == ["t", "--", "-v", "1"]
+
+
+def test_argparse_style_abbreviations() -> None:
+    assert translate(["--pro", "4", "--work", "w", "t"], KNOWN) == [
+        "--proc", "4", "--workdir", "w", "t"]
+    assert translate(["--pro=4", "--ti=9", "t"], KNOWN) == ["--proc=4", "--timeout=9", "t"]
+    # Unambiguous in PyTaskFarmer stays so, though ours has more options.
+    assert translate(["--ver", "1", "--task", "x", "t"], KNOWN, True) == [
+        "--verbose", "--tasklist", "x", "t"]
+    assert translate(["--req", "t"], KNOWN) == ["--requeue-failed", "t"]
+    assert translate(["--nope", "t"], KNOWN) == ["--nope", "t"]  # click reports it
+    with pytest.raises(UsageError, match="--t: ambiguous option: could be --tasklist, "
+                                         "--timeout"):
+        translate(["--t", "1", "t"], KNOWN)
+    with pytest.raises(UsageError, match="could be --list-runners, --list-tasklists"):
+        translate(["--list"], KNOWN)
 
 
 def test_lock_path_uses_scratch_and_the_absolute_workdir(tmp_path: Path) -> None:
