@@ -26,7 +26,8 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
   execution ends, and enters ``done``, ``failed`` or ``pending`` when its result is recorded
   (held for :data:`taskfarmer.worker.RESULT_HOLD`).
 - **Instant events** on the farmer's track: farmer start (node, SLURM ids, ``--proc``), stop
-  signal, lease taken over (whose, how many tasks), farmer end (exit code and reason).
+  signal, lease taken over (whose, how many tasks), tasks appended to the tasklist, farmer end
+  (exit code and reason).
 """
 
 from __future__ import annotations

@@ -77,3 +77,30 @@ def test_counters_end_at_the_state_files_counts(tmp_path: Path) -> None:
     assert max(c["running"] for c in counts) <= 2  # executions under way, at most --proc
     starts = [e for e in events if e["name"] == "farmer start"]
     assert len(starts) == 2 and starts[0]["pid"] != starts[1]["pid"]
+
+
+def test_reruns_flow_from_their_earlier_execution_whatever_the_log_layout(tmp_path: Path
+                                                                          ) -> None:
+    """``timeline.started`` (one bit per task), not the log file, tells a rerun: with
+    ``--logs nonempty`` a silent task has no log, yet its retry has the flow's end."""
+    tasks = write_tasklist(tmp_path / "t", ["false", "true"])
+    assert run_farmer([str(tasks), "--retries", "1", "--logs", "nonempty"]).returncode == 1
+    workdir = tmp_path / "t_workdir"
+    assert not (workdir / "logs" / "log_0").exists()
+    flows = [(e["args"]["id"], e.get("flow_in", False), e["flow_out"])
+             for e in json.loads((workdir / "timeline.json").read_text()) if e["ph"] == "X"]
+    assert sorted(flows) == [(0, False, True), (0, True, True), (1, False, True)]
+    state = TimelineState(workdir / "timeline.state")
+    assert not state.first_start(0) and not state.first_start(1) and state.first_start(2)
+
+
+def test_tasks_appended_to_the_list_are_marked_and_counted(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true"] * 3)
+    assert run_farmer([str(tasks)]).returncode == 0
+    with open(tasks, "a") as handle:
+        handle.write("true\ntrue\n")
+    assert run_farmer([str(tasks)]).returncode == 0
+    events = json.loads((tmp_path / "t_workdir" / "timeline.json").read_text())
+    assert [e["args"]["tasks"] for e in events if e["name"] == "tasks appended"] == [2]
+    assert [e["args"] for e in events if e["ph"] == "C"][-1] == {
+        "done": 5, "failed": 0, "running": 0, "pending": 0}
