@@ -152,7 +152,7 @@ def test_a_pytaskfarmer_workdir_is_left_to_its_own_reconciliation(tmp_path: Path
     store = store_of(workdir)
     with store.locked():
         assert store.import_list(tasks, ListTaskList(), starting=True) == 0
-    assert sorted(os.listdir(workdir)) == ["lock", "toprocess"]
+    assert sorted(os.listdir(workdir)) == ["holder", "lock", "toprocess"]  # holder: the lock's
 
 
 class Reversed(TaskList):
