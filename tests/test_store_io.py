@@ -70,6 +70,8 @@ def test_coherent_mode_keeps_no_descriptor_across_lock_holds(tmp_path: Path,
         assert open_in(tmp_path) == []
     else:
         assert {"claims", "toprocess", "finished", "failed"} <= set(open_in(tmp_path))
+    store.close()
+    assert open_in(tmp_path) == []
     assert ids(tmp_path / "finished") == [0] and ids(tmp_path / "failed") == [1]
 
 

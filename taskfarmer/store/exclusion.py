@@ -78,6 +78,12 @@ class ExclusionCheck:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         return self._fd
 
+    def close(self) -> None:
+        """Close this process's descriptor of ``holder`` (fast mode keeps one)."""
+        if self._pid == os.getpid() and self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+
     def _done(self) -> None:
         if self.files.coherent:  # close-to-open, as for every state file (package docstring)
             os.close(self._fd)

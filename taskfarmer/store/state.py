@@ -97,6 +97,7 @@ class StateStore:
     def close(self) -> None:
         """Close this process's descriptors."""
         self.files.close()
+        self.exclusion.close()
 
     # -- set-up ------------------------------------------------------------------------------
 
