@@ -143,6 +143,7 @@ class Farm:
         self.clock = clock
         self.identity = identity or Identity.current(environ=config.environ)
         self.name = f"{self.identity.node}:{self.identity.pid}"
+        self._main_pid = os.getpid()
         self.farmer = farmer_name(self.identity.node, self.identity.pid, os.urandom(3).hex())
         self.track = 0  # the timeline track's process id, chosen under the lock at start
         self.display = display or make_display(self.name, clock=clock)
@@ -405,6 +406,8 @@ class Farm:
 
     def _forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
+        if os.getpid() != self._main_pid:
+            return  # a worker just forked, before it installed its own handlers: not ours
         for process in self.workers.values():
             if process.pid is not None and process.is_alive():
                 try:

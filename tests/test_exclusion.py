@@ -50,6 +50,31 @@ def test_a_second_holder_is_noticed_on_arrival_before_it_changes_anything(tmp_pa
     assert (tmp_path / "holder").read_text().startswith("closed ")  # the second wrote nothing
 
 
+def test_after_a_detection_the_farmer_takes_the_lock_no_more(tmp_path: Path) -> None:
+    clock = FakeTime()
+    first = check(tmp_path, "/scratch/a/x.lock", clock)
+    second = check(tmp_path, "/scratch/b/x.lock", clock)
+    first.begin()
+    clock.on_sleep.append(first.end)
+    with pytest.raises(LockError):
+        second.begin()
+    waited = clock.now
+    first.begin()
+    first.end()  # the other farmer goes on
+    line = (tmp_path / "holder").read_text()
+    pid = os.fork()
+    if pid == 0:  # a worker of the stopped farmer: refuses too, without writing or waiting
+        try:
+            second.begin()
+        except LockError:
+            os._exit(0 if clock.now == waited else 2)
+        os._exit(1)
+    assert os.waitpid(pid, 0)[1] == 0
+    with pytest.raises(LockError, match=r"/scratch/a/x\.lock"):
+        second.begin()
+    assert (tmp_path / "holder").read_text() == line and clock.now == waited
+
+
 def test_a_holder_killed_in_its_hold_delays_the_next_only_briefly(tmp_path: Path) -> None:
     clock = FakeTime()
     killed = check(tmp_path, "/s/x.lock", clock)
@@ -125,9 +150,10 @@ def test_farmers_with_different_scratch_stop_and_record_nothing_twice(tmp_path: 
     scratches = [tmp_path / "s1", tmp_path / "s2"]
     for scratch in scratches:
         scratch.mkdir()
-    first = start_farmer([str(tasks), "-n", "2"], env={"SCRATCH": str(scratches[0])})
+    args = [str(tasks), "-n", "2", "--lease", "4"]  # takeovers within a second
+    first = start_farmer(args, env={"SCRATCH": str(scratches[0])})
     wait_for(lambda: len(ids(workdir / "finished")) >= 20, what="the first farmer working")
-    second = start_farmer([str(tasks), "-n", "2"], env={"SCRATCH": str(scratches[1])})
+    second = start_farmer(args, env={"SCRATCH": str(scratches[1])})
     ended = [(f.wait(timeout=300), "".join(f.communicate())) for f in (first, second)]
     assert any(code == 2 for code, _ in ended), ended
     for code, output in ended:

@@ -16,7 +16,7 @@ from farmhelp import ids, start_farmer, wait_for, write_tasklist
 from taskfarmer.errors import ConfigError
 from taskfarmer.identity import Identity
 from taskfarmer.locking import make_lock
-from taskfarmer.store import StateStore, coherent_io
+from taskfarmer.store import LineCounter, StateStore, coherent_io
 from taskfarmer.store.ledger import INCOMPLETE_WAIT
 from taskfarmer.timeline import Timeline
 from taskfarmer.timeline_state import TaskCounts
@@ -72,6 +72,8 @@ def test_coherent_mode_keeps_no_descriptor_across_lock_holds(tmp_path: Path,
         assert open_in(tmp_path) == []
     else:
         assert {"claims", "toprocess", "finished", "failed"} <= set(open_in(tmp_path))
+    store.close()
+    assert open_in(tmp_path) == []
     assert ids(tmp_path / "finished") == [0] and ids(tmp_path / "failed") == [1]
 
 
@@ -213,3 +215,16 @@ def test_soft_locks_in_different_scratch_never_crash_at_start(tmp_path: Path) ->
     finished = ids(workdir / "finished")
     assert len(finished) == len(set(finished))
     assert ids(workdir / "failed") == []
+
+
+def test_a_display_count_survives_a_file_it_cannot_read(tmp_path: Path) -> None:
+    """Counting runs without the lock: a file replaced under it (ESTALE on NFS) keeps the
+    count instead of crashing the farmer."""
+    path = tmp_path / "finished"
+    path.write_text("0 a\n1 b\n")
+    counter = LineCounter(path)
+    assert counter.update() == 2
+    path.unlink()
+    path.mkdir()  # stat works, reading fails (IsADirectoryError, an OSError like ESTALE)
+    (path / "x").write_text("padding so that the directory is not empty\n" * 100)
+    assert counter.update() == 2

@@ -18,6 +18,11 @@ during the hold (in the instant between our reading and writing the line at the 
 without looking): :class:`~taskfarmer.errors.LockError` again. Either way one of two
 overlapping holders notices, nearly always the second one on arrival, before any harm.
 
+From then on the farmer — every process of it, they share one flag — takes the lock no more
+and changes nothing more in the workdir: under a lock that does not exclude any write could
+collide with another farmer's. Its leases stay behind, and whoever goes on takes their tasks
+over as from a dead farmer.
+
 The error names our lock file and the other's: different files mean different ``SCRATCH``,
 the same file a filesystem whose locks are local. Cost: two reads and two writes of one short
 line per lock hold (in the coherent mode, with an open and a close around each pair).
@@ -25,6 +30,8 @@ line per lock hold (in the coherent mode, with an open and a close around each p
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import socket
 import time
@@ -56,6 +63,8 @@ class ExclusionCheck:
         self._me = b""
         self._seq = 0
         self._line = b""
+        # The holder line that showed the lock does not exclude; shared with forked workers.
+        self._seen = multiprocessing.RawArray(ctypes.c_char, 1024)
 
     # -- the file: kept open in the fast mode, opened per use in the coherent mode ----------
 
@@ -68,6 +77,12 @@ class ExclusionCheck:
             # Not O_APPEND: the line is rewritten in place at offset 0.
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         return self._fd
+
+    def close(self) -> None:
+        """Close this process's descriptor of ``holder`` (fast mode keeps one)."""
+        if self._pid == os.getpid() and self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
 
     def _done(self) -> None:
         if self.files.coherent:  # close-to-open, as for every state file (package docstring)
@@ -87,6 +102,8 @@ class ExclusionCheck:
 
     def begin(self) -> None:
         """*locked* Check that nobody else is inside, then say that we are."""
+        if self._seen.value:
+            raise _error(self.lock_file, self._seen.value)
         line = self._read()
         state, who, _ = _fields(line)
         if state == b"open" and who != self._me:
@@ -94,7 +111,7 @@ class ExclusionCheck:
             while self.monotonic() < deadline:
                 self.sleep(CRASH_POLL)
                 if self._read() != line:
-                    raise _error(self.lock_file, line)
+                    raise self._detected(line)
         self._seq += 1
         self._line = b"%s %d %s" % (self._me, self._seq, os.fsencode(self.lock_file))
         self._write(b"open " + self._line)
@@ -103,8 +120,13 @@ class ExclusionCheck:
         """*locked* Check that nobody came in during our hold, then say that we left."""
         line = self._read()
         if line != b"open " + self._line:
-            raise _error(self.lock_file, line)
+            raise self._detected(line)
         self._write(b"closed " + self._line)
+
+    def _detected(self, line: bytes) -> LockError:
+        """Remember (for every process of this farmer) that the lock does not exclude."""
+        self._seen.value = line.replace(b"\0", b"?")[:1000] or b"?"
+        return _error(self.lock_file, line)
 
 
 def _fields(line: bytes) -> Tuple[bytes, bytes, bytes]:

@@ -74,7 +74,9 @@ class StateStore:
         """Hold the workdir lock; every state change happens inside this block.
 
         Raises:
-            LockError: another farmer was inside at the same time (:mod:`.exclusion`).
+            LockError: another farmer was inside at the same time (:mod:`.exclusion`): on
+                entry (before the block ran), on leaving, or in an earlier hold of this farmer
+                (then on entry, at once).
         """
         with self._process_lock():
             if self._depth:
@@ -97,6 +99,7 @@ class StateStore:
     def close(self) -> None:
         """Close this process's descriptors."""
         self.files.close()
+        self.exclusion.close()
 
     # -- set-up ------------------------------------------------------------------------------
 
