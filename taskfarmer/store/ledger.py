@@ -67,8 +67,8 @@ class Ledger:
 
     def pending_count(self, limit: int) -> int:
         """*locked* How many tasks wait in ``toprocess``, counting no further than ``limit``."""
+        cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(self.files.toprocess)
-        cursor = self.cursor()
         size = os.fstat(fd).st_size
         count = 0
         while cursor < size and count < limit:
@@ -87,9 +87,9 @@ class Ledger:
         the same for :data:`INCOMPLETE_WAIT` seconds it is cut off into ``torn``, as at start-up.
         """
         toprocess = self.files.toprocess
+        cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(toprocess)
         size = os.fstat(fd).st_size
-        cursor = self.cursor()
         if size <= cursor:
             return False
         if os.pread(fd, 1, size - 1) == b"\n":
@@ -110,9 +110,9 @@ class Ledger:
         """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for lease
         ``name``: read a chunk at the cursor, append one claim line per task."""
         toprocess = self.files.toprocess
+        cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(toprocess)
         size = os.fstat(fd).st_size
-        cursor = self.cursor()
         tasks: List[Task] = []
         records: List[bytes] = []
         lease = name.encode()
