@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import click
+from rich.console import Console
 
-from . import __version__
+import taskfarmer
+
+from . import coinstall, status_view
+from .argv import translate
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
-from .locking import LOCK_KINDS, make_lock
+from .locking import LOCK_KINDS, lock_path, make_lock
+from .logs import LOG_LAYOUTS
 from .registry import Registry, print_listing
 from .resources import discover_devices, plan_slots
 from .signals import ignore_stop_signals
 from .slurm import default_proc
-from .store import StateStore
+from .status import StatusReader
+from .status_view import to_json
+from .store import StateStore, coherent_io
 from .timeline import Timeline
 from .walltime import DEFAULT_MARGIN, slurm_job_end
 from .worker import Parts
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
@@ -40,27 +45,8 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
     return callback
 
 
-def compat_argv(argv: Sequence[str]) -> List[str]:
-    """Accept PyTaskFarmer's ``--verbose VALUE`` (it took a value) next to plain ``-v``."""
-    out: List[str] = []
-    items = list(argv)
-    index = 0
-    while index < len(items):
-        item = items[index]
-        following = items[index + 1].lower() if index + 1 < len(items) else None
-        if item in ("-v", "--verbose") and following is not None and (
-                following in _TRUE or following in _FALSE):
-            if following in _TRUE:
-                out.append("--verbose")
-            index += 2
-            continue
-        out.append(item)
-        index += 1
-    return out
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.argument("tasklist", type=click.Path(path_type=Path, dir_okay=True))
+@click.argument("tasklist", type=click.Path(path_type=Path, dir_okay=True), required=False)
 @click.option("--proc", "-n", type=click.IntRange(min=1), default=None,
               help="Tasks to run at once [default: the CPUs this process may use; inside "
                    "SLURM, those of the step].")
@@ -95,27 +81,56 @@ def compat_argv(argv: Sequence[str]) -> List[str]:
 @click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, metavar="N",
               help="Pin each worker slot to its own N CPUs, OMP_NUM_THREADS=N unless set; "
                    "--proc defaults to CPUs / N.")
+@click.option("--follow", is_flag=True,
+              help="When every task is done, wait for lines appended to TASKLIST instead of "
+                   "exiting (until a stop signal or --timeout).")
+@click.option("--accept-list", is_flag=True,
+              help="Take TASKLIST as it is now even though lines already imported changed: "
+                   "as many lines as were imported count as imported, later lines are new.")
 @click.option("--lock", "lock_kind", type=click.Choice(LOCK_KINDS),
               default=lambda: os.environ.get("TASKFARMER_LOCK", "flock"),
               help="flock, or soft (O_EXCL lock file) for filesystems without flock "
                    "[default: $TASKFARMER_LOCK or flock].")
+@click.option("--logs", "logs", type=click.Choice(LOG_LAYOUTS), default="flat",
+              show_default=True,
+              help="Task logs: flat (logs/log_ID), spread (logs/ID//1000/log_ID) or nonempty "
+                   "(logs/log_ID only for tasks that print something).")
+@click.option("--status", "show_status", is_flag=True,
+              help="Show where the farm stands (read-only, safe while farmers run) and exit: "
+                   "0 done, 1 done with failures, 3 work left, 2 no such workdir.")
+@click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
+@click.option("--watch", is_flag=True,
+              help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
 @click.option("--list-runners", is_flag=True, expose_value=False, is_eager=True,
               callback=_lister("runners"),
               help="List the runner definitions and the file each comes from, and exit.")
 @click.option("--list-tasklists", is_flag=True, expose_value=False, is_eager=True,
               callback=_lister("tasklists"),
               help="List the tasklist handler definitions likewise, and exit.")
-@click.version_option(__version__, "--version", prog_name="farmer")
-def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: Optional[Path],
-        verbose: bool, runner: str, handler: str, lease: float, retries: int,
-        task_timeout: Optional[float], requeue_failed: bool, task_time: Optional[float],
-        stop_margin: float, gpus_per_task: Optional[int],
-        cpus_per_task: Optional[int], lock_kind: str) -> None:
+# PyTaskFarmer's empty __init__.py may have replaced ours: main() then says so (coinstall).
+@click.version_option(getattr(taskfarmer, "__version__", "unknown"), "--version",
+                      prog_name="farmer")
+def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
+        workdir: Optional[Path], verbose: bool, runner: str, handler: str, lease: float,
+        retries: int, task_timeout: Optional[float], requeue_failed: bool, follow: bool,
+        accept_list: bool, lock_kind: str, logs: str, show_status: bool, as_json: bool,
+        watch: bool, task_time: Optional[float], stop_margin: float,
+        gpus_per_task: Optional[int], cpus_per_task: Optional[int]) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
     """
     environ = dict(os.environ)
+    if (as_json or watch) and not show_status:
+        raise click.UsageError("--json and --watch go with --status")
+    if as_json and watch:
+        raise click.UsageError("--json and --watch exclude each other")
+    if tasklist is None and (not show_status or workdir is None):
+        raise click.UsageError("missing TASKLIST (--status needs TASKLIST or --workdir)")
+    if show_status:
+        sys.exit(status_command(workdir_for(tasklist, workdir), tasklist, lock_kind, lease,
+                                as_json, watch, environ))
+    assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
     the_handler = registry.tasklist(handler)
@@ -135,34 +150,73 @@ def cli(tasklist: Path, proc: Optional[int], timeout: Optional[float], workdir: 
         retries=retries,
         task_timeout=task_timeout,
         requeue_failed=requeue_failed,
+        follow=follow,
+        accept_list=accept_list,
         environ=environ,
+        logs=logs,
         task_time=task_time,
         stop_margin=stop_margin,
         job_end=slurm_job_end(environ),
     )
     if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
         the_handler.lines(tasklist)  # opens it: a missing tasklist fails before the workdir exists
-    store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ))
-    parts = Parts(store, Timeline(config.workdir / "timeline.json"), the_runner, the_handler)
+    coherent = coherent_io(config.workdir, environ)
+    store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ), coherent)
+    parts = Parts(store, Timeline(config.workdir / "timeline.json", coherent), the_runner,
+                  the_handler)
     farm = Farm(config, parts)
     report = farm.run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
     sys.exit(report.exit_code)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console-script entry point: run the CLI, turn library errors into one-line messages."""
-    args = compat_argv(sys.argv[1:] if argv is None else argv)
+def status_command(workdir: Path, tasklist: Optional[Path], lock_kind: str, lease: float,
+                   as_json: bool, watch: bool, environ: Dict[str, str]) -> int:
+    """``--status``: print the status of ``workdir``; returns the exit code."""
+    lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
+    reader = StatusReader(StateStore(workdir, make_lock(workdir, lock_kind, environ)),
+                          lock_file, lease, tasklist=tasklist)
+    if as_json:
+        status = reader.read(time.time())
+        click.echo(to_json(status))
+    else:
+        console = Console()
+        if watch and console.is_terminal:
+            status = status_view.watch(lambda: reader.read(time.time()), console)
+        else:
+            status = reader.read(time.time())
+            console.print(status_view.render(status))
+    return status.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
+         pytaskfarmer: bool = False) -> None:
+    """Console-script entry point: run the CLI, turn library errors into one-line messages.
+
+    Args:
+        argv: the arguments; default ``sys.argv[1:]``.
+        prog: the command's name in messages.
+        pytaskfarmer: parse as ``pytaskfarmer.py`` (``-v`` always takes a value).
+    """
     try:
-        cli.main(args=args, prog_name="farmer", standalone_mode=False)
+        coinstall.check(Path(taskfarmer.__file__).parent, sys.path)
+        known = [name for param in cli.params for name in (*param.opts, *param.secondary_opts)
+                 if name.startswith("--")]
+        args = translate(sys.argv[1:] if argv is None else argv, known, pytaskfarmer)
+        cli.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as error:
-        click.echo(f"farmer: error: {error.format_message()}", err=True)
+        click.echo(f"{prog}: error: {error.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
     except click.Abort:
-        click.echo("farmer: aborted", err=True)
+        click.echo(f"{prog}: aborted", err=True)
         sys.exit(EXIT_USAGE)
     except TaskfarmerError as error:
-        click.echo(f"farmer: error: {error}", err=True)
+        click.echo(f"{prog}: error: {error}", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def pytaskfarmer_main() -> None:
+    """The ``pytaskfarmer.py`` command: the same CLI, reading PyTaskFarmer's arguments."""
+    main(prog="pytaskfarmer.py", pytaskfarmer=True)

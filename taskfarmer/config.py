@@ -10,6 +10,9 @@ these directories is read, and a later definition of a name replaces an earlier 
 3. ``~/.taskfarmer/runners.d`` (``tasklists.d``),
 4. ``./runners.d`` (``./tasklists.d``) in the current directory.
 
+``default`` is the built-in basic runner (line-list handler) unless a ``[default]`` section
+defines it: PyTaskFarmer's users make every task run in a container that way.
+
 Files are parsed as PyTaskFarmer parsed them (:class:`configparser.ConfigParser`, keys keep
 their case, ``%`` interpolation, so a literal ``%`` is written ``%%``). Nothing is imported
 here: a broken file or section is remembered as a :class:`~taskfarmer.errors.ConfigError`
@@ -133,11 +136,6 @@ class Catalog:
             self._section(path, name, parser[name])
 
     def _section(self, path: Path, name: str, section: configparser.SectionProxy) -> None:
-        if name == DEFAULT_NAME:
-            self.history.append(ConfigError(f"ignored: {DEFAULT_NAME!r} is always "
-                                            f"{self.kind.default_class}; choose another name",
-                                            path=path, section=name))
-            return
         try:
             values = {key: section[key] for key in section}
         except configparser.Error as error:
@@ -166,7 +164,7 @@ class Catalog:
         Raises:
             ConfigError: ``name``'s latest definition is broken, or there is none.
         """
-        if name == DEFAULT_NAME:
+        if name == DEFAULT_NAME and name not in self.definitions and name not in self.broken:
             return Definition(DEFAULT_NAME, self.kind.default_class, {}, None)
         if name in self.broken:
             raise self.broken[name]
@@ -183,7 +181,9 @@ class Catalog:
     def listing(self) -> List[Entry]:
         """Every definition read, in order, with ``default`` first and a note saying whether
         it is the one in use, replaced by a later one, or broken."""
-        entries = [Entry(DEFAULT_NAME, self.kind.default_class, "built-in", "")]
+        default = self.definitions.get(DEFAULT_NAME) or self.broken.get(DEFAULT_NAME)
+        note = f"replaced by {default.path}" if default is not None else ""
+        entries = [Entry(DEFAULT_NAME, self.kind.default_class, "built-in", note)]
         for item in self.history:
             if isinstance(item, ConfigError):
                 entries.append(Entry(item.section or "", "", str(item.path),
@@ -244,7 +244,7 @@ def shipped_directory(name: str) -> Optional[Path]:
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "setup.cfg").is_file() and (checkout / name).is_dir():
         return checkout / name
-    from importlib import metadata  # here: it costs 20 ms, and helper processes need none
+    from importlib import metadata  # here: it costs 20 ms, and a checkout needs none
 
     try:
         files = metadata.files("taskfarmer") or []
@@ -318,7 +318,7 @@ def keyword_problem(target: object, arguments: Sequence[str]) -> Optional[str]:
 
     Only names are checked (every value is a string): unknown and missing arguments.
     """
-    import inspect  # here: helper processes (taskfarmer.runners.legacy) need none
+    import inspect  # here: only runs that build INI definitions need it (3 ms to import)
 
     try:
         signature = inspect.signature(target)  # type: ignore[arg-type]

@@ -52,6 +52,33 @@ class WorkdirError(StateError):
     """The workdir cannot be created or written."""
 
 
+class LockError(TaskfarmerError):
+    """The workdir lock let another farmer change the state while we held it.
+
+    Attributes:
+        lock_file: the lock file we hold.
+        other: who else was in (``host:pid``), as it wrote itself into ``WORKDIR/holder``.
+        other_lock_file: the lock file that one holds ("" if unknown).
+    """
+
+    def __init__(self, lock_file: str, other: str, other_lock_file: str) -> None:
+        self.lock_file = lock_file
+        self.other = other
+        self.other_lock_file = other_lock_file
+        scratch = "SCRATCH differs between the farmers of this workdir (give them all the same)"
+        local = ("the lock file is not shared by the nodes (SCRATCH node-local?) or its "
+                 "filesystem does not lock across nodes (NFS mounted with nolock? Lustre with "
+                 "localflock?): use a shared SCRATCH where locks work, or --lock soft")
+        if not other_lock_file:
+            cause = f"{scratch}, or {local}"
+        elif other_lock_file != lock_file:
+            cause = f"it locks {other_lock_file} instead: {scratch}"
+        else:
+            cause = local
+        super().__init__(f"the lock {lock_file} did not keep out another farmer ({other}); "
+                         f"{cause}")
+
+
 class ConfigError(TaskfarmerError):
     """A runner or tasklist-handler definition (INI file or option) is unusable.
 
@@ -82,3 +109,31 @@ class ConfigError(TaskfarmerError):
             where.append(option)
         prefix = " ".join(where)
         super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+
+class UsageError(TaskfarmerError):
+    """A command-line argument cannot be understood.
+
+    Attributes:
+        argument: the argument at fault, as given.
+        reason: what is wrong.
+    """
+
+    def __init__(self, argument: str, reason: str) -> None:
+        self.argument = argument
+        self.reason = reason
+        super().__init__(f"{argument}: {reason}")
+
+
+class InstallError(TaskfarmerError):
+    """taskfarmer's installation is broken.
+
+    Attributes:
+        path: the file that shows it.
+        reason: what is wrong and how to repair it.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{reason} (found {path})")

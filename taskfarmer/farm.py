@@ -2,11 +2,13 @@
 
 The main process prepares the workdir, starts ``--proc`` worker processes
 (:mod:`taskfarmer.worker`), renews their leases, takes over the leases of dead farmers, refills
-free worker slots while tasks are pending, shows progress, and on a stop signal, ``--timeout``
-or the SLURM job's end (:mod:`taskfarmer.walltime`) stops the workers (which put their tasks
-back) and exits; before a time limit it starts no task not expected to finish in time. It
-waits while other farmers still hold leases rather than exit: if one of them dies, its tasks
-come back and must be run.
+free worker slots while tasks are pending, imports lines appended to the tasklist (every
+:data:`IMPORT_POLL` seconds and whenever it runs out of work; see
+:mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal, ``--timeout`` or the
+SLURM job's end (:mod:`taskfarmer.walltime`) stops the workers (which put their tasks back) and
+exits; before a time limit it starts no task not expected to finish in time. It waits while
+other farmers still hold leases rather than exit: if one of them dies, its tasks come back and
+must be run.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import TaskfarmerError
+from .adopt import adopt, needs_adoption
+from .errors import TaskfarmerError, TasklistError
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .resources import SlotResources, pin
 from .signals import StopRequest
 from .slurm import job_labels
 from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
-from .timeline import process_name_event, thread_name_event, track_id
+from .timeline_state import TaskCounts
+from .trace_events import Event, choose_pid, counters, farmer_tracks, instant, process_title
 from .walltime import DEFAULT_MARGIN, TaskTime, TimelineDurations, Walltime, limits
 from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
@@ -51,6 +55,8 @@ POLL = 0.5
 #: (a fixed 0.5 s cost 4 farmers sharing 2,000 short tasks a fifth of their throughput),
 #: while a long wait takes the lock no more often than :data:`POLL` allows.
 IDLE_POLL_FIRST = 0.02
+#: Seconds between looks at the tasklist for appended lines while working.
+IMPORT_POLL = 2.0
 #: Worker exit code for a state or configuration error (not worth restarting the worker).
 WORKER_ERROR = 2
 #: Give up after this many unexpected worker deaths.
@@ -70,7 +76,10 @@ class FarmConfig:
     task_timeout: Optional[float] = None
     retries: int = 0
     requeue_failed: bool = False
+    follow: bool = False
+    accept_list: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    logs: str = "flat"
     #: Devices and CPUs of each worker slot (:func:`taskfarmer.resources.plan_slots`); empty:
     #: none assigned.
     slots: Sequence[SlotResources] = ()
@@ -152,14 +161,16 @@ class Farm:
         self.clock = clock
         self.identity = identity or Identity.current(environ=config.environ)
         self.name = f"{self.identity.node}:{self.identity.pid}"
+        self._main_pid = os.getpid()
         self.farmer = farmer_name(self.identity.node, self.identity.pid, os.urandom(3).hex())
-        self.track = track_id(self.farmer)
+        self.track = 0  # the timeline track's process id, chosen under the lock at start
         self.display = display or make_display(self.name, clock=clock)
         self.stop = StopRequest()
         self.counter = StateCounter(parts.store)
         self.workers: Dict[int, multiprocessing.Process] = {}
         self.crashes = 0
         self.error: Optional[str] = None
+        self.list_changed = False
         self._context = multiprocessing.get_context("fork")
         self._busy = self._context.RawArray("i", [-1] * config.proc)
         # The start gate (see _start_limit), shared with the workers: the time limit, when no
@@ -192,7 +203,9 @@ class Farm:
         self._stop_at.value = math.inf if deadline is None else deadline
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
+        next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
+        self.display.say(self._where())
         self.display.start(self._snapshot())
         try:
             while not self.stop.requested and self.error is None:
@@ -208,8 +221,11 @@ class Farm:
                 self._reap()
                 if self.error is not None:
                     break
+                if now >= next_import:
+                    self._import_growth()
+                    next_import = now + IMPORT_POLL
                 self._fill_slots()
-                if not self.workers and self._all_done():
+                if not self.workers and self._all_done() and not self.config.follow:
                     break
                 self._drain_messages()
                 self.display.update(self._snapshot())
@@ -252,21 +268,77 @@ class Farm:
 
     def _prepare(self) -> None:
         self.store.prepare()
+        self.handler.prepare(self.config.tasklist, self.config.workdir)  # not locked: it may lock
         with self.store.locked():
             for path, fragment in self.store.repair():
                 self.display.say(f"cut a torn last line off {path.name} (kept in torn): "
                                  f"{fragment[:60]!r}")
             self.timeline.repair()
-            if not self.store.initialized():
-                self.store.initialize(self.handler.lines(self.config.tasklist))
+            fresh = not self.store.initialized()
+            if not fresh and needs_adoption(self.store):
+                adoption = adopt(self.store, self.handler.lines(self.config.tasklist))
+                self.display.say(adoption.describe())
+            added = self.store.import_list(self.config.tasklist, self.handler, starting=True,
+                                           accept=self.config.accept_list)
+            if added and not fresh:
+                self.display.say(f"imported {added} task(s) appended to "
+                                 f"{self.config.tasklist}")
+            requeued = 0
             if self.config.requeue_failed:
-                count = self.store.requeue_failed()
-                self.display.say(f"put {count} failed task(s) back into toprocess")
-            events = process_name_event(self.track, self.name, job_labels(self.config.environ))
-            events += [thread_name_event(self.track, slot, f"worker {slot}")
-                       for slot in range(self.config.proc)]
+                requeued = self.store.requeue_failed()
+                self.display.say(f"put {requeued} failed task(s) back into toprocess")
+            events = self._timeline_start(0 if fresh else added, requeued)
             self.timeline.append(events)
         self._take_over_expired()
+
+    def _timeline_start(self, appended: int, requeued: int) -> List[Event]:
+        """*locked* Choose our track, recount the tasks if no farmer runs; the start events."""
+        state = self.timeline.state
+        if not self.store.any_leases():  # no task is running: the files tell every count
+            counts = self.counter.counts()
+            state.reset(TaskCounts(counts.finished, counts.failed, 0, counts.pending))
+        elif requeued or appended:
+            state.change(failed=-requeued, pending=requeued + appended)
+        used = state.track_ids()
+        self.track = choose_pid(self.identity.pid, used, self.config.proc, self.farmer)
+        state.add_track_id(self.track)
+        labels = job_labels(self.config.environ)
+        title = process_title(self.identity.node, labels, self.track == self.identity.pid)
+        now = self.clock()
+        events = farmer_tracks(self.track, title, labels, len(used) + 1, self.config.proc)
+        events.append(instant("farmer start", now, self.track,
+                              {"node": self.identity.node, "pid": self.identity.pid,
+                               "proc": self.config.proc, **labels}))
+        if appended:
+            events.append(self._appended(now, appended))
+        return events + self._counters(now)
+
+    def _appended(self, now: float, count: int) -> Event:
+        return instant("tasks appended", now, self.track,
+                       {"tasks": count, "tasklist": str(self.config.tasklist)})
+
+    def _counters(self, now: float, **delta: int) -> List[Event]:
+        """*locked* Apply ``delta`` to the workdir's task counts; their counter event."""
+        counts = self.timeline.state.change(**delta)
+        if counts is None:
+            return []
+        return [counters(now, counts.done, counts.failed, counts.running, counts.pending)]
+
+    def _timeline_end(self, report: FarmReport) -> None:
+        """Mark the stop signal (when it arrived) and our end on our timeline track."""
+        if not self.track:  # the start failed before our track was chosen
+            return
+        now = self.clock()
+        events = []
+        if self.stop.requested and self.stop.at is not None:
+            at = now - (time.monotonic() - self.stop.at)  # StopRequest's clock is monotonic
+            events.append(instant(f"stop: {self.stop.describe()}", at, self.track,
+                                  {"stop": self.stop.describe()}))
+        events.append(instant("farmer end", now, self.track,
+                              {"exit_code": report.exit_code, "reason": report.outcome}))
+        with self.store.locked():
+            self.timeline.append(events)
+        self.timeline.close()
 
     def _shutdown(self) -> None:
         self._forward_stop()
@@ -286,6 +358,11 @@ class Farm:
             self.store.tidy()
         self.timeline.close()
 
+    def _where(self) -> str:
+        workdir = self.config.workdir
+        return (f"workdir {workdir}: task logs in {workdir / 'logs'}, job log "
+                f"{workdir / 'joblog'}, timeline {workdir / 'timeline.json'}")
+
     def _report(self) -> FarmReport:
         with self.store.locked():
             work_left = self.store.pending() or self.store.any_leases()
@@ -293,6 +370,8 @@ class Farm:
         report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
                             else self.draining, work_left, self.error)
         self.display.finish(snapshot, report.outcome)
+        self.display.say(self._where())
+        self._timeline_end(report)
         self.store.close()
         return report
 
@@ -324,7 +403,8 @@ class Farm:
         config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
                               node=self.identity.node, verbose=self.config.verbose,
                               task_timeout=self.config.task_timeout, retries=self.config.retries,
-                              environ=resources.environment(self.config.environ))
+                              environ=resources.environment(self.config.environ),
+                              logs=self.config.logs)
         worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
                         on_change=self._mark, may_start=self._may_start)
         worker.install_signal_handlers()
@@ -397,10 +477,13 @@ class Farm:
         with self.store.locked():
             for name in self.store.lease_names():
                 if name.startswith(prefix):
-                    self.store.revoke(name.removesuffix(DEAD_SUFFIX))
+                    self._revoke(name.removesuffix(DEAD_SUFFIX),
+                                 {"node": self.identity.node, "worker": slot + 1})
 
     def _forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
+        if os.getpid() != self._main_pid:
+            return  # a worker just forked, before it installed its own handlers: not ours
         for process in self.workers.values():
             if process.pid is not None and process.is_alive():
                 try:
@@ -423,14 +506,51 @@ class Farm:
                 if info.name.startswith(self.farmer + "."):
                     continue
                 if expired(info, now, self.config.lease, self.identity):
-                    tasks = self.store.revoke(info.name)
+                    count = self._revoke(info.name, {"node": info.owner.node,
+                                                     "pid": info.owner.pid})
                     self.display.say(f"took over lease {info.name} of {info.owner.node} "
-                                     f"pid {info.owner.pid}: {len(tasks)} task(s) back in "
+                                     f"pid {info.owner.pid}: {count} task(s) back in "
                                      "toprocess")
 
+    def _revoke(self, name: str, owner: Dict[str, Any]) -> int:
+        """*locked* Take over lease ``name`` and mark it on our track; how many tasks came back."""
+        tasks = self.store.revoke(name)
+        now = self.clock()
+        events = [instant("lease taken over", now, self.track,
+                          {"lease": name, **owner, "tasks": len(tasks),
+                           "ids": [task.id for task in tasks[:20]]})]
+        if tasks:
+            events += self._counters(now, running=-len(tasks), pending=len(tasks))
+        self.timeline.append(events)
+        return len(tasks)
+
     def _all_done(self) -> bool:
+        self._import_growth()  # out of work: lines appended since are work too
         with self.store.locked():
             return not self.store.pending() and not self.store.any_leases()
+
+    def _import_growth(self) -> None:
+        """Import lines appended to the tasklist since (one ``stat`` when there are none).
+
+        A list whose imported part changed while we run is reported once and no longer
+        imported from: the tasks already imported stay valid and are finished.
+        """
+        if self.list_changed or self.store.unimported_bytes(self.config.tasklist) <= 0:
+            return
+        try:
+            with self.store.locked():
+                added = self.store.import_list(self.config.tasklist, self.handler,
+                                               starting=False)
+                if added:
+                    now = self.clock()
+                    self.timeline.append([self._appended(now, added),
+                                          *self._counters(now, pending=added)])
+        except TasklistError as error:
+            self.list_changed = True
+            self.display.say(f"error: {error}; importing no more from it")
+            return
+        if added:
+            self.display.say(f"imported {added} task(s) appended to {self.config.tasklist}")
 
     def _snapshot(self) -> Snapshot:
         running = sum(1 for task_id in self._busy if task_id >= 0)

@@ -1,9 +1,10 @@
 """Named runner and tasklist-handler definitions (``--runner NAME``, ``--tasklist NAME``).
 
-``default`` is always the basic runner and the line-list handler; every other name comes from
-the INI files of :mod:`taskfarmer.config`. A definition is imported and built only when asked
-for, so a broken one that the run does not use costs a warning (:meth:`Registry.warnings`),
-not the run. Runner classes written for PyTaskFarmer (``run``/``terminate``) are wrapped in
+``default`` is the basic runner and the line-list handler unless an INI file defines it
+(``[default]``, as PyTaskFarmer allowed); every other name comes from the INI files of
+:mod:`taskfarmer.config`. A definition is imported and built only when asked for, so a broken
+one that the run does not use costs a warning (:meth:`Registry.warnings`), not the run.
+Runner classes written for PyTaskFarmer (``run``/``terminate``) are wrapped in
 :class:`~taskfarmer.runners.legacy.LegacyRunner`.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Mapping, Optional, TextIO
+from typing import Callable, List, Mapping, Optional, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
+from . import task
 from .config import (
     RUNNERS,
     TASKLISTS,
@@ -26,6 +28,7 @@ from .config import (
     search_directories,
 )
 from .errors import ConfigError
+from .legacy_tasklist import LegacyTaskList
 from .runners.base import Runner
 from .runners.legacy import LegacyRunner, is_legacy
 from .tasks import TaskList
@@ -58,7 +61,7 @@ class Registry:
         definition = self.runners.get(name)
         made = _construct(definition)
         if is_legacy(type(made)):
-            return LegacyRunner(definition.class_path, definition.arguments)
+            return LegacyRunner(made)
         if not isinstance(made, Runner):
             raise definition.error(f"{definition.class_path} is not a runner: subclass "
                                    "taskfarmer.runners.Runner (or define PyTaskFarmer's "
@@ -72,11 +75,15 @@ class Registry:
             ConfigError: as for :meth:`runner`.
         """
         definition = self.tasklists.get(name)
+        target = _import(definition)
+        if isinstance(target, type) and issubclass(target, task.TaskList):
+            _check_arguments(definition, target, ["path", "workdir"])
+            return LegacyTaskList(target, definition)
         made = _construct(definition)
         if not isinstance(made, TaskList):
             raise definition.error(f"{definition.class_path} is not a tasklist handler: "
-                                   "subclass taskfarmer.tasks.TaskList (PyTaskFarmer's "
-                                   "handler classes cannot be used)")
+                                   "subclass taskfarmer.tasks.TaskList (or PyTaskFarmer's "
+                                   "taskfarmer.task.ListTaskList)")
         return made
 
     def warnings(self) -> List[ConfigError]:
@@ -84,17 +91,28 @@ class Registry:
         return self.runners.warnings() + self.tasklists.warnings()
 
 
-def _construct(definition: Definition) -> object:
-    """Import the class of ``definition`` and call it with the INI arguments."""
+def _import(definition: Definition) -> Callable[..., object]:
+    """The class ``definition`` names."""
     try:
         target = import_object(definition.class_path)
     except ConfigError as error:
         raise definition.error(error.reason) from None
     if not callable(target):
         raise definition.error(f"{definition.class_path} is not a class")
-    problem = keyword_problem(target, list(definition.arguments))
+    return target
+
+
+def _check_arguments(definition: Definition, target: object, given: List[str]) -> None:
+    """Raise if ``target`` would not accept the INI arguments (besides ``given`` ones)."""
+    problem = keyword_problem(target, [*given, *definition.arguments])
     if problem is not None:
         raise definition.error(f"{definition.class_path}: {problem}")
+
+
+def _construct(definition: Definition) -> object:
+    """Import the class of ``definition`` and call it with the INI arguments."""
+    target = _import(definition)
+    _check_arguments(definition, target, [])
     try:
         return target(**definition.arguments)
     except ConfigError as error:

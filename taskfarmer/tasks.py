@@ -14,7 +14,7 @@ import shlex
 import string
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Dict, Iterator, Union
+from typing import BinaryIO, Dict, Iterable, Iterator, Union
 
 from .config import flag
 from .errors import ConfigError, TasklistError
@@ -35,6 +35,11 @@ class TaskList:
     is applied when the task runs, so ``finished`` and ``failed`` list what the user wrote.
     """
 
+    def prepare(self, tasklist: Path, workdir: Path) -> None:
+        """Called once by the farm, in the farmer's main process before its workers start and
+        before :meth:`lines`, with the workdir created: nothing by default (the adapter of
+        PyTaskFarmer's handlers builds the handler here)."""
+
     def lines(self, path: Path) -> Iterator[str]:
         """The task lines of ``path`` in order.
 
@@ -47,34 +52,55 @@ class TaskList:
             TasklistError: the file cannot be read, or a line is not valid UTF-8 or holds a
                 NUL byte (a shell cannot run it).
         """
+        return self._read(path, self.open(path))
+
+    @staticmethod
+    def open(path: Path) -> BinaryIO:
+        """``path`` opened for reading.
+
+        Raises:
+            TasklistError: it is missing, a directory or unreadable.
+        """
         try:
-            handle = open(path, "rb")
+            return open(path, "rb")
         except IsADirectoryError:
             raise TasklistError(path, "is a directory, not a tasklist") from None
         except FileNotFoundError:
             raise TasklistError(path, "no such tasklist") from None
         except OSError as error:
             raise TasklistError(path, f"cannot read tasklist: {error.strerror}") from None
-        return self._read(path, handle)
 
     @staticmethod
     def _read(path: Path, handle: BinaryIO) -> Iterator[str]:
         with handle:
-            number = 0
-            try:
-                for number, raw in enumerate(handle, start=1):
-                    stripped = raw.strip()
-                    if not stripped or stripped.startswith(b"#"):
-                        continue
-                    if b"\0" in stripped:
-                        raise TasklistError(path, "line contains a NUL byte", line=number)
-                    try:
-                        yield stripped.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise TasklistError(path, "line is not valid UTF-8", line=number) from None
-            except OSError as error:
-                reason = f"read error: {error.strerror}"
-                raise TasklistError(path, reason, line=number + 1) from None
+            yield from TaskList.parse(path, handle)
+
+    @staticmethod
+    def parse(path: Path, raw_lines: Iterable[bytes], first: int = 1) -> Iterator[str]:
+        """The task lines among ``raw_lines`` of ``path``, the first being line ``first``
+        (the rules of :meth:`lines`; line numbers are for messages)."""
+        number = first - 1
+        try:
+            for number, raw in enumerate(raw_lines, start=first):
+                stripped = raw.strip()
+                if not stripped or stripped.startswith(b"#"):
+                    continue
+                if b"\0" in stripped:
+                    raise TasklistError(path, "line contains a NUL byte", line=number)
+                try:
+                    yield stripped.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise TasklistError(path, "line is not valid UTF-8", line=number) from None
+        except OSError as error:
+            reason = f"read error: {error.strerror}"
+            raise TasklistError(path, reason, line=number + 1) from None
+
+    @property
+    def grows(self) -> bool:
+        """True if lines appended to the list are imported as new tasks: the handler keeps
+        :meth:`lines`, so any part of the file can be read with :meth:`parse`. A handler that
+        overrides :meth:`lines` has its list read once, when the workdir is made."""
+        return type(self).lines is TaskList.lines
 
     def command(self, task: Task) -> str:
         """The shell command that runs ``task`` (the line itself by default)."""

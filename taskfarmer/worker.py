@@ -1,7 +1,8 @@
 """A worker: one process of a farmer's pool, running one task at a time.
 
 Each worker has its own lease (``WORKDIR/leases/NAME``; see :mod:`taskfarmer.store`) and loops:
-under the lock, record the result of the task it just ran and take the next one; then run it.
+under the lock, record the result of the task it just ran (then its job log line, see
+:mod:`taskfarmer.joblog`) and take the next one; then run it.
 One lock hold per task. On a stop signal it kills the task's process group, puts the task and
 any it had taken back into ``toprocess``, and drops its lease.
 """
@@ -11,18 +12,20 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, List, Mapping, Optional
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Set
 
 from .identity import Identity, group_has_live_members
-from .runners.base import Runner
+from .joblog import Entry, JobLog, exit_and_signal
+from .logs import TaskLogs
+from .runners.base import Process, Runner
 from .signals import StopRequest, died_of_stop_signal
 from .store import Lease, LeaseRevoked, Outcome, StateStore
 from .tasks import Task, TaskList
-from .timeline import Timeline, complete_event
+from .timeline import Timeline
+from .trace_events import Event, counters, execution
 
 #: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
 KILL_GRACE = 2.0
@@ -41,12 +44,13 @@ class WorkerConfig:
 
     slot: int
     farmer: str
-    track: int
+    track: int  # the farmer's timeline track (process id); this worker's tid is slot + 1
     node: str
     verbose: bool = False
     task_timeout: Optional[float] = None
     retries: int = 0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    logs: str = "flat"
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,23 @@ class Result:
     end: float
     ended_at: float  # monotonic clock, for RESULT_HOLD
     timed_out: bool = False
+    stopped: Optional[str] = None  # the stop that cut it short: it goes back to toprocess
+    rerun: bool = False  # an earlier execution of the task exists (timeline.started)
 
     @property
     def succeeded(self) -> bool:
         """Exit code 0."""
         return self.returncode == 0
+
+
+#: How recording an outcome changes the workdir's task counts.
+#: (An execution leaves ``running`` when it ends, before its result is recorded.)
+_OUTCOME_DELTAS: Dict[Outcome, Dict[str, int]] = {
+    Outcome.FINISHED: {"done": 1},
+    Outcome.FAILED: {"failed": 1},
+    Outcome.RETRY: {"pending": 1},
+    Outcome.DISCARDED: {},  # the farmer that took the lease over counted it back as pending
+}
 
 
 class Worker:
@@ -102,15 +118,21 @@ class Worker:
         self.monotonic = monotonic
         self.say = say
         self.results: List[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
+        self._events: List[Event] = []  # timeline events of this lock hold
+        self._delta: Dict[str, int] = {}  # how this lock hold changed the task counts
+        self._reruns: Set[int] = set()  # queued tasks that were started before
         self.on_change = on_change
         self.may_start = may_start  # asked before each claim: False takes no more tasks
         self.queue: Deque[Task] = deque()
-        self._process: Optional[subprocess.Popen] = None
+        self._process: Optional[Process] = None
         self._terminating = False
         self._kill_at = 0.0
         self._timed_out = False
         self._generation = 0
         self.lease: Lease
+        self.logs = TaskLogs(self.store.logs, config.logs, f"{config.farmer}.w{config.slot}")
+        self.joblog = JobLog(self.store.workdir / "joblog")
+        self.stopped: List[Result] = []  # cut short by a stop: logged once back in toprocess
         stop.on_stop(self._terminate)
 
     # -- signals -----------------------------------------------------------------------------
@@ -147,7 +169,8 @@ class Worker:
         name = f"{self.config.farmer}.w{self.config.slot}.{os.getpid()}.{self._generation}"
         owner = Identity.current(environ=self.config.environ,
                                  extra={"worker": str(self.config.slot),
-                                        "farmer": self.config.farmer})
+                                        "farmer": self.config.farmer,
+                                        "since": f"{self.clock():.3f}"})
         return self.store.register(name, owner)
 
     def run(self) -> int:
@@ -159,13 +182,16 @@ class Worker:
                 with self.store.locked():
                     self._settle()
                     if self.stop.requested:
+                        self._flush()
                         break
                     if not self.queue and self.may_start():
                         try:
-                            self.queue.extend(self.store.claim(self.lease, 1))
+                            claimed = self.store.claim(self.lease, 1)
                         except LeaseRevoked:
                             self.lease = self._register()
-                            self.queue.extend(self.store.claim(self.lease, 1))
+                            claimed = self.store.claim(self.lease, 1)
+                        self._take(claimed)
+                    self._flush()
                 if not self.queue:
                     if not self.results:
                         break
@@ -175,19 +201,25 @@ class Worker:
                 self._busy(task.id)
                 result = self._execute(task)
                 self._busy(-1)
-                if result is None:
-                    self.queue.appendleft(task)
-                    break
                 self.results.append(result)
+                self._count(running=-1)  # written with the next lock hold, right away
+                if result.stopped:
+                    break
         finally:
             with self.store.locked():
+                unstarted = len(self.queue)
                 self._settle(final=True)
                 if self.store.holds(self.lease):
                     self.store.requeue(self.queue)
+                    self._count(running=-unstarted, pending=unstarted)
                     self.store.release(self.lease)
+                    self._log(self.stopped, "stopped")
                 self.queue.clear()
+                self._flush()
             self.store.close()
+            self.joblog.close()
             self.timeline.close()
+            self.logs.close()
         return 0
 
     def _sleep_until_recordable(self) -> None:
@@ -211,6 +243,10 @@ class Worker:
             for result in self.results:
                 self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
                           "lease was taken over: result logged, not recorded")
+            self._log([result for result in self.results if not result.stopped], "discarded")
+            for result in self.results:
+                self._events += self._event(result, "stopped" if result.stopped
+                                            else Outcome.DISCARDED.value)
             self.results.clear()
             self.queue.clear()  # the farmer that took the lease over put them back
             self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
@@ -223,58 +259,116 @@ class Worker:
             ready = 0
             while ready < len(self.results) and self.results[ready].ended_at <= too_young:
                 ready += 1
-        events = []
+        logged: List[Entry] = []
         for result in self.results[:ready]:
+            if result.stopped:  # back into toprocess with the queue, when the worker leaves
+                self.queue.appendleft(result.task)
+                self.stopped.append(result)
+                self._events += self._event(result, "stopped")
+                self._count(pending=1)
+                continue
             if final and self.stop.requested and (
                     self.stop.at is None or self.stop.at - result.ended_at < RESULT_HOLD):
                 self.queue.appendleft(result.task)  # maybe cut short by the stop: run again
+                self.stopped.append(result)
                 self._say(f"task {result.task.id} ended just before the stop: back to "
                           "toprocess")
+                self._events += self._event(result, "put back")
+                self._count(pending=1)
                 continue
             outcome = self.store.record(self.lease, result.task, result.succeeded,
                                         self.config.retries)
             attempt = 0 if result.succeeded else self.store.attempt_count(result.task.id)
-            events.append(self._event(result, outcome, attempt))
+            self._events += self._event(result, outcome.value, attempt)
+            self._count(**_OUTCOME_DELTAS[outcome])
+            logged.append(self._entry(result, outcome_word(outcome, result.timed_out),
+                                      attempt or self.store.attempt_count(result.task.id) + 1))
             if outcome is Outcome.RETRY:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "
                           f"{self.config.retries + 1}): back in toprocess")
-        if events:
-            self.timeline.append(events)
+        self.joblog.append(logged)
         del self.results[:ready]
 
-    def _event(self, result: Result, outcome: Outcome, attempt: int) -> dict:
-        args = {"id": result.task.id, "exit": result.returncode, "host": self.config.node,
-                "outcome": outcome.value}
+    def _log(self, results: List[Result], outcome: str) -> None:
+        """*locked* Job log lines for executions whose result was not recorded."""
+        self.joblog.append([self._entry(result, outcome,
+                                        self.store.attempt_count(result.task.id) + 1)
+                            for result in results])
+
+    def _entry(self, result: Result, outcome: str, attempt: int) -> Entry:
+        code, signum = exit_and_signal(result.returncode)
+        return Entry(result.task.id, attempt, self.config.node, self.config.farmer,
+                     self.config.slot, result.start, result.end - result.start, code, signum,
+                     outcome, result.command)
+
+    def _event(self, result: Result, outcome: str, attempt: int = 0) -> List[Event]:
+        args = {"exit": result.returncode, "host": self.config.node}
         if attempt:
             args["failed_attempts"] = attempt
         if result.timed_out:
             args["timed_out"] = True
-        return complete_event(result.command, result.start, result.end, self.config.track,
-                              self.config.slot, args)
+        if result.stopped:
+            args["stop"] = result.stopped
+        return execution(result.task.id, result.command, result.start, result.end,
+                         self.config.track, self.config.slot + 1, outcome, result.rerun, args)
+
+    def _take(self, tasks: List[Task]) -> None:
+        """*locked* Queue claimed tasks: they count as running, and tell whether they ran
+        before (``timeline.started``)."""
+        for task in tasks:
+            if not self.timeline.state.first_start(task.id):
+                self._reruns.add(task.id)
+        self.queue.extend(tasks)
+        self._count(pending=-len(tasks), running=len(tasks))
+
+    def _count(self, **delta: int) -> None:
+        """Note a change of the workdir's task counts (see :meth:`_flush`)."""
+        for key, value in delta.items():
+            self._delta[key] = self._delta.get(key, 0) + value
+
+    def _flush(self) -> None:
+        """*locked* Append this lock hold's events, with the counts if they changed.
+
+        The counts are changed here, under the same lock hold as the state files: one
+        ``pread``/``pwrite`` of ``timeline.state`` and one timeline append per hold (which, in
+        the coherent mode, also ends the hold's use of the timeline files).
+        """
+        if any(self._delta.values()):
+            counts = self.timeline.state.change(**self._delta)
+            if counts is not None:
+                self._events.append(counters(self.clock(), counts.done, counts.failed,
+                                             counts.running, counts.pending))
+        self._delta.clear()
+        self.timeline.append(self._events)
+        self._events = []
 
     # -- one task ----------------------------------------------------------------------------
 
-    def _execute(self, task: Task) -> Optional[Result]:
-        """Run ``task``; None if it was stopped (it must go back into ``toprocess``)."""
+    def _execute(self, task: Task) -> Result:
+        """Run ``task``; a stopped result must go back into ``toprocess``."""
         command = self.handler.command(task)
+        rerun = task.id in self._reruns
+        self._reruns.discard(task.id)
         if self.config.verbose:
             self._say(f"start task {task.id}: {command}")
-        log_fd = os.open(self.store.logs / f"log_{task.id}",
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        rerun_note = (f"---- taskfarmer: task {task.id} runs again on {self.config.node} "
+                      "----\n").encode()
+        log_fd = self.logs.open(task.id, rerun_note)
         self._terminating = False
         self._timed_out = False
         try:
-            if os.fstat(log_fd).st_size:
-                os.write(log_fd, f"---- taskfarmer: task {task.id} runs again on "
-                                 f"{self.config.node} ----\n".encode())
             start = self.clock()
             try:
                 process = self.runner.start(task.id, command, log_fd, self.config.environ)
             except OSError as error:
                 os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
-                return self._finish(task, command, 127, start)
+                os.close(log_fd)
+                log_fd = -1
+                self.logs.done(task.id, rerun_note)
+                return self._finish(task, command, 127, start, rerun)
         finally:
-            os.close(log_fd)
+            if log_fd >= 0:
+                os.close(log_fd)
         self._process = process
         if self.stop.requested:
             self._terminate()
@@ -291,6 +385,7 @@ class Worker:
             Runner.kill(process, signal.SIGKILL)
         signal.setitimer(signal.ITIMER_REAL, 0)
         returncode = process.wait()
+        self.logs.done(task.id, rerun_note)
         self._process = None
         self.runner.cleanup(task.id)
         if not stopped and not self._timed_out and died_of_stop_signal(returncode):
@@ -298,10 +393,11 @@ class Worker:
         if stopped:
             if self.config.verbose:
                 self._say(f"stopped task {task.id}: back to toprocess")
-            return None
-        return self._finish(task, command, returncode, start)
+            return self._finish(task, command, returncode, start, rerun,
+                                stopped=self.stop.describe())
+        return self._finish(task, command, returncode, start, rerun)
 
-    def _wait(self, process: subprocess.Popen) -> None:
+    def _wait(self, process: Process) -> None:
         """Wait until the task's leader exits, recording held results meanwhile.
 
         The leader is not reaped: while it is a zombie its pid (= the group id) cannot be
@@ -325,14 +421,16 @@ class Worker:
                         break  # the task ended first
                     with self.store.locked():
                         self._settle()
+                        self._flush()
             finally:
                 os.close(pidfd)
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
 
-    def _finish(self, task: Task, command: str, returncode: int, start: float) -> Result:
+    def _finish(self, task: Task, command: str, returncode: int, start: float, rerun: bool,
+                stopped: Optional[str] = None) -> Result:
         result = Result(task, command, returncode, start, self.clock(), self.monotonic(),
-                        self._timed_out)
-        if self.config.verbose:
+                        self._timed_out, stopped, rerun)
+        if self.config.verbose and not stopped:
             how = "timed out" if result.timed_out else f"exit {returncode}"
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")
         return result
@@ -349,3 +447,10 @@ class Worker:
     def _say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self.say(f"{stamp} {self.config.node} worker {self.config.slot}: {text}")
+
+
+def outcome_word(outcome: Outcome, timed_out: bool) -> str:
+    """The job log's outcome for a recorded execution (see :mod:`taskfarmer.joblog`)."""
+    if outcome is Outcome.FAILED and timed_out:
+        return "timed out"
+    return outcome.value

@@ -45,6 +45,14 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def need(available: bool, reason: str) -> None:
+    """Skip the test unless ``available``; under CI a missing install step fails instead."""
+    if not available:
+        if _in_ci():
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_dockerd.DockerDaemon]:
     """A private Docker daemon for the whole test session, stopped and removed at the end."""
@@ -84,3 +92,25 @@ def docker_env(
 # ==========================================================================================
 # End of Docker fixtures
 # ==========================================================================================
+
+
+# ==========================================================================================
+# PyTaskFarmer 0.1.0 from PyPI in its own virtualenv (tests/pytaskfarmer_env.py)
+# ==========================================================================================
+
+import pytaskfarmer_env as _pytaskfarmer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pytaskfarmer(request: pytest.FixtureRequest) -> _pytaskfarmer.PyTaskFarmer:
+    """PyTaskFarmer 0.1.0 in a virtualenv, built once into the pytest cache and reused.
+
+    Building needs PyPI: without it the tests that use this are skipped, except in CI
+    (CI=true), where that is an error.
+    """
+    try:
+        return _pytaskfarmer.build(Path(request.config.cache.mkdir("pytaskfarmer")))
+    except RuntimeError as error:
+        if _in_ci():
+            pytest.fail(f"CI=true but {error}", pytrace=False)
+        pytest.skip(str(error).splitlines()[0])

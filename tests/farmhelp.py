@@ -20,10 +20,18 @@ def write_tasklist(path: Path, lines: Sequence[str]) -> Path:
 
 
 def farmer_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """Our environment without SLURM/SCRATCH influence, plus ``extra``."""
+    """Our environment without SLURM/SCRATCH influence, plus ``extra``.
+
+    A ``PYTHONPATH`` in ``extra`` goes before ours: tests run with ``PYTHONPATH`` = the
+    checkout under test, which the farmer must keep importing.
+    """
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLURM") and k not in ("SCRATCH", "TASKFARMER_LOCK")}
-    env.update(extra or {})
+           if not k.startswith("SLURM")
+           and k not in ("SCRATCH", "TASKFARMER_LOCK", "TASKFARMER_IO")}
+    extra = dict(extra or {})
+    if "PYTHONPATH" in extra and env.get("PYTHONPATH"):
+        extra["PYTHONPATH"] += os.pathsep + env["PYTHONPATH"]
+    env.update(extra)
     return env
 
 

@@ -98,3 +98,9 @@ def test_nodes_killed_at_random_lose_and_duplicate_nothing(tmp_path: Path) -> No
     ran = [int(x) for x in runs.read_text().split()]
     assert set(ran) == set(range(TASKS))  # some ran twice (killed mid-way), none recorded twice
     json.loads((workdir / "timeline.json").read_text())
+    # the job log never shows an outcome that was not recorded: at most one "finished" line
+    # per task (a farmer killed between the record and the log line leaves none)
+    logged = [line.split("\t") for line in (workdir / "joblog").read_text().splitlines()[1:]]
+    finished = [int(fields[0]) for fields in logged if fields[9] == "finished"]
+    assert len(finished) == len(set(finished)) and set(finished) <= set(range(TASKS))
+    assert len(finished) >= TASKS - 3 * kills

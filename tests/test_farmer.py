@@ -21,6 +21,8 @@ from farmhelp import (
     write_tasklist,
 )
 
+from taskfarmer.trace_events import COUNTERS_PID
+
 
 def test_runs_every_task_through_a_shell(tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "tasks.txt", [
@@ -123,8 +125,14 @@ def test_stop_signal_requeues_running_tasks(tmp_path: Path, sig: int) -> None:
     assert len(task_pids) == 6
     wait_for(lambda: not any(alive(pid) for pid in task_pids), timeout=10,
              what="task processes gone")
+    # The timeline shows the three cut executions, each with its end marker, and the stop.
     timeline = json.loads((workdir / "timeline.json").read_text())
-    assert not [e for e in timeline if e["ph"] == "X"]  # killed tasks are no executions
+    executions = [e for e in timeline if e["ph"] == "X"]
+    assert sorted(e["args"]["id"] for e in executions) == [0, 1, 2]
+    assert {e["cat"] for e in executions} == {"stopped"}
+    assert [e["name"] for e in timeline if e["ph"] == "i" and e["s"] == "t"] == ["stopped"] * 3
+    stops = [e for e in timeline if e["name"].startswith("stop: ")]
+    assert [e["args"]["stop"] for e in stops] == [signal.Signals(sig).name]
 
 
 def test_tasks_signalled_with_the_farmer_are_requeued_not_failed(tmp_path: Path) -> None:
@@ -182,11 +190,16 @@ def test_timeline_is_valid_trace_json(tmp_path: Path) -> None:
     assert sorted(e["args"]["id"] for e in complete) == list(range(7))
     assert {e["args"]["exit"] for e in complete} == {0, 1}
     assert all(e["dur"] >= 0 and e["ts"] > 1_600_000_000_000_000 for e in complete)
-    names = [e for e in events if e["ph"] == "M" and e["name"] == "process_name"]
+    names = [e for e in events if e["ph"] == "M" and e["name"] == "process_name"
+             and e["pid"] != COUNTERS_PID]
     assert len(names) == 2 and len({e["pid"] for e in names}) == 2
+    assert all(e["args"]["name"].endswith(" · farmer pid") for e in names)
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
                if e["name"] == "thread_name"}
+    assert sorted(tid for pid, tid in threads if pid == names[0]["pid"]) == [1, 2]
     assert all((e["pid"], e["tid"]) in threads for e in complete)
+    order = [e["args"]["sort_index"] for e in events if e["name"] == "process_sort_index"]
+    assert order == [1, 2]
 
 
 def test_rerun_log_is_appended_with_a_separator(tmp_path: Path) -> None:

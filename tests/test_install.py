@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,10 @@ for kind in (RUNNERS, TASKLISTS):
 
 
 def run(*argv: object, cwd: Path) -> str:
+    # Without PYTHONPATH: tests run with PYTHONPATH=checkout, which would shadow the install.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+                          timeout=300, stdin=subprocess.DEVNULL, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -63,3 +66,8 @@ def test_installed_package_finds_shipped_definitions(tmp_path: Path) -> None:
     assert runner_names.split() == ["apptainer-example", "docker-example", "podman-example",
                                     "shifter-example"]
     assert tasklist_names.split() == ["template-example"]
+    # PyTaskFarmer's command name is installed too, as the same CLI.
+    for command in ("farmer", "pytaskfarmer.py"):
+        script = (venv / "bin" / command).read_text()
+        assert "from taskfarmer.cli import" in script, script
+    assert "pytaskfarmer_main" in (venv / "bin" / "pytaskfarmer.py").read_text()

@@ -51,17 +51,42 @@ def registry(home: Path) -> Registry:
 # -- search order ----------------------------------------------------------------------------
 
 
-def test_default_is_always_basic_and_list(home: Path) -> None:
-    write_ini(home / ".taskfarmer" / "runners.d", "d.ini", """
-        [default]
-        Runner = taskfarmer.runners.ShifterRunner
-        image = x
-        """)
+def test_default_is_basic_and_list_unless_defined(home: Path) -> None:
     found = registry(home)
     assert type(found.runner("default")) is BasicRunner
     assert type(found.tasklist("default")) is ListTaskList
-    [warning] = found.warnings()
-    assert warning.section == "default" and "always" in warning.reason
+    assert found.warnings() == []
+
+
+def test_default_section_replaces_the_default_runner(home: Path) -> None:
+    """PyTaskFarmer's users run every task in a container with a ``[default]`` section; the
+    search order decides between several, as for any other name."""
+    py = write_ini(home / ".pytaskfarmer" / "runners.d", "d.ini", """
+        [default]
+        Runner = taskfarmer.runners.ShifterRunner
+        image = py
+        """)
+    found = registry(home)
+    runner = found.runner("default")
+    assert isinstance(runner, ShifterRunner) and runner.image == "py"
+    assert found.warnings() == []
+    [entry] = [e for e in found.runners.listing() if e.origin == "built-in"]
+    assert entry.note == f"replaced by {py}"
+    write_ini(Path.cwd() / "runners.d", "d.ini", """
+        [default]
+        Runner = taskfarmer.runners.ShifterRunner
+        image = cwd
+        """)
+    assert registry(home).runner("default").image == "cwd"  # type: ignore[attr-defined]
+
+
+def test_broken_default_section_is_an_error(home: Path) -> None:
+    write_ini(home / ".pytaskfarmer" / "runners.d", "d.ini", """
+        [default]
+        image = x
+        """)
+    with pytest.raises(ConfigError, match=r"d\.ini \[default\]: no Runner key"):
+        registry(home).runner("default")
 
 
 def test_later_directories_win(home: Path) -> None:
@@ -351,7 +376,7 @@ def test_user_runner_classes_and_legacy_ones(home: Path, tmp_path: Path,
     assert found.runner("echo").argv(1, "x") == ["echo", "hello", "x"]
     old = found.runner("old")
     assert isinstance(old, LegacyRunner)
-    assert (old.class_path, old.arguments) == ("myrunners.Old", {"prefix": ">"})
+    assert type(old.legacy).__name__ == "Old" and old.legacy.prefix == ">"
     assert isinstance(found.runner("oldsub"), LegacyRunner)
 
 

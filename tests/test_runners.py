@@ -10,12 +10,21 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
-from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
+from farmhelp import (
+    alive,
+    ids,
+    pids_in,
+    run_farmer,
+    signal_tree,
+    start_farmer,
+    stop,
+    wait_for,
+    write_tasklist,
+)
 
-from taskfarmer.config import flag, keyword_problem
+from taskfarmer.config import flag, import_object, keyword_problem
 from taskfarmer.errors import ConfigError
 from taskfarmer.resources import AMD, ANY, NVIDIA, SlotResources
 from taskfarmer.runners import ApptainerRunner, BasicRunner, DockerRunner, ShifterRunner
@@ -250,6 +259,23 @@ class Subclass(BasicRunner):
     def run(self, taskid, command, logfh):
         logfh.write("before\\n")
         return super().run(taskid, command, logfh)
+
+
+class Pytf(BasicRunner):
+    """As PyTaskFarmer's runners are written: terminate() uses its attribute execute."""
+
+    def run(self, taskid, command, logfh):
+        return super().run(taskid, command, logfh)
+
+    def terminate(self):
+        with open(os.environ["TERMINATED"], "a") as marker:
+            marker.write(f"{os.environ['PROC_NUMBER']}\\n")
+        self.execute.kill()
+
+
+class BrokenTerminate(Pytf):
+    def terminate(self):
+        raise AttributeError("'BrokenTerminate' object has no attribute 'proc'")
 '''
 
 
@@ -261,6 +287,11 @@ def legacy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (directory / "oldrunners.py").write_text(textwrap.dedent(LEGACY_MODULE))
     monkeypatch.syspath_prepend(str(directory))
     return directory
+
+
+def legacy(name: str, **arguments: str) -> LegacyRunner:
+    """The adapter over ``oldrunners.NAME(**arguments)``, as the registry builds it."""
+    return LegacyRunner(import_object(f"oldrunners.{name}")(**arguments))  # type: ignore[operator]
 
 
 def run_task(runner: LegacyRunner, task_id: int, command: str, log: Path,
@@ -293,7 +324,7 @@ def test_is_legacy() -> None:
                                            ("kill -9 $$", -9)])
 def test_legacy_runner_output_environment_and_exit_code(
         legacy_module: Path, tmp_path: Path, command: str, code: int) -> None:
-    runner = LegacyRunner("oldrunners.Wrapping", {"prefix": ">>"})
+    runner = legacy("Wrapping", prefix=">>")
     log = tmp_path / "log"
     assert run_task(runner, 4, command, log, dict(os.environ)) == code
     assert log.read_text().startswith(">> task 4 PROC_NUMBER=4\n")
@@ -302,17 +333,17 @@ def test_legacy_runner_output_environment_and_exit_code(
 
 def test_legacy_none_is_a_failure_and_super_run_works(legacy_module: Path,
                                                       tmp_path: Path) -> None:
-    assert run_task(LegacyRunner("oldrunners.NoCode", {}), 0, "true", tmp_path / "a",
+    assert run_task(legacy("NoCode"), 0, "true", tmp_path / "a",
                     dict(os.environ)) == 1
     log = tmp_path / "b"
-    assert run_task(LegacyRunner("oldrunners.Subclass", {}), 1, "echo $PROC_NUMBER; exit 3",
+    assert run_task(legacy("Subclass"), 1, "echo $PROC_NUMBER; exit 3",
                     log, dict(os.environ)) == 3
     assert log.read_text() == "before\n1\n"
 
 
 def test_legacy_stop_calls_terminate(legacy_module: Path, tmp_path: Path) -> None:
     marker = tmp_path / "terminated"
-    runner = LegacyRunner("oldrunners.Wrapping", {})
+    runner = legacy("Wrapping")
     log = tmp_path / "log"
     with open(log, "ab") as handle:
         process = runner.start(2, "echo started; exec sleep 60", handle.fileno(),
@@ -320,7 +351,7 @@ def test_legacy_stop_calls_terminate(legacy_module: Path, tmp_path: Path) -> Non
     wait_for(lambda: "started" in log.read_text(), what="the task to start")
     BasicRunner.kill(process, signal.SIGTERM)  # what a stopping worker does first
     # The sleep died of the group's SIGTERM or of terminate()'s SIGKILL; the helper passes it on.
-    assert process.wait(timeout=30) in (-signal.SIGTERM, -signal.SIGKILL)
+    assert process.wait() in (-signal.SIGTERM, -signal.SIGKILL)
     assert marker.read_text() == "2\n"
 
 
@@ -340,20 +371,25 @@ def test_farmer_with_a_legacy_runner(legacy_module: Path, tmp_path: Path) -> Non
     assert (workdir / "logs" / "log_2").read_text() == "## task 2 PROC_NUMBER=2\n2\n"
 
 
-def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["Wrapping", "Pytf", "BrokenTerminate"])
+def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path,
+                                          name: str) -> None:
+    """A stop calls terminate() (which may use PyTaskFarmer's attribute ``execute``); if it
+    raises, the task's processes are killed all the same (they ignore SIGTERM here: only
+    SIGKILL ends them). The tasks go back to toprocess."""
     home = tmp_path / "home"
-    (home / ".taskfarmer" / "runners.d").mkdir(parents=True)
-    (home / ".taskfarmer" / "runners.d" / "old.ini").write_text(
-        "[old]\nRunner = oldrunners.Wrapping\n")
-    started = tmp_path / "started"
-    started.mkdir()
-    lines: List[str] = [f"touch {started}/$PROC_NUMBER; exec sleep 600" for _ in range(2)]
-    tasks = write_tasklist(tmp_path / "tasks", lines)
+    (home / ".pytaskfarmer" / "runners.d").mkdir(parents=True)
+    (home / ".pytaskfarmer" / "runners.d" / "old.ini").write_text(
+        f"[old]\nRunner = oldrunners.{name}\n")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    line = f"trap '' TERM; echo $$ > {pids}/$PROC_NUMBER.pid; exec sleep 600"
+    tasks = write_tasklist(tmp_path / "tasks", [line, line])
     env = {"HOME": str(home), "PYTHONPATH": str(legacy_module),
            "TERMINATED": str(tmp_path / "terminated")}
     farmer = start_farmer([str(tasks), "-n", "2", "--runner", "old"], env=env, cwd=tmp_path)
     try:
-        wait_for(lambda: len(list(started.iterdir())) == 2, what="both tasks to start")
+        wait_for(lambda: len(pids_in(pids)) == 2, what="both tasks to start")
         result = stop(farmer)
     finally:
         if farmer.poll() is None:
@@ -362,7 +398,41 @@ def test_farmer_stop_with_a_legacy_runner(legacy_module: Path, tmp_path: Path) -
     workdir = tmp_path / "tasks_workdir"
     assert sorted(ids(workdir / "toprocess")) == [0, 1]
     assert ids(workdir / "failed") == [] and ids(workdir / "finished") == []
-    assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
+    wait_for(lambda: not any(alive(pid) for pid in pids_in(pids)), timeout=30,
+             what="the tasks' processes to die")
+    if name == "BrokenTerminate":
+        assert ("BrokenTerminate.terminate() raised AttributeError"
+                in (workdir / "logs" / "log_0").read_text())
+    else:
+        assert sorted((tmp_path / "terminated").read_text().split()) == ["0", "1"]
+
+
+def test_legacy_tasks_signalled_with_the_farmer_are_requeued(legacy_module: Path,
+                                                             tmp_path: Path) -> None:
+    """SLURM signals every process of a step: the helper gets SIGUSR1 itself, calls
+    terminate(), and must end as stopped (not failed) whatever the worker sees first."""
+    home = tmp_path / "home"
+    (home / ".pytaskfarmer" / "runners.d").mkdir(parents=True)
+    (home / ".pytaskfarmer" / "runners.d" / "old.ini").write_text(
+        "[old]\nRunner = oldrunners.Wrapping\n")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    line = f"echo $$ > {pids}/$PROC_NUMBER.pid; exec sleep 600"
+    tasks = write_tasklist(tmp_path / "tasks", [line] * 4)
+    env = {"HOME": str(home), "PYTHONPATH": str(legacy_module),
+           "TERMINATED": str(tmp_path / "terminated")}
+    farmer = start_farmer([str(tasks), "-n", "2", "--runner", "old"], env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: len(pids_in(pids)) == 2, what="both tasks to start")
+        signal_tree(farmer.pid, signal.SIGUSR1)
+        _, err = farmer.communicate(timeout=30)
+    finally:
+        if farmer.poll() is None:
+            farmer.kill()
+    assert farmer.returncode == 3, err
+    workdir = tmp_path / "tasks_workdir"
+    assert ids(workdir / "failed") == [] and ids(workdir / "finished") == []
+    assert sorted(ids(workdir / "toprocess")) == [0, 1, 2, 3]
 
 
 def test_tasks_inherit_exactly_the_runner_environment(tmp_path: Path) -> None:

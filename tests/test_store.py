@@ -157,6 +157,29 @@ def test_crash_after_compaction_commit_is_finished_by_next_reader(tmp_path: Path
     assert not (tmp_path / "toprocess.new").exists()
 
 
+@pytest.mark.parametrize("first_call", ["pending", "pending_count", "claim"])
+def test_a_compaction_finished_on_the_way_does_not_leave_a_stale_descriptor(
+        tmp_path: Path, first_call: str) -> None:
+    """Reading the cursor may finish a crashed compaction, which replaces ``toprocess``: the
+    callers must open ``toprocess`` after that, not read through the replaced file's (closed)
+    descriptor."""
+    store = make_store(tmp_path, ["a", "b", "c"])
+    with store.locked():
+        lease = store.register("l1", owner())
+        store.claim(lease, 2)
+        store.release(lease)
+    (tmp_path / "toprocess.new").write_text("2 c\n")  # steps (1) and (2), then "SIGKILL"
+    with open(tmp_path / "claims", "a") as claims:
+        claims.write("- compact\n")
+    with store.locked():  # this process still has its descriptor of the old toprocess
+        lease = store.register("l2", owner())
+        if first_call == "pending":
+            assert store.pending()
+        elif first_call == "pending_count":
+            assert store.pending_count(10) == 1
+        assert [t.id for t in store.claim(lease, 5)] == [2]
+
+
 def test_repair_cuts_torn_last_lines_and_keeps_them(tmp_path: Path) -> None:
     store = make_store(tmp_path, ["a", "b"])
     with open(tmp_path / "finished", "a") as finished:

@@ -75,8 +75,8 @@ def test_template_handler_in_a_run(tmp_path: Path) -> None:
         "0 data/a.txt", "1 data/b c.txt"]
     assert (workdir / "failed").read_text() == "2 data/none\n"
     events = json.loads((workdir / "timeline.json").read_text())
-    names = {e["args"]["id"]: e["name"] for e in events if e["ph"] == "X"}
-    assert names[1] == "mkdir -p out && wc -l < 'data/b c.txt' > out/'b c'.$PROC_NUMBER"
+    commands = {e["args"]["id"]: e["args"]["command"] for e in events if e["ph"] == "X"}
+    assert commands[1] == "mkdir -p out && wc -l < 'data/b c.txt' > out/'b c'.$PROC_NUMBER"
 
 
 def test_template_error_from_the_cli(tmp_path: Path) -> None:

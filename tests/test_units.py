@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from taskfarmer.cli import compat_argv
+from taskfarmer.argv import translate
+from taskfarmer.errors import UsageError
 from taskfarmer.farm import IDLE_POLL_FIRST, POLL, idle_backoff
 from taskfarmer.locking import lock_path, make_lock
 from taskfarmer.progress import PlainDisplay, RichDisplay, Snapshot
@@ -19,7 +21,12 @@ from taskfarmer.runners.basic import shell_argv
 from taskfarmer.signals import StopRequest, died_of_stop_signal
 from taskfarmer.slurm import default_proc, job_labels
 from taskfarmer.store import Counts
-from taskfarmer.timeline import Timeline, complete_event, track_id
+from taskfarmer.timeline import Timeline
+from taskfarmer.trace_events import choose_pid, execution, process_title
+
+
+def _slice(name: str, task_id: int = 0) -> list:
+    return execution(task_id, name, 1.5, 2.0, 7, 1, "finished", False, {})
 
 
 def test_timeline_appends_stay_valid_json(tmp_path: Path) -> None:
@@ -27,7 +34,7 @@ def test_timeline_appends_stay_valid_json(tmp_path: Path) -> None:
     timeline.append([])
     assert not (tmp_path / "timeline.json").exists()
     for i in range(3):
-        timeline.append([complete_event(f"task {i}", 1.5, 2.0, 7, 1, {"id": i})])
+        timeline.append(_slice("echo", i))
         events = json.loads((tmp_path / "timeline.json").read_text())
         assert [e["args"]["id"] for e in events] == list(range(i + 1))
     assert events[0]["ts"] == 1_500_000 and events[0]["dur"] == 500_000
@@ -36,21 +43,28 @@ def test_timeline_appends_stay_valid_json(tmp_path: Path) -> None:
 def test_timeline_repair_cuts_a_torn_event(tmp_path: Path) -> None:
     path = tmp_path / "timeline.json"
     timeline = Timeline(path)
-    timeline.append([complete_event("a", 1, 2, 1, 1, {}), complete_event("b", 1, 2, 1, 1, {})])
+    timeline.append(_slice("a") + _slice("b"))
     whole = path.read_bytes()
     path.write_bytes(whole[:-3] + b',\n{"name":"c","ph":"X","ts":1')  # a node died mid-write
     assert Timeline(path).repair()
-    assert [e["name"] for e in json.loads(path.read_text())] == ["a", "b"]
-    Timeline(path).append([complete_event("d", 1, 2, 1, 1, {})])
-    assert [e["name"] for e in json.loads(path.read_text())] == ["a", "b", "d"]
+    assert [e["name"] for e in json.loads(path.read_text())] == ["0: a", "0: b"]
+    Timeline(path).append(_slice("d"))
+    assert [e["name"] for e in json.loads(path.read_text())] == ["0: a", "0: b", "0: d"]
     path.write_bytes(b"[\n{\"na")
     assert Timeline(path).repair() and path.read_bytes() == b""
 
 
-def test_track_ids_are_stable_positive_and_distinct() -> None:
-    assert track_id("n1.12-ab") == track_id("n1.12-ab")
-    assert track_id("n1.12-ab") != track_id("n2.12-ab")
-    assert 0 < track_id("x") < 2**31
+def test_track_pids_are_the_farmers_own_unless_taken() -> None:
+    assert choose_pid(4242, [], 16, "n1.4242-ab") == 4242
+    taken = choose_pid(4242, [4242], 16, "n2.4242-cd")
+    assert taken not in (4242, 1) and taken > 16
+    assert choose_pid(4242, [4242, taken], 16, "n2.4242-cd") == taken + 1
+    assert choose_pid(1, [], 16, "c.1-ef") > 16  # PID 1 in a container: tid 1 would clash
+    assert choose_pid(8, [], 16, "c.8-ef") > 16
+    assert process_title("n1", {}, True) == "n1 · farmer pid"
+    labels = {"job": "12", "step": "0", "array_job": "10", "array_task": "2", "restart": "1"}
+    assert process_title("n1", labels, False) == (
+        "n1 · job 12.0 · array 10_2 · restart 1 · farmer track")
 
 
 def test_plain_display_prints_summaries_on_its_clock() -> None:
@@ -98,10 +112,39 @@ def test_job_labels() -> None:
         "job": "12", "restart": "1"}
 
 
+KNOWN = ["--proc", "--timeout", "--workdir", "--verbose", "--runner", "--tasklist", "--lease",
+         "--retries", "--task-timeout", "--requeue-failed", "--lock", "--list-runners",
+         "--list-tasklists", "--version", "--help"]
+
+
 def test_pytaskfarmer_verbose_values() -> None:
-    assert compat_argv(["t", "-v", "True"]) == ["t", "--verbose"]
-    assert compat_argv(["t", "--verbose", "0", "-n", "2"]) == ["t", "-n", "2"]
-    assert compat_argv(["-v", "tasks.txt"]) == ["-v", "tasks.txt"]
+    assert translate(["t", "-v", "True"], KNOWN) == ["t", "--verbose"]
+    assert translate(["t", "--verbose", "0", "-n", "2"], KNOWN) == ["t", "-n", "2"]
+    assert translate(["-v", "tasks.txt"], KNOWN) == ["--verbose", "tasks.txt"]
+    assert translate(["--verbose=True", "t"], KNOWN) == ["--verbose", "t"]
+    assert translate(["--verbose=0", "t"], KNOWN) == ["t"]
+    # As pytaskfarmer.py, -v always takes a value, whatever it is (argparse did).
+    assert translate(["-v", "yes please", "t"], KNOWN, True) == ["--verbose", "t"]
+    assert translate(["-v", "tasks.txt", "t"], KNOWN, True) == ["--verbose", "t"]
+    assert translate(["-vFalse", "t"], KNOWN, True) == ["t"]
+    assert translate(["-v1", "t"], KNOWN, True) == ["--verbose", "t"]
+    assert translate(["t", "--", "-v", "1"], KNOWN, True) == ["t", "--", "-v", "1"]
+
+
+def test_argparse_style_abbreviations() -> None:
+    assert translate(["--pro", "4", "--work", "w", "t"], KNOWN) == [
+        "--proc", "4", "--workdir", "w", "t"]
+    assert translate(["--pro=4", "--ti=9", "t"], KNOWN) == ["--proc=4", "--timeout=9", "t"]
+    # Unambiguous in PyTaskFarmer stays so, though ours has more options.
+    assert translate(["--ver", "1", "--task", "x", "t"], KNOWN, True) == [
+        "--verbose", "--tasklist", "x", "t"]
+    assert translate(["--req", "t"], KNOWN) == ["--requeue-failed", "t"]
+    assert translate(["--nope", "t"], KNOWN) == ["--nope", "t"]  # click reports it
+    with pytest.raises(UsageError, match="--t: ambiguous option: could be --tasklist, "
+                                         "--timeout"):
+        translate(["--t", "1", "t"], KNOWN)
+    with pytest.raises(UsageError, match="could be --list-runners, --list-tasklists"):
+        translate(["--list"], KNOWN)
 
 
 def test_lock_path_uses_scratch_and_the_absolute_workdir(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from typing import List, Optional, Sequence
 
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
 
-from taskfarmer.timeline import Timeline, complete_event
+from taskfarmer.timeline import Timeline
+from taskfarmer.trace_events import execution
 from taskfarmer.walltime import (
     MIN_SAMPLES,
     DurationSource,
@@ -62,8 +63,7 @@ def test_slurm_job_end_sources() -> None:
 
 
 def _execution(timeline: Timeline, seconds: float, outcome: str = "finished") -> None:
-    timeline.append([complete_event("task", 1000.0, 1000.0 + seconds, 1, 0,
-                                    {"id": 0, "outcome": outcome})])
+    timeline.append(execution(0, "task", 1000.0, 1000.0 + seconds, 1, 1, outcome, False, {}))
 
 
 def test_timeline_durations_counts_each_finished_execution_once(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import IO, ClassVar, Dict, List, Mapping, Optional
+from typing import IO, ClassVar, Dict, List, Mapping, Optional, Protocol
 
 from ..resources import SlotResources
 
@@ -55,10 +55,30 @@ def _devnull() -> int:
     return _null[pid]
 
 
-class Runner:
-    """Base class of runners."""
+class Process(Protocol):
+    """A started task as the worker sees it: :class:`subprocess.Popen`, or the forked helper
+    of :class:`~taskfarmer.runners.legacy.LegacyRunner`."""
 
-    _running: Optional[subprocess.Popen] = None
+    pid: int
+
+    def wait(self) -> int:
+        """Reap the task's leader; its exit code, ``-N`` if signal N killed it."""
+        ...
+
+
+class Runner:
+    """Base class of runners.
+
+    Attributes:
+        own_session: :meth:`start` puts the task in a new session (its own process group,
+            which the worker kills as a whole); False when PyTaskFarmer's :meth:`run` is
+            called inside the legacy adapter's helper, which leads the session already.
+        execute: the process :meth:`run` is running (PyTaskFarmer's name, which its
+            runners' ``terminate`` methods use), else None.
+    """
+
+    own_session = True
+    execute: Optional[subprocess.Popen] = None
     #: The worker slot's devices and CPUs (:meth:`assign`); slot 0 with none until then.
     resources: SlotResources = SlotResources(0)
 
@@ -94,11 +114,11 @@ class Runner:
             stdin=_devnull(),
             stdout=log_fd,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=self.own_session,
         )
 
     @staticmethod
-    def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    def kill(process: Process, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to the task's whole process group (it is the group's leader)."""
         try:
             os.killpg(process.pid, sig)
@@ -116,14 +136,17 @@ class Runner:
         The environment is this process's. :meth:`terminate` (from a signal handler) stops it.
         """
         logfh.flush()
-        self._running = self.start(taskid, command, logfh.fileno(), os.environ)
+        self.execute = self.start(taskid, command, logfh.fileno(), os.environ)
         try:
-            return self._running.wait()
+            return self.execute.wait()
         finally:
-            self._running = None
             self.cleanup(taskid)
 
     def terminate(self) -> None:
-        """Kill the task :meth:`run` is running, if any."""
-        if self._running is not None:
-            self.kill(self._running)
+        """Kill the task :meth:`run` is running, if any (its group, if it leads one)."""
+        if self.execute is None or self.execute.returncode is not None:
+            return
+        if self.own_session:
+            self.kill(self.execute)
+        else:
+            self.execute.kill()

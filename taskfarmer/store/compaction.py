@@ -35,7 +35,7 @@ class Compactor:
         """
         toprocess = self.files.toprocess
         cursor = self.ledger.cursor()
-        size = toprocess.stat().st_size
+        size = self.files.size(toprocess)
         run_end = self._sorted_run_end(cursor, size)
         tail = sorted((parse_task_line(line, toprocess, offset).id, line)
                       for offset, line in lines(toprocess, start=run_end))

@@ -19,27 +19,39 @@ class LineCounter:
         self.count = 0
 
     def update(self, end: Optional[int] = None) -> int:
-        """Count complete lines up to ``end`` (default: the end of the file)."""
+        """Count complete lines up to ``end`` (default: the end of the file).
+
+        Without the lock, the file can be replaced while we read it (a compaction on another
+        node: on NFS the old one is gone, ``ESTALE``): then the count stays as it was.
+        """
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
             size = 0
+        except OSError:
+            return self.count
         limit = size if end is None else min(end, size)
         if limit < self.offset:  # compacted or truncated: start over
             self.offset = 0
             self.count = 0
         if limit > self.offset:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                remaining = limit - self.offset
-                while remaining > 0:
-                    block = handle.read(min(remaining, 1 << 20))
-                    if not block:
-                        break
-                    remaining -= len(block)
-                    self.count += block.count(b"\n")
-                    self.offset += len(block)
+            try:
+                self._read(limit)
+            except OSError:
+                pass
         return self.count
+
+    def _read(self, limit: int) -> None:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            remaining = limit - self.offset
+            while remaining > 0:
+                block = handle.read(min(remaining, 1 << 20))
+                if not block:
+                    break
+                remaining -= len(block)
+                self.count += block.count(b"\n")
+                self.offset += len(block)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The files of a workdir, and this process's descriptors of them."""
+"""The files of a workdir, and this process's descriptors of them (fast or coherent)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from ..errors import StateError, WorkdirError
 class StateFiles:
     """Where each state file of ``workdir`` lives, and descriptors opened on demand.
 
-    Each process opens its own descriptors (lazily, so a store survives ``fork``).
+    Each process opens its own descriptors (lazily, so a store survives ``fork``). In the
+    fast mode (a local filesystem) they stay open from one lock hold to the next. In the
+    coherent mode (``coherent``; a filesystem shared between nodes) every descriptor is opened
+    inside a lock hold and closed before it ends: see "Coherence" in :mod:`taskfarmer.store`.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, coherent: bool = False) -> None:
         self.workdir = workdir
+        self.coherent = coherent
         self.toprocess = workdir / "toprocess"
         self.toprocess_new = workdir / "toprocess.new"
         self.claims = workdir / "claims"
@@ -31,7 +35,14 @@ class StateFiles:
         self._toprocess_ino = -1
 
     def fd(self, path: Path) -> int:
-        """This process's ``O_APPEND`` read-write descriptor of ``path`` (created if missing)."""
+        """This process's ``O_APPEND`` read-write descriptor of ``path`` (created if missing).
+
+        Why ``O_APPEND`` is safe in the coherent mode too: an NFS client appends at its cached
+        idea of the file's size, and that is the server's size here, because the descriptor
+        was opened after the lock was taken (the open revalidated the attributes: close-to-open)
+        and nobody else changes the file while we hold the lock. ``O_CREAT`` makes the open
+        itself go to the server, even through a stale cached directory entry.
+        """
         entry = self._fds.get(path)
         if entry is not None and entry[1] == os.getpid():
             return entry[0]
@@ -45,6 +56,24 @@ class StateFiles:
     def size(self, path: Path) -> int:
         """The size of ``path`` as seen through our descriptor."""
         return os.fstat(self.fd(path)).st_size
+
+    def exists(self, path: Path) -> bool:
+        """*locked* Whether ``path`` exists.
+
+        Coherent mode: by opening it, not by ``stat``. An NFS client answers ``stat`` from
+        cached directory entries and attributes (up to a minute old: a lease file another node
+        renamed away would still "exist"); an open revalidates (NFSv4 sends OPEN by name,
+        NFSv3 a GETATTR, and the parent directories were revalidated by :meth:`begin_hold`).
+        """
+        if not self.coherent:
+            return path.exists()
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_NOFOLLOW))
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # there, but not openable (a permission problem shows when used)
+        return True
 
     def forget(self, path: Path) -> None:
         """Drop (and close) this process's descriptor of ``path``, replaced or renamed away."""
@@ -60,7 +89,21 @@ class StateFiles:
         self._fds.clear()
 
     def begin_hold(self) -> None:
-        """*locked* Drop a descriptor of a ``toprocess`` that a compaction renamed away."""
+        """*locked* Make what this process sees of the workdir current.
+
+        Fast mode: drop a descriptor of a ``toprocess`` that a compaction renamed away.
+        Coherent mode: no descriptor survives a hold; open (and close) the workdir and
+        ``leases`` directories, which makes an NFS client revalidate their attributes (close-
+        to-open applies to directories too) and so re-look-up every cached name in them that
+        changed on the server (a lease renamed away, a ``toprocess`` created or replaced).
+        """
+        if self.coherent:
+            for directory in (self.workdir, self.leases):
+                try:
+                    os.close(os.open(directory, os.O_RDONLY | os.O_DIRECTORY))
+                except FileNotFoundError:
+                    pass
+            return
         try:
             ino = os.stat(self.toprocess).st_ino
         except FileNotFoundError:
@@ -68,6 +111,27 @@ class StateFiles:
         if ino != self._toprocess_ino:
             self.forget(self.toprocess)
             self._toprocess_ino = ino
+
+    def end_hold(self) -> None:
+        """*locked* Coherent mode: close every descriptor before the lock is released.
+
+        On NFS, ``close(2)`` writes the dirty pages to the server and commits them (and reports
+        a failed write-back), so the next lock holder on any node, opening after it takes the
+        lock, reads what we wrote. Nothing is kept that could later be written back stale.
+        """
+        if not self.coherent:
+            return
+        entries, self._fds = list(self._fds.items()), {}
+        failure = None
+        for path, (fd, pid) in entries:
+            if pid != os.getpid():
+                continue
+            try:
+                os.close(fd)
+            except OSError as error:
+                failure = failure or StateError(path, f"cannot write back: {error.strerror}")
+        if failure is not None:
+            raise failure
 
     @staticmethod
     def create(path: Path) -> None:

@@ -54,6 +54,7 @@ class Leases:
     """
 
     def __init__(self, files: StateFiles, ledger: Ledger) -> None:
+        self.files = files
         self.directory = files.leases
         self.ledger = ledger
         self._held: Set[str] = set()  # leases found alive during the current lock hold
@@ -77,7 +78,7 @@ class Leases:
         """*locked* True while nobody has revoked ``lease`` (checked once per lock hold)."""
         if lease.name in self._held:
             return True
-        if lease.path.exists():
+        if self.files.exists(lease.path):
             self._held.add(lease.name)
             return True
         return False
@@ -112,8 +113,11 @@ class Leases:
         for name in self.names():
             path = self.directory / name
             try:
-                heartbeat = path.stat().st_mtime
-                owner = Identity.from_text(path.read_text(errors="replace"))
+                # Opened, then looked at: on NFS the open revalidates the attributes, so the
+                # heartbeat (mtime) is the server's, not a cached one up to a minute old.
+                with open(path, "rb") as handle:
+                    heartbeat = os.fstat(handle.fileno()).st_mtime
+                    owner = Identity.from_text(handle.read().decode(errors="replace"))
             except FileNotFoundError:
                 continue
             dead = name.endswith(DEAD_SUFFIX)
@@ -141,7 +145,7 @@ class Leases:
         try:
             os.rename(live, dead)
         except FileNotFoundError:
-            if not dead.exists():
+            if not self.files.exists(dead):
                 return []
         tasks = self.ledger.running_tasks(name)
         if tasks:

@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Dict, Iterable, List, Optional, Set
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import StateError
 from ..tasks import Task
 from .files import StateFiles
-from .lines import READ_CHUNK, append, last_line, line_ids, lines, parse_task_line, task_line
+from .lines import (
+    READ_CHUNK,
+    append,
+    complete_end,
+    cut_incomplete_line,
+    last_line,
+    line_ids,
+    lines,
+    parse_task_line,
+    task_line,
+)
 
 #: How much of ``toprocess`` one claim reads at the cursor (grown for longer lines).
 CLAIM_READ = 4096
 #: The ``claims`` line that marks a compaction in progress.
 COMPACT_MARK = b"- compact"
+#: How long an incomplete last line of ``toprocess`` may stay unchanged before it is cut off.
+INCOMPLETE_WAIT = 10.0
 
 
 class Ledger:
     """``toprocess`` and ``claims``: which tasks are taken, by which lease, up to where."""
 
-    def __init__(self, files: StateFiles) -> None:
+    def __init__(self, files: StateFiles,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.files = files
+        self.monotonic = monotonic
+        self._incomplete: Optional[Tuple[int, float]] = None  # (size of toprocess, seen since)
 
     def cursor(self) -> int:
         """*locked* Byte offset in ``toprocess`` of the first task not yet taken."""
@@ -51,8 +67,8 @@ class Ledger:
 
     def pending_count(self, limit: int) -> int:
         """*locked* How many tasks wait in ``toprocess``, counting no further than ``limit``."""
+        cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(self.files.toprocess)
-        cursor = self.cursor()
         size = os.fstat(fd).st_size
         count = 0
         while cursor < size and count < limit:
@@ -62,16 +78,41 @@ class Ledger:
         return min(count, limit)
 
     def pending(self) -> bool:
-        """*locked* True if some task is waiting in ``toprocess``."""
-        return self.files.size(self.files.toprocess) > self.cursor()
+        """*locked* True if some task is waiting in ``toprocess``.
+
+        A last line without its newline is not a task (yet). Every writer appends whole lines
+        under the lock, so such a line is either being added by hand or the trace of a writer
+        that died in the middle of a write (a node crash, a torn write on NFS). It counts as
+        pending — the farmer waits — while it changes, but not for ever: once it has stayed
+        the same for :data:`INCOMPLETE_WAIT` seconds it is cut off into ``torn``, as at start-up.
+        """
+        toprocess = self.files.toprocess
+        cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
+        fd = self.files.fd(toprocess)
+        size = os.fstat(fd).st_size
+        if size <= cursor:
+            return False
+        if os.pread(fd, 1, size - 1) == b"\n":
+            return True
+        if complete_end(fd, cursor, size) > cursor:
+            return True  # complete lines come before the incomplete one
+        now = self.monotonic()
+        if self._incomplete is None or self._incomplete[0] != size:
+            self._incomplete = (size, now)
+            return True
+        if now - self._incomplete[1] < INCOMPLETE_WAIT:
+            return True
+        self._incomplete = None
+        cut_incomplete_line(toprocess, self.files.torn)
+        return self.files.size(toprocess) > cursor
 
     def take(self, name: str, count: int) -> List[Task]:
         """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for lease
         ``name``: read a chunk at the cursor, append one claim line per task."""
         toprocess = self.files.toprocess
+        cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(toprocess)
         size = os.fstat(fd).st_size
-        cursor = self.cursor()
         tasks: List[Task] = []
         records: List[bytes] = []
         lease = name.encode()

@@ -95,6 +95,40 @@ def lines(path: Path, start: int = 0, end: Optional[int] = None) -> Iterator[Tup
             offset += len(line)
 
 
+def complete_end(fd: int, floor: int, size: int) -> int:
+    """Offset just after the last newline in bytes ``[floor, size)`` of ``fd`` (``floor`` if
+    there is none): where the complete lines end. Reads backwards, a block at a time."""
+    position = size
+    while position > floor:
+        start = max(floor, position - READ_CHUNK)
+        newline = os.pread(fd, position - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        position = start
+    return floor
+
+
+def cut_incomplete_line(path: Path, torn: Path) -> Optional[bytes]:
+    """*locked* Cut an incomplete last line (no newline) off ``path``, keep it in ``torn``.
+
+    Returns the fragment, or None if ``path`` is missing, empty or ends with a newline.
+    """
+    try:
+        handle = open(path, "rb+")  # opened first: on NFS its size is then current
+    except FileNotFoundError:
+        return None
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0 or os.pread(handle.fileno(), 1, size - 1) == b"\n":
+            return None
+        keep = complete_end(handle.fileno(), 0, size)
+        fragment = os.pread(handle.fileno(), size - keep, keep)
+        handle.truncate(keep)
+    with open(torn, "ab") as out:
+        out.write(b"%s: %s\n" % (path.name.encode(), fragment))
+    return fragment
+
+
 def line_ids(path: Path, start: int = 0, end: Optional[int] = None) -> Iterator[int]:
     """The IDs of the ``ID ...`` lines of ``path`` in ``[start, end)`` (others are skipped)."""
     for _, line in lines(path, start, end):

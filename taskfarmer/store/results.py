@@ -78,9 +78,10 @@ class Results:
         repair finds ``failed.requeue`` and redoes (2)-(4) (:meth:`finish_requeue_failed`),
         skipping tasks already back in ``toprocess``. Returns the number of tasks put back.
         """
-        if not self.files.failed.exists():
+        try:
+            os.rename(self.files.failed, self.files.failed_requeue)
+        except FileNotFoundError:  # none yet (or another farmer, not locked out, was faster)
             return 0
-        os.rename(self.files.failed, self.files.failed_requeue)
         return self.finish_requeue_failed()
 
     def finish_requeue_failed(self) -> int:

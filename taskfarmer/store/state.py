@@ -10,11 +10,13 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 from filelock import BaseFileLock
 
 from ..identity import Identity
-from ..tasks import Task
+from ..tasks import Task, TaskList
 from .compaction import Compactor
+from .exclusion import ExclusionCheck
 from .files import StateFiles
 from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
+from .listimport import Imported, ListImport
 from .results import Outcome, Results
 from .workdir import Workdir
 
@@ -29,11 +31,11 @@ class StateStore:
     farmer and its workers call.
     """
 
-    def __init__(self, workdir: Path, lock: BaseFileLock) -> None:
+    def __init__(self, workdir: Path, lock: BaseFileLock, coherent: bool = False) -> None:
         self.workdir = workdir
         self.lock = lock
         self._lock_pid = os.getpid()
-        self.files = StateFiles(workdir)
+        self.files = StateFiles(workdir, coherent)
         self.toprocess = self.files.toprocess
         self.claims = self.files.claims
         self.finished = self.files.finished
@@ -48,6 +50,9 @@ class StateStore:
         self.results = Results(self.files, self.ledger)
         self.lease_files = Leases(self.files, self.ledger)
         self.compactor = Compactor(self.files, self.ledger)
+        self.exclusion = ExclusionCheck(self.files, str(lock.lock_file))
+        self._depth = 0  # nested holds of this process
+        self.list_import = ListImport(self.files)
 
     # -- the lock ----------------------------------------------------------------------------
 
@@ -61,22 +66,40 @@ class StateStore:
         if self._lock_pid != os.getpid():
             self.lock = type(self.lock)(self.lock.lock_file, timeout=self.lock.timeout)
             self._lock_pid = os.getpid()
+            self._depth = 0  # a hold of the parent is not ours
         return self.lock
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the workdir lock; every state change happens inside this block."""
+        """Hold the workdir lock; every state change happens inside this block.
+
+        Raises:
+            LockError: another farmer was inside at the same time (:mod:`.exclusion`): on
+                entry (before the block ran), on leaving, or in an earlier hold of this farmer
+                (then on entry, at once).
+        """
         with self._process_lock():
+            if self._depth:
+                yield
+                return
+            self._depth = 1
             self.files.begin_hold()
             self.lease_files.begin_hold()
             try:
-                yield
+                self.exclusion.begin()
+                try:
+                    yield
+                finally:
+                    self.exclusion.end()
             finally:
+                self._depth = 0
                 self.lease_files.begin_hold()
+                self.files.end_hold()
 
     def close(self) -> None:
         """Close this process's descriptors."""
         self.files.close()
+        self.exclusion.close()
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -93,11 +116,25 @@ class StateStore:
         (:meth:`Workdir.initialize`). Returns True if this call created it."""
         return self.workdir_setup.initialize(lines)
 
+    def import_list(self, tasklist: Path, handler: TaskList, starting: bool,
+                    accept: bool = False) -> int:
+        """*locked* Import TASKLIST, or what was appended to it since
+        (:meth:`ListImport.update`). Returns the number of new tasks."""
+        return self.list_import.update(tasklist, handler, starting, accept)
+
+    def unimported_bytes(self, tasklist: Path) -> int:
+        """Bytes of TASKLIST not imported yet (no lock: a cheap test before importing)."""
+        return self.list_import.unimported_bytes(tasklist)
+
+    def imported(self) -> Optional[Imported]:
+        """How much of the tasklist is imported (None: not known, e.g. PyTaskFarmer's)."""
+        return self.list_import.state()
+
     def repair(self) -> List[Tuple[Path, bytes]]:
         """*locked* Move half-written last lines to ``torn`` (:meth:`Workdir.repair`) and
         finish an interrupted ``--requeue-failed``. Returns what was cut."""
         cut = self.workdir_setup.repair()
-        if self.failed_requeue.exists():
+        if self.files.exists(self.failed_requeue):
             self.results.finish_requeue_failed()
         return cut
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
 from ..errors import WorkdirError
 from .files import StateFiles
-from .lines import READ_CHUNK
+from .lines import cut_incomplete_line
 
 
 class Workdir:
@@ -31,21 +32,25 @@ class Workdir:
 
     def initialized(self) -> bool:
         """True once ``toprocess`` exists (some farmer has read the tasklist)."""
-        return self.files.toprocess.exists()
+        return self.files.exists(self.files.toprocess)
 
     def initialize(self, lines: Iterable[str]) -> bool:
         """*locked* Create ``toprocess`` from the task lines unless it exists already.
 
-        The list is written to ``toprocess.tmp`` and renamed into place: ``rename(2)`` is
-        atomic, so other farmers (and a restart after a crash) see either no ``toprocess`` or
-        the whole list. Returns True if this call created it.
+        The list is written to a temporary file of this process's own and hard-linked into
+        place: ``link(2)`` is atomic and fails if ``toprocess`` exists, on the NFS server too,
+        so other farmers (and a restart after a crash) see either no ``toprocess`` or the whole
+        list, and two farmers initializing at once — even without a working lock — do not
+        crash or replace each other's list: the loser finds it there. Where hard links are not
+        supported, it is renamed into place (atomic as well). Returns True if this call
+        created it.
         """
         files = self.files
-        if files.toprocess.exists():
+        if files.exists(files.toprocess):
             return False
         for path in (files.finished, files.failed, files.claims):
             files.create(path)
-        tmp = files.workdir / "toprocess.tmp"
+        tmp = files.workdir / f"toprocess.tmp.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             with open(tmp, "wb") as out:
                 buffer: List[bytes] = []
@@ -57,10 +62,17 @@ class Workdir:
                 out.write(b"".join(buffer))
                 out.flush()
                 os.fsync(out.fileno())
-        except BaseException:
+            try:
+                os.link(tmp, files.toprocess)
+            except FileExistsError:
+                return False
+            except OSError as error:
+                if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise WorkdirError(files.toprocess,
+                                       f"cannot create: {error.strerror}") from None
+                os.rename(tmp, files.toprocess)
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
-        os.rename(tmp, files.toprocess)
         return True
 
     def repair(self) -> List[Tuple[Path, bytes]]:
@@ -72,26 +84,10 @@ class Workdir:
         """
         files = self.files
         cut = []
+        # The job log (taskfarmer.joblog) is appended to like the state files.
         for path in (files.toprocess, files.claims, files.finished, files.failed, files.attempts,
-                     files.failed_requeue):
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                continue
-            if size == 0:
-                continue
-            with open(path, "rb+") as handle:
-                start = max(0, size - READ_CHUNK)
-                handle.seek(start)
-                tail = handle.read()
-                if tail.endswith(b"\n"):
-                    continue
-                newline = tail.rfind(b"\n")
-                keep = start + newline + 1 if newline >= 0 else 0
-                handle.seek(keep)
-                fragment = handle.read()
-                handle.truncate(keep)
-            with open(files.torn, "ab") as torn:
-                torn.write(b"%s: %s\n" % (path.name.encode(), fragment))
-            cut.append((path, fragment))
+                     files.failed_requeue, files.workdir / "joblog"):
+            fragment = cut_incomplete_line(path, files.torn)
+            if fragment is not None:
+                cut.append((path, fragment))
         return cut

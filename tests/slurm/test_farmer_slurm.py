@@ -19,6 +19,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 from farmhelp import ids
 
+from taskfarmer.trace_events import COUNTERS_PID
+
 from .cluster import JobInfo, SlurmCluster, SlurmError
 
 pytestmark = pytest.mark.slurm
@@ -150,10 +152,10 @@ def _wait_done(slurm: SlurmCluster, job: str, campaign: Campaign,
 
 
 def _farmer_tracks(events: List[dict]) -> Dict[int, Dict[str, object]]:
-    """Farmer track id -> its name, labels and worker slot names, from the metadata events."""
+    """Farmer track id -> its name, labels and worker tids, from the metadata events."""
     tracks: Dict[int, Dict[str, object]] = {}
     for event in events:
-        if event["ph"] != "M":
+        if event["ph"] != "M" or event["pid"] == COUNTERS_PID:
             continue
         track = tracks.setdefault(event["pid"], {"labels": {}, "workers": set()})
         if event["name"] == "process_name":
@@ -162,7 +164,8 @@ def _farmer_tracks(events: List[dict]) -> Dict[int, Dict[str, object]]:
             track["labels"] = dict(item.split("=", 1)
                                    for item in event["args"]["labels"].split(", "))
         elif event["name"] == "thread_name":
-            track["workers"].add(event["args"]["name"])  # type: ignore[union-attr]
+            assert event["args"]["name"] == "worker"
+            track["workers"].add(event["tid"])  # type: ignore[union-attr]
     return tracks
 
 
@@ -186,11 +189,12 @@ def test_multinode_job_uses_both_nodes(slurm: SlurmCluster, make_campaign: Make)
         assert re.search(rf" {node}:\d+: ", output), output
     events = campaign.timeline()
     tracks = _farmer_tracks(events)
-    assert sorted(str(t["name"]).split(":")[0] for t in tracks.values()) == ["n1", "n2"]
+    assert sorted(str(t["name"]).split(" · ")[0] for t in tracks.values()) == ["n1", "n2"]
     for track in tracks.values():
         labels = track["labels"]
-        assert labels["job"] == job and labels["node"] == str(track["name"]).split(":")[0]
-        assert track["workers"] == {"worker 0", "worker 1"}  # default --proc 2
+        assert labels["job"] == job and labels["node"] == str(track["name"]).split(" · ")[0]
+        assert f" · job {job}." in str(track["name"])
+        assert track["workers"] == {1, 2}  # default --proc 2
     hosts = {e["args"]["id"]: e["args"]["host"] for e in events if e["ph"] == "X"}
     assert hosts == {task: records[0]["node"] for task, records in campaign.executions().items()}
 
@@ -213,7 +217,7 @@ def test_array_job_shares_the_tasklist(slurm: SlurmCluster, make_campaign: Make)
     labels = sorted((t["labels"]["array_job"], t["labels"]["array_task"])  # type: ignore[index]
                     for t in tracks.values())
     assert labels == [(job, str(i)) for i in range(4)]
-    assert all(t["workers"] == {"worker 0"} for t in tracks.values())  # default --proc 1
+    assert all(t["workers"] == {1} for t in tracks.values())  # default --proc 1
 
 
 def test_array_element_stopped_by_usr1(slurm: SlurmCluster, make_campaign: Make) -> None:

@@ -1,0 +1,92 @@
+"""Adopting a workdir that ``farmer`` did not create: PyTaskFarmer's.
+
+``farmer`` creates ``claims`` together with ``toprocess``, so a workdir with ``toprocess`` but
+no ``claims`` was made by PyTaskFarmer. PyTaskFarmer's stops are often unclean: a task killed
+after it was recorded can be back in ``toprocess`` (it would run twice), and a task taken just
+before the stop can be in no file at all (it would never run, and the farm would end "done"
+without it). So the first farmer to take the lock of such a workdir reconciles it with the
+tasklist, once: ``toprocess`` becomes exactly the tasks that are neither finished nor failed
+(those it listed, with their lines, plus those in no file, from the tasklist), in task-ID
+order; tasks recorded more than once are counted, and left as they are. ``claims`` is created
+last: until then the workdir still looks unadopted, so a farmer killed in the middle leaves the
+work to the next one (reconciling twice gives the same result).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Set
+
+from .store import StateStore
+from .store.lines import lines, parse_task_line, task_line
+from .tasks import Task
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What reconciling an adopted workdir found and did (counts of tasks)."""
+
+    finished: int
+    failed: int
+    pending: int
+    put_back: int
+    dropped: int
+    duplicates: int
+
+    def describe(self) -> str:
+        """One line for the user."""
+        return (f"adopted a workdir farmer did not create (PyTaskFarmer's): {self.finished} "
+                f"finished, {self.failed} failed, {self.pending} to do; put back "
+                f"{self.put_back} task(s) found in no file, took {self.dropped} finished or "
+                f"failed task(s) out of toprocess; {self.duplicates} task(s) recorded more "
+                "than once (left as they are)")
+
+
+def needs_adoption(store: StateStore) -> bool:
+    """*locked* True for a workdir with ``toprocess`` and without ``claims``."""
+    return store.toprocess.exists() and not store.claims.exists()
+
+
+def _texts(path: Path) -> Dict[int, str]:
+    """``ID -> task`` of an ``ID task`` file (the last line of an ID wins)."""
+    return {task.id: task.text
+            for task in (parse_task_line(line, path, offset) for offset, line in lines(path))}
+
+
+def _ids(path: Path) -> Counter:
+    """How many lines each task ID has in ``path``."""
+    return Counter(parse_task_line(line, path, offset).id for offset, line in lines(path))
+
+
+def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
+    """*locked* Reconcile the state files of an adopted workdir with the task lines.
+
+    Raises:
+        StateError: a state file has a malformed line.
+        TasklistError: the tasklist cannot be read.
+    """
+    finished = _ids(store.finished)
+    failed = _ids(store.failed)
+    listed = _texts(store.toprocess)
+    recorded: Set[int] = set(finished) | set(failed)
+    todo = {task_id: text for task_id, text in listed.items() if task_id not in recorded}
+    put_back = 0
+    for task_id, text in enumerate(tasklist):
+        if task_id not in recorded and task_id not in todo:
+            todo[task_id] = text
+            put_back += 1
+    both = finished + failed
+    tmp = store.workdir / "toprocess.adopt"
+    with open(tmp, "wb") as out:
+        out.write(b"".join(task_line(Task(task_id, todo[task_id])) for task_id in sorted(todo)))
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(tmp, store.toprocess)  # atomic: a crash leaves the old list or the new one
+    store.files.forget(store.toprocess)  # a descriptor of the old file would be stale
+    store.files.create(store.claims)  # last: from now on the workdir is ours
+    return Adoption(finished=len(finished), failed=len(failed), pending=len(todo),
+                    put_back=put_back, dropped=len(set(listed) & recorded),
+                    duplicates=sum(1 for count in both.values() if count > 1))

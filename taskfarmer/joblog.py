@@ -1,0 +1,240 @@
+"""The job log, ``WORKDIR/joblog``: one tab-separated line per execution of a task.
+
+GNU parallel's ``--joblog`` columns, plus ours, after a header line (:data:`COLUMNS`):
+
+``id``
+    the task ID.
+``attempt``
+    which execution of the task this was: 1, then 2, ... after failed attempts (``--retries``).
+``node``, ``farmer``, ``slot``
+    where it ran: the node, the farmer (the prefix of its lease names) and the worker slot.
+``start``
+    when it started, milliseconds since the epoch (the worker's clock).
+``runtime``
+    how long it ran, seconds with three decimals.
+``exit``, ``signal``
+    its exit code, and the signal that killed it (0 if none; then ``exit`` is 128 + signal,
+    the shell's convention).
+``outcome``
+    what became of it: ``finished``, ``failed``, ``timed out`` (failed by ``--task-timeout``),
+    ``retry`` (failed, back in ``toprocess`` for another attempt), ``stopped`` (cut short by a
+    stop, back in ``toprocess``: not an attempt), ``discarded`` (its farmer's lease was taken
+    over while it ran: the task went back to ``toprocess`` and the result was not recorded).
+``command``
+    the command that ran; tabs and newlines in it are written ``\\t`` and ``\\n``.
+
+Guarantees, and why. Each batch of lines is one ``write(2)`` to a descriptor opened
+``O_APPEND``, made under the workdir lock: lines never interleave or tear. A line is written
+*after* the state change it reports (recorded in ``finished``/``failed``/``attempts``, or put
+back into ``toprocess``), in the same lock hold: so the joblog never claims an outcome the state
+does not have. A farmer killed between the two writes leaves that one execution without a line:
+the joblog is a log of the state, which alone is exactly-once. A result that was not recorded
+says so (``discarded``, ``stopped``). Appending costs O(1) per execution; nothing reads the
+file on the farmers' hot path (``--status`` reads its tail: :func:`read_backward`,
+:func:`recent_executions`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
+
+from .errors import StateError
+
+COLUMNS = ("id", "attempt", "node", "farmer", "slot", "start", "runtime", "exit", "signal",
+           "outcome", "command")
+HEADER = ("\t".join(COLUMNS) + "\n").encode()
+#: Outcomes that end a task (it is in ``finished`` or ``failed``).
+FINAL = ("finished", "failed", "timed out")
+#: Block size of backward reads.
+TAIL_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the job log."""
+
+    id: int
+    attempt: int
+    node: str
+    farmer: str
+    slot: int
+    start: float  # epoch seconds
+    runtime: float
+    exit: int
+    signal: int
+    outcome: str
+    command: str
+
+    @property
+    def end(self) -> float:
+        """When the execution ended (epoch seconds)."""
+        return self.start + self.runtime
+
+
+def format_line(entry: Entry) -> bytes:
+    """The job log line of ``entry`` (with its newline)."""
+    command = entry.command.replace("\t", "\\t").replace("\n", "\\n")
+    fields = (str(entry.id), str(entry.attempt), entry.node, entry.farmer, str(entry.slot),
+              str(round(entry.start * 1000)), f"{entry.runtime:.3f}", str(entry.exit),
+              str(entry.signal), entry.outcome, command)
+    return ("\t".join(fields) + "\n").encode("utf-8", "surrogateescape")
+
+
+def parse_line(line: bytes) -> Optional[Entry]:
+    """The entry of one line (without newline); None for the header or a malformed line."""
+    fields = line.decode("utf-8", "replace").split("\t", len(COLUMNS) - 1)
+    if len(fields) != len(COLUMNS) or not fields[0].isdigit():
+        return None
+    try:
+        return Entry(int(fields[0]), int(fields[1]), fields[2], fields[3], int(fields[4]),
+                     int(fields[5]) / 1000, float(fields[6]), int(fields[7]), int(fields[8]),
+                     fields[9], fields[10])
+    except ValueError:
+        return None
+
+
+def exit_and_signal(returncode: int) -> Tuple[int, int]:
+    """``(exit, signal)`` columns of a ``Popen`` return code (negative: killed by a signal)."""
+    if returncode < 0:
+        return 128 - returncode, -returncode
+    return returncode, 0
+
+
+class JobLog:
+    """Appends lines to ``WORKDIR/joblog``. Each process opens its own descriptor (fork)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+        self._pid = -1
+
+    def append(self, entries: List[Entry]) -> None:
+        """*locked* Append the lines of ``entries`` in one ``write(2)``.
+
+        The header is written with the first line, by whoever finds the file empty: under the
+        lock, so exactly once. A short write (disk full) is truncated away.
+        """
+        if not entries:
+            return
+        fd = self._descriptor()
+        data = b"".join(format_line(entry) for entry in entries)
+        before = os.fstat(fd).st_size
+        if before == 0:
+            data = HEADER + data
+        try:
+            written = os.write(fd, data)
+        except OSError as error:
+            os.ftruncate(fd, before)
+            raise StateError(self.path, f"cannot append: {error.strerror}") from None
+        if written != len(data):
+            os.ftruncate(fd, before)
+            raise StateError(self.path, "short write (filesystem full?)")
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise StateError(self.path, f"cannot open: {error.strerror}") from None
+            self._pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        """Close this process's descriptor."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
+def read_backward(path: Path, max_bytes: int) -> Iterator[Entry]:
+    """Entries of the job log from the last one backwards, reading at most ``max_bytes``.
+
+    Lines still being written (no newline yet) are skipped; so is the header.
+    """
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        end = os.fstat(handle.fileno()).st_size
+        position = end
+        carry = b""  # the start of a line whose beginning lies before ``position``
+        aligned = False  # found the newline that ends the last complete line
+        while position > 0 and end - position < max_bytes:
+            start = max(0, position - TAIL_CHUNK)
+            block = os.pread(handle.fileno(), position - start, start) + carry
+            position = start
+            if not aligned:
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    continue  # all of it belongs to a line still being written
+                block, aligned = block[: cut + 1], True
+            if start > 0:
+                first = block.find(b"\n") + 1
+                carry, block = block[:first], block[first:]
+            for raw in reversed(block.split(b"\n")[:-1]):
+                entry = parse_line(raw)
+                if entry is not None:
+                    yield entry
+
+
+@dataclass(frozen=True)
+class Recent:
+    """The executions that ended within a window before now, as the job log shows them."""
+
+    done: int  # finished, failed or timed out
+    span: float  # seconds: the window, or less if the first of them started later
+    per_farmer: Dict[str, int]  # executions (of any outcome) per farmer
+
+
+def recent_executions(path: Path, now: float, window: float) -> Recent:
+    """What ended in the last ``window`` seconds; reads only those lines (a binary search on
+    the times finds the first)."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return Recent(0, 0.0, {})
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        begin = _first_line_after(handle, size, now - window)
+        region = os.pread(handle.fileno(), size - begin, begin)
+    region = region[: region.rfind(b"\n") + 1]
+    if not region:
+        return Recent(0, 0.0, {})
+    first = parse_line(region[: region.find(b"\n")])
+    span = now - max(now - window, first.start if first else now - window)
+    done = sum(region.count(b"\t%s\t" % outcome.encode()) for outcome in FINAL)
+    per_farmer: Dict[str, int] = {}
+    for line in region.split(b"\n")[:-1]:
+        fields = line.split(b"\t", 4)
+        if len(fields) == 5:
+            farmer = fields[3].decode("utf-8", "replace")
+            per_farmer[farmer] = per_farmer.get(farmer, 0) + 1
+    return Recent(done, span, per_farmer)
+
+
+def _first_line_after(handle: BinaryIO, size: int, when: float) -> int:
+    """Offset of about the first line that ended at or after ``when`` (lines are appended in
+    about the order their executions end, so a binary search comes close)."""
+    low, high = 0, size
+    while high - low > 4096:
+        middle = (low + high) // 2
+        data = os.pread(handle.fileno(), 4096, middle)
+        newline = data.find(b"\n")
+        end = data.find(b"\n", newline + 1)
+        entry = parse_line(data[newline + 1: end]) if 0 <= newline < end else None
+        if entry is None or entry.end >= when:
+            high = middle
+        else:
+            low = middle + newline + 1
+    data = os.pread(handle.fileno(), high - low + 4096, low)
+    offset = low
+    for line in data.split(b"\n")[:-1]:
+        entry = parse_line(line)
+        if entry is not None and entry.end >= when:
+            return offset
+        offset += len(line) + 1
+    return offset
