@@ -104,10 +104,17 @@ def exit_and_signal(returncode: int) -> Tuple[int, int]:
 
 
 class JobLog:
-    """Appends lines to ``WORKDIR/joblog``. Each process opens its own descriptor (fork)."""
+    """Appends lines to ``WORKDIR/joblog``. Each process opens its own descriptor (fork).
 
-    def __init__(self, path: Path) -> None:
+    ``coherent`` (a workdir shared between nodes, see "Coherence" in :mod:`taskfarmer.store`):
+    the descriptor is closed after each append, inside the lock hold, so that ``close(2)``
+    writes the lines back to the server before another node appends, and the next append opens
+    the file again (revalidating its size) instead of appending at a size cached long ago.
+    """
+
+    def __init__(self, path: Path, coherent: bool = False) -> None:
         self.path = path
+        self.coherent = coherent
         self._fd: Optional[int] = None
         self._pid = -1
 
@@ -119,6 +126,13 @@ class JobLog:
         """
         if not entries:
             return
+        try:
+            self._append(entries)
+        finally:
+            if self.coherent:
+                self.close()
+
+    def _append(self, entries: List[Entry]) -> None:
         fd = self._descriptor()
         data = b"".join(format_line(entry) for entry in entries)
         before = os.fstat(fd).st_size

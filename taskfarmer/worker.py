@@ -131,7 +131,7 @@ class Worker:
         self._generation = 0
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, f"{config.farmer}.w{config.slot}")
-        self.joblog = JobLog(self.store.workdir / "joblog")
+        self.joblog = JobLog(self.store.workdir / "joblog", coherent=self.store.files.coherent)
         self.stopped: List[Result] = []  # cut short by a stop: logged once back in toprocess
         stop.on_stop(self._terminate)
 

@@ -15,6 +15,7 @@ from farmhelp import ids, start_farmer, wait_for, write_tasklist
 
 from taskfarmer.errors import ConfigError
 from taskfarmer.identity import Identity
+from taskfarmer.joblog import Entry, JobLog
 from taskfarmer.locking import make_lock
 from taskfarmer.store import LineCounter, StateStore, coherent_io
 from taskfarmer.store.ledger import INCOMPLETE_WAIT
@@ -86,6 +87,17 @@ def test_coherent_timeline_keeps_no_descriptor(tmp_path: Path) -> None:
         assert open_in(tmp_path) == []
     assert [e["name"] for e in json.loads((tmp_path / "timeline.json").read_text())] == \
         ["0: t0", "1: t1", "2: t2"]
+
+
+@pytest.mark.parametrize("coherent", [False, True], ids=["fast", "coherent"])
+def test_coherent_joblog_keeps_no_descriptor(tmp_path: Path, coherent: bool) -> None:
+    joblog = JobLog(tmp_path / "joblog", coherent=coherent)
+    for k in range(3):  # one append per lock hold
+        joblog.append([Entry(k, 1, "n1", "f", 0, 1.0, 0.5, 0, 0, "finished", f"t{k}")])
+        assert open_in(tmp_path) == ([] if coherent else ["joblog"])
+    joblog.close()
+    assert [line.split("\t")[0] for line in
+            (tmp_path / "joblog").read_text().splitlines()[1:]] == ["0", "1", "2"]
 
 
 def test_farmers_share_a_workdir_exactly_once_in_coherent_mode(tmp_path: Path) -> None:
