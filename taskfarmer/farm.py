@@ -36,7 +36,7 @@ from .slurm import job_labels
 from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
 from .timeline_state import TaskCounts
 from .trace_events import Event, choose_pid, counters, farmer_tracks, instant, process_title
-from .walltime import DEFAULT_MARGIN, TaskTime, TimelineDurations, Walltime, limits
+from .walltime import DEFAULT_MARGIN, JobLogDurations, TaskTime, Walltime, limits
 from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
 
 EXIT_OK = 0
@@ -198,7 +198,8 @@ class Farm:
         walltime = Walltime.earliest(
             limits(self.clock(), self.config.timeout, self.config.job_end,
                    self.config.stop_margin),
-            TaskTime(self.config.task_time, TimelineDurations(self.timeline.path)), self.clock)
+            TaskTime(self.config.task_time, JobLogDurations(self.store.workdir / "joblog")),
+            self.clock)
         deadline = walltime.stop_at if walltime is not None else None
         self._stop_at.value = math.inf if deadline is None else deadline
         period = min(self.config.lease / 4, 30.0)

@@ -13,13 +13,12 @@ with ``--timeout``. :class:`Walltime` turns the limits into two times:
   exits with work left, instead of starting tasks that would be killed and run again by the
   next job.
 
-Durations come from a :class:`DurationSource`; :class:`TimelineDurations` reads the finished
-executions of ``timeline.json`` as it grows (another source, a job log, can replace it).
+Durations come from a :class:`DurationSource`; :class:`JobLogDurations` reads the finished
+executions of the workdir's job log as it grows.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Deque, List, Mapping, Optional, Sequence
 
+from .joblog import parse_line
 from .resources import CommandOutput, command_output
 
 #: Default ``--stop-margin``: seconds before the job's end at which the farmer stops.
@@ -37,10 +37,10 @@ PERCENTILE = 90
 #: ... once there are at least this many (the percentile of fewer than 10 is the longest);
 #: until then the farm counts the longest task it has run itself.
 MIN_SAMPLES = 4
-#: The most recent durations kept (and read from the timeline's tail at start).
+#: The most recent durations kept (and read from the job log's tail at start).
 KEEP = 1000
-#: Bytes read from the end of ``timeline.json`` at first: enough for :data:`KEEP` events of
-#: a few hundred bytes each, whatever the file's size.
+#: Bytes read from the end of ``joblog`` at first: enough for :data:`KEEP` lines of up to a
+#: kilobyte each, whatever the file's size.
 TAIL = 1 << 20
 
 _END_TIME = re.compile(r"\bEndTime=(\S+)")
@@ -81,63 +81,39 @@ class DurationSource:
         raise NotImplementedError
 
 
-class TimelineDurations(DurationSource):
-    """Finished executions' durations in ``timeline.json`` (see :mod:`taskfarmer.timeline`).
+class JobLogDurations(DurationSource):
+    """Run times of the ``finished`` executions in ``WORKDIR/joblog`` (:mod:`taskfarmer.joblog`).
 
-    The first call reads only the last :data:`TAIL` bytes. Appends overwrite the file's
-    closing ``\\n]\\n`` (and so the end of the last event's line), so only lines followed by
-    ``,\\n`` are final: the next call starts after the last such line.
+    The job log only grows, by whole lines (one ``write(2)`` each batch, under the lock), so
+    each call reads the bytes appended since the last one and keeps an incomplete last line
+    for the next. The first call reads only the last :data:`TAIL` bytes.
     """
 
     def __init__(self, path: Path, tail: int = TAIL) -> None:
         self.path = path
         self.tail = tail
         self.offset: Optional[int] = None
-        self._counted = -1  # offset of a last event line already counted
 
     def new(self) -> List[float]:
-        """Durations of the ``finished`` complete events written since the last call."""
+        """Run times of the ``finished`` executions logged since the last call."""
         try:
             with open(self.path, "rb") as handle:
                 size = handle.seek(0, 2)
-                if self.offset is None or self.offset > size:  # first call, or repaired
+                start = self.offset
+                if start is None or start > size:  # first call, or the log was replaced
                     start = max(0, size - self.tail)
-                    handle.seek(start)
-                    data = handle.read()
-                    skip = data.find(b"\n") + 1 if start else 0  # from a line's start
-                    start, data = start + skip, data[skip:]
-                else:
-                    start = self.offset
-                    handle.seek(start)
-                    data = handle.read()
+                handle.seek(start)
+                data = handle.read(size - start)
         except FileNotFoundError:
             return []
-        cut = data.rfind(b",\n") + 2  # 1 if none: the final lines end before index 1
-        final, last = (data[:cut], data[cut:]) if cut > 1 else (b"", data)
-        self.offset = start + len(final)
-        durations = [] if start == self._counted else self._durations(final.split(b"\n", 1)[0])
-        for line in final.split(b"\n")[1:]:
-            durations += self._durations(line)
-        # The last event is whole once followed by the closing "\n]\n": count it now, and
-        # remember it so that the next call, which reads it again, does not count it twice.
-        if last.endswith(b"\n]\n") and self.offset != self._counted:
-            durations += self._durations(last.split(b"\n", 1)[0])
-            self._counted = self.offset
-        return durations
-
-    @staticmethod
-    def _durations(line: bytes) -> List[float]:
-        """``[seconds]`` if ``line`` is a finished execution's event, else ``[]``."""
-        if b'"finished"' not in line:  # cheap filter before parsing
-            return []
-        try:
-            event = json.loads(line.rstrip(b","))
-        except ValueError:
-            return []
-        if (isinstance(event, dict) and event.get("ph") == "X"
-                and event.get("args", {}).get("outcome") == "finished"):
-            return [event.get("dur", 0) / 1e6]
-        return []
+        if start and self.offset is None:  # from a line's start
+            skip = data.find(b"\n") + 1
+            start, data = start + skip, data[skip:]
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset = start + len(complete)
+        entries = (parse_line(line) for line in complete.splitlines())
+        return [entry.runtime for entry in entries
+                if entry is not None and entry.outcome == "finished"]
 
 
 def percentile(values: Sequence[float], percent: float) -> float:

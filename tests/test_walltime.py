@@ -15,14 +15,13 @@ from typing import List, Optional, Sequence
 
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
 
-from taskfarmer.timeline import Timeline
-from taskfarmer.trace_events import execution
+from taskfarmer.joblog import Entry, JobLog
 from taskfarmer.walltime import (
     MIN_SAMPLES,
     DurationSource,
+    JobLogDurations,
     Limit,
     TaskTime,
-    TimelineDurations,
     Walltime,
     limits,
     parse_slurm_time,
@@ -62,37 +61,38 @@ def test_slurm_job_end_sources() -> None:
     assert slurm_job_end({"SLURM_JOB_ID": "7"}, run({})) is None
 
 
-def _execution(timeline: Timeline, seconds: float, outcome: str = "finished") -> None:
-    timeline.append(execution(0, "task", 1000.0, 1000.0 + seconds, 1, 1, outcome, False, {}))
+def _execution(joblog: JobLog, seconds: float, outcome: str = "finished") -> None:
+    joblog.append([Entry(0, 1, "n1", "f", 0, 1000.0, seconds, 0, 0, outcome, "task")])
 
 
-def test_timeline_durations_counts_each_finished_execution_once(tmp_path: Path) -> None:
-    timeline = Timeline(tmp_path / "timeline.json")
-    source = TimelineDurations(timeline.path)
+def test_joblog_durations_counts_each_finished_execution_once(tmp_path: Path) -> None:
+    joblog = JobLog(tmp_path / "joblog")
+    source = JobLogDurations(joblog.path)
     assert source.new() == []  # no file yet
-    timeline.repair()
-    timeline.append([{"name": "process_name", "ph": "M", "pid": 1, "tid": 0, "args": {}}])
-    _execution(timeline, 2.0)
-    assert source.new() == [2.0]  # the last event, already whole
+    _execution(joblog, 2.0)
+    assert source.new() == [2.0]
     assert source.new() == []
-    _execution(timeline, 3.0, outcome="failed")
-    _execution(timeline, 4.0)
-    _execution(timeline, 5.0, outcome="retry")
+    _execution(joblog, 3.0, outcome="failed")
+    _execution(joblog, 4.0)
+    _execution(joblog, 5.0, outcome="retry")
+    with open(joblog.path, "ab") as handle:  # a line being written: not counted yet
+        handle.write(b"7\t1\tn1\tf\t0\t1000000\t7.000")
     assert source.new() == [4.0]
-    _execution(timeline, 6.0)
-    assert source.new() == [6.0]
-    later = TimelineDurations(timeline.path)  # a new farmer reads the whole history
-    assert later.new() == [2.0, 4.0, 6.0]
+    with open(joblog.path, "ab") as handle:
+        handle.write(b"\t0\t0\tfinished\ttask\n")
+    _execution(joblog, 6.0)
+    assert source.new() == [7.0, 6.0]
+    later = JobLogDurations(joblog.path)  # a new farmer reads the whole history
+    assert later.new() == [2.0, 4.0, 7.0, 6.0]
 
 
-def test_timeline_durations_reads_only_the_tail_at_first(tmp_path: Path) -> None:
-    timeline = Timeline(tmp_path / "timeline.json")
-    timeline.repair()
+def test_joblog_durations_reads_only_the_tail_at_first(tmp_path: Path) -> None:
+    joblog = JobLog(tmp_path / "joblog")
     for seconds in range(1, 101):
-        _execution(timeline, float(seconds))
-    tail = TimelineDurations(timeline.path, tail=1000)
+        _execution(joblog, float(seconds))
+    tail = JobLogDurations(joblog.path, tail=1000)
     found = tail.new()
-    assert 0 < len(found) < 10 and found == [float(s) for s in range(101 - len(found), 101)]
+    assert 0 < len(found) < 100 and found == [float(s) for s in range(101 - len(found), 101)]
 
 
 class _Fixed(DurationSource):
