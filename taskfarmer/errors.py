@@ -52,6 +52,31 @@ class WorkdirError(StateError):
     """The workdir cannot be created or written."""
 
 
+class FilesystemError(StateError):
+    """A filesystem operation on a workdir or lock file failed (disk full, quota, I/O error...).
+
+    The farmer stops cleanly on it (running tasks put back, exit 2); no task is lost or
+    recorded twice.
+
+    Attributes:
+        path: the file or directory the operation was on.
+        operation: what was being done, as a verb phrase ("append", "create", "rename to X").
+        errno: the ``errno`` of the failure (``None`` if not an ``OSError``).
+        reason: the system's description of the failure ("No space left on device").
+    """
+
+    def __init__(self, path: Path, operation: str, reason: str,
+                 errno: Optional[int] = None) -> None:
+        self.operation = operation
+        self.errno = errno
+        super().__init__(path, f"cannot {operation}: {reason}")
+
+    @classmethod
+    def from_oserror(cls, path: Path, operation: str, error: OSError) -> "FilesystemError":
+        """The error for ``error`` raised by ``operation`` on ``path``."""
+        return cls(path, operation, error.strerror or str(error), error.errno)
+
+
 class LockError(TaskfarmerError):
     """The workdir lock let another farmer change the state while we held it.
 
