@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Tuple
 
-from ..errors import StateError
+from ..errors import FilesystemError, StateError
 from ..tasks import Task
 
 #: Block size of scans and copies.
@@ -22,20 +22,43 @@ LINE_ID = re.compile(rb"^(\d+) ", re.MULTILINE)
 
 
 def append(fd: int, path: Path, data: bytes) -> None:
-    """Append whole lines with one ``write(2)``; undo a short write (e.g. disk full).
+    """Append whole lines with one ``write(2)``; undo a short or failed write (disk full).
 
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
-    in one piece; a short write is truncated back so no half line is ever left behind.
+    in one piece. A write that fails (or is short) may have written part of the data: it is
+    truncated back, so no half line is left behind. If even that fails (the filesystem is
+    failing), the half line stays, and the next append — by any process, under the lock —
+    moves it to ``torn`` first (as :func:`cut_incomplete_line` does at start): appended to it, whole lines would be glued onto a fragment and read
+    as one wrong line (a task with a mangled command, an ID lost). A recorded result or a
+    claim that was cut off this way was never acknowledged: its task is still under its
+    lease, and whoever takes the lease over puts it back unless it is recorded.
+
+    Raises:
+        FilesystemError: the write failed (the first failure: not one of the clean-up).
     """
-    before = os.fstat(fd).st_size
+    try:
+        before = os.fstat(fd).st_size
+        if before and os.pread(fd, 1, before - 1) != b"\n":
+            cut_incomplete_line(path, path.parent / "torn")
+            before = os.fstat(fd).st_size
+    except OSError as error:
+        raise FilesystemError.from_oserror(path, "append", error) from None
     try:
         written = os.write(fd, data)
     except OSError as error:
-        os.ftruncate(fd, before)
-        raise StateError(path, f"cannot append: {error.strerror}") from None
+        _undo(fd, before)
+        raise FilesystemError.from_oserror(path, "append", error) from None
     if written != len(data):
-        os.ftruncate(fd, before)
-        raise StateError(path, "short write (filesystem full?)")
+        _undo(fd, before)
+        raise FilesystemError(path, "append", "short write (filesystem full?)")
+
+
+def _undo(fd: int, size: int) -> None:
+    """Cut off what a failed append may have written; a failure is left to the next append."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 def copy(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
