@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
-from .errors import StateError
+from .errors import FilesystemError
+from .store.lines import append
 
 COLUMNS = ("id", "attempt", "node", "farmer", "slot", "start", "runtime", "exit", "signal",
            "outcome", "command")
@@ -135,24 +136,18 @@ class JobLog:
     def _append(self, entries: List[Entry]) -> None:
         fd = self._descriptor()
         data = b"".join(format_line(entry) for entry in entries)
-        before = os.fstat(fd).st_size
-        if before == 0:
-            data = HEADER + data
         try:
-            written = os.write(fd, data)
+            empty = os.fstat(fd).st_size == 0
         except OSError as error:
-            os.ftruncate(fd, before)
-            raise StateError(self.path, f"cannot append: {error.strerror}") from None
-        if written != len(data):
-            os.ftruncate(fd, before)
-            raise StateError(self.path, "short write (filesystem full?)")
+            raise FilesystemError.from_oserror(self.path, "append", error) from None
+        append(fd, self.path, HEADER + data if empty else data)
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as error:
-                raise StateError(self.path, f"cannot open: {error.strerror}") from None
+                raise FilesystemError.from_oserror(self.path, "open", error) from None
             self._pid = os.getpid()
         return self._fd
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .fsop import operation
+
 LOG_LAYOUTS = ("flat", "spread", "nonempty")
 #: Logs per directory in the ``spread`` layout.
 SPREAD = 1000
@@ -45,6 +47,7 @@ class TaskLogs:
             return self.directory / str(task_id // SPREAD) / f"log_{task_id}"
         return self.directory / f"log_{task_id}"
 
+    @operation("open", lambda self, task_id, *_: self.path(task_id))
     def open(self, task_id: int, rerun_note: bytes) -> int:
         """A descriptor for the output of ``task_id`` (the caller closes it)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -60,6 +63,7 @@ class TaskLogs:
             os.write(fd, rerun_note)
         return fd
 
+    @operation("keep", lambda self, task_id, *_: self.path(task_id))
     def done(self, task_id: int, rerun_note: bytes) -> None:
         """The task has ended: ``nonempty`` keeps its output as ``log_ID`` if there is any."""
         if self.layout != "nonempty":

@@ -27,11 +27,11 @@ def append(fd: int, path: Path, data: bytes) -> None:
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
     in one piece. A write that fails (or is short) may have written part of the data: it is
     truncated back, so no half line is left behind. If even that fails (the filesystem is
-    failing), the half line stays, and the next append — by any process, under the lock —
-    moves it to ``torn`` first (as :func:`cut_incomplete_line` does at start): appended to it, whole lines would be glued onto a fragment and read
-    as one wrong line (a task with a mangled command, an ID lost). A recorded result or a
-    claim that was cut off this way was never acknowledged: its task is still under its
-    lease, and whoever takes the lease over puts it back unless it is recorded.
+    failing), the half line stays, and the next append (by any process, under the lock)
+    moves it to ``torn`` first, as :func:`cut_incomplete_line` does at start: lines appended
+    to it would be glued onto the fragment and read as one wrong line (a mangled command, a
+    lost ID). A result or claim cut off this way was never acknowledged: its task is still
+    under its lease, and whoever takes the lease over puts it back unless it is recorded.
 
     Raises:
         FilesystemError: the write failed (the first failure: not one of the clean-up).
