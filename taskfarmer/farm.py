@@ -376,6 +376,8 @@ class Farm(FarmEnding):
         worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
                         on_change=self._mark, may_start=self._may_start)
         worker.install_signal_handlers()
+        if self.stop.requested:  # it arrived before our handlers: the farmer's ran, here
+            stop.handle(self.stop.signum or signal.SIGTERM)
         try:
             code = worker.run()
         except (TaskfarmerError, OSError) as error:
