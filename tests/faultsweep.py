@@ -139,7 +139,8 @@ def run(root: Path, farm: Farm, mode: str = "", k: int = 0, fault: str = "EIO",
         {"PYTHONPATH": str(REPO), "SCRATCH": str(root / "scratch")})
     return subprocess.run([*FARMER, str(root / "tasks"), "-w", str(root / "wd"),
                            *farm.options], capture_output=True, text=True, timeout=timeout,
-                          env=env, stdin=subprocess.DEVNULL, cwd=root.parent)
+                          env=env, stdin=subprocess.DEVNULL, cwd=root.parent,
+                          start_new_session=True)
 
 
 def logged(root: Path) -> List[Call]:

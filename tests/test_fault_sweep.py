@@ -60,3 +60,19 @@ def test_disk_full_on_finished_stops_with_one_line_and_loses_nothing(tmp_path: P
     assert not state_problems(root)
     finished = (root / "wd" / "finished").read_text()
     assert len(re.findall(r"^\d+ ", finished, re.MULTILINE)) == TASKS - TASKS // 7
+
+
+def test_a_node_dying_while_a_worker_registers_leaves_no_lease_to_wait_for(
+        tmp_path: Path) -> None:
+    # Main process and workers SIGKILLed at once while a worker writes its lease: a lease
+    # file without its owner's identity could not be proved dead, and the next farmer would
+    # wait --lease (300 s) for it. The rerun must finish at once.
+    farm = FARMS[0]
+    site = next(call.site for call in count(tmp_path / "count", farm)
+                if call.op == "write" and ":register:" in call.site)
+    root = tmp_path / "farm"
+    prepare(root, farm)
+    run(root, farm, "killgroup", 1, site=site)
+    assert logged(root), "the fault did not fire"
+    assert run(root, farm, timeout=60).returncode == 1  # every 7th task fails
+    assert not state_problems(root)

@@ -65,14 +65,24 @@ class Leases:
         self._held.clear()
 
     def register(self, name: str, owner: Identity) -> Lease:
-        """*locked* Create the lease file ``leases/NAME`` (``O_EXCL``: names never collide)."""
+        """*locked* Create the lease file ``leases/NAME`` with our identity in it.
+
+        Written to ``WORKDIR/.lease-NAME`` first, then linked into place (``link(2)`` fails
+        if the name exists, like ``O_EXCL``): a lease file never exists without its owner.
+        An empty one (a worker killed between creating and writing it) names nobody whose
+        death can be proved, so the next farmer would wait the whole ``--lease`` for it.
+        """
         path = self.directory / name
+        staging = self.files.workdir / f".lease-{name}"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                with open(staging, "w") as handle:
+                    handle.write(owner.to_text())
+                os.link(staging, path)
+            finally:
+                staging.unlink(missing_ok=True)
         except OSError as error:
             raise FilesystemError.from_oserror(path, "create", error) from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(owner.to_text())
         return Lease(name, path)
 
     def holds(self, lease: Lease) -> bool:

@@ -11,7 +11,8 @@ under ``FAULT_ROOT``, so the interpreter's own imports are not counted. Environm
     ``count``: append one line per call to ``FAULT_LOG``; ``fail``: the ``FAULT_K``-th call
     raises ``OSError(FAULT_ERRNO)`` (``FAULT_PERSIST=1``: that call and every later one; a
     write failing with ENOSPC first writes half its data, as on a filling disk);
-    ``kill``: the ``FAULT_K``-th call SIGKILLs its process.
+    ``kill``: the ``FAULT_K``-th call SIGKILLs its process (``killgroup``: its process
+    group, every process of the farmer, as when its node dies).
 ``FAULT_SITE``
     If set, only calls from this call site count (``FAULT_K=1``: its first call).
 ``FAULT_COUNTER``
@@ -74,7 +75,8 @@ def _file_kind(path: str) -> str:
         parts[2:] = ["*"]
     elif parts[0] == "scratch" and len(parts) > 1:
         parts[1:] = ["*"]
-    return re.sub(r"\.tmp\..*", ".tmp", "/".join(parts))
+    return re.sub(r"\.tmp\..*|(?<=\.lease-).*", lambda m: ".tmp" if m[0][:1] == "." else "*",
+                  "/".join(parts))
 
 
 def _site(path: str) -> str:
@@ -131,6 +133,8 @@ def _check(op: str, target: Any) -> None:
                 _note(count, op, site, path)
             if _MODE == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if _MODE == "killgroup":  # the node dies: every process of the farmer at once
+                os.killpg(os.getpgrp(), signal.SIGKILL)
             raise OSError(_ERRNO, os.strerror(_ERRNO), path)
     finally:
         _busy = False
