@@ -24,7 +24,7 @@ from typing import Mapping, Optional
 
 from filelock import AcquireReturnProxy, BaseFileLock, SoftFileLock, Timeout, UnixFileLock
 
-from .errors import ConfigError
+from .errors import ConfigError, FilesystemError
 
 LOCK_KINDS = ("flock", "soft")
 
@@ -39,6 +39,31 @@ def lock_path(workdir: Path, environ: Mapping[str, str]) -> Path:
         return workdir / "lock"
     digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:32]
     return Path(scratch) / f"taskfarmer_{digest}.lock"
+
+
+def check_scratch(environ: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` unless ``SCRATCH`` (if set) is a writable directory.
+
+    Checked before the workdir is touched, for both lock kinds. Nothing is created in place of
+    a missing ``SCRATCH``: on a node with a mistyped or unmounted ``SCRATCH`` a directory made
+    there would hold a lock no other farmer sees.
+    """
+    scratch = environ.get("SCRATCH")
+    if not scratch:
+        return
+    fix = "set SCRATCH to a writable directory shared by every farmer of the workdir, or unset it"
+    try:
+        is_dir = os.path.isdir(scratch)
+        exists = is_dir or os.path.lexists(scratch)
+    except OSError as error:  # pragma: no cover - isdir/lexists swallow most errors
+        raise ConfigError(f"{scratch}: {error.strerror}; {fix}", option="SCRATCH") from error
+    if not exists:
+        raise ConfigError(f"{scratch} does not exist; {fix}", option="SCRATCH")
+    if not is_dir:
+        raise ConfigError(f"{scratch} is not a directory; {fix}", option="SCRATCH")
+    # access(2) also reports a read-only filesystem (EROFS), which root's rights do not bypass.
+    if not os.access(scratch, os.W_OK | os.X_OK):
+        raise ConfigError(f"{scratch} is not writable; {fix}", option="SCRATCH")
 
 
 class BlockingFlockLock(UnixFileLock):
@@ -66,7 +91,11 @@ class BlockingFlockLock(UnixFileLock):
     def _descriptor(self) -> int:
         if self._fd is None:
             flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-            self._fd = os.open(self.lock_file, flags, 0o644)
+            try:
+                self._fd = os.open(self.lock_file, flags, 0o644)
+            except OSError as error:  # SCRATCH removed, full (ENOSPC, EDQUOT), read-only...
+                raise FilesystemError.from_oserror(Path(self.lock_file), "open", error) \
+                    from error
         return self._fd
 
     def _acquire(self) -> None:
@@ -138,7 +167,12 @@ class WarningSoftFileLock(SoftFileLock):
 
 
 def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> BaseFileLock:
-    """Create the lock for ``workdir`` (``kind`` is ``flock`` or ``soft``)."""
+    """Create the lock for ``workdir`` (``kind`` is ``flock`` or ``soft``).
+
+    Raises:
+        ConfigError: ``kind`` is unknown, or ``SCRATCH`` is set but not a writable directory.
+    """
+    check_scratch(environ)
     path = lock_path(workdir, environ)
     if kind == "flock":
         return BlockingFlockLock(str(path), timeout=-1)
