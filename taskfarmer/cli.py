@@ -14,6 +14,7 @@ from rich.console import Console
 import taskfarmer
 
 from . import coinstall, status_view
+from .outputs import guard_standard_streams
 from .argv import translate
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
@@ -198,6 +199,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
         prog: the command's name in messages.
         pytaskfarmer: parse as ``pytaskfarmer.py`` (``-v`` always takes a value).
     """
+    guard_standard_streams()  # a closed stdout or stderr must not stop the farm (see outputs)
     try:
         coinstall.check(Path(taskfarmer.__file__).parent, sys.path)
         known = [name for param in cli.params for name in (*param.opts, *param.secondary_opts)

@@ -92,3 +92,74 @@ def test_a_bad_scratch_is_one_line_before_the_workdir_is_touched(
     assert scratch.exists() == (case != "missing")  # nothing created in its place
     if case == "read-only":
         assert os.listdir(scratch) == []
+
+
+# -- hang-ups and closed output streams ---------------------------------------------------------
+
+
+def _gated_tasks(tmp_path: Path, count: int) -> Path:
+    """``count`` tasks that wait for ``tmp_path/go`` and record their pid in ``pids/``."""
+    gate, pids = tmp_path / "go", tmp_path / "pids"
+    pids.mkdir()
+    return write_tasklist(tmp_path / "t", [
+        f"echo $$ > {pids}/{i}.pid; while [ ! -e {gate} ]; do sleep 0.02; done; echo out{i}"
+        for i in range(count)])
+
+
+def test_sighup_to_the_process_group_stops_like_sigterm(tmp_path: Path) -> None:
+    """A closed terminal sends SIGHUP to the farmer's whole process group (main and workers)."""
+    tasks = _gated_tasks(tmp_path, 6)
+    farmer = start_farmer([str(tasks), "-n", "3"])
+    wait_for(lambda: len(pids_in(tmp_path / "pids")) == 3, what="3 tasks running")
+    task_pids = pids_in(tmp_path / "pids")
+    os.killpg(farmer.pid, signal.SIGHUP)
+    out, err = farmer.communicate(timeout=60)
+    assert farmer.returncode == 3, err
+    no_traceback(out, err)
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "toprocess")) == list(range(6))
+    assert ids(workdir / "finished") == [] and ids(workdir / "failed") == []
+    wait_for(lambda: not any(alive(pid) for pid in task_pids), timeout=10,
+             what="no orphan task processes")
+    (tmp_path / "go").touch()
+    rerun = run_farmer([str(tasks), "-n", "3"])
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(ids(workdir / "finished")) == list(range(6))
+
+
+def test_a_reader_that_goes_away_neither_stops_the_farm_nor_loses_a_task(tmp_path: Path) -> None:
+    """``farmer -v ... | head -1``: stdout gives EPIPE from the second line on."""
+    tasks = _gated_tasks(tmp_path, 20)
+    farmer = start_farmer(["-v", str(tasks), "-n", "2"])
+    assert farmer.stdout is not None
+    head = subprocess.Popen(["head", "-1"], stdin=farmer.stdout, stdout=subprocess.PIPE,
+                            text=True)
+    farmer.stdout.close()  # head holds the only reading end
+    first, _ = head.communicate(timeout=60)
+    (tmp_path / "go").touch()  # the tasks (and their -v lines) start once head is gone
+    err = farmer.stderr.read() if farmer.stderr is not None else ""
+    assert farmer.wait(timeout=60) == 0, err
+    assert "workdir" in first
+    no_traceback(err)
+    assert [line for line in err.splitlines() if line] == [
+        "farmer: warning: stdout: Broken pipe; writing no more there (the farm goes on; its "
+        "record is the workdir)"]
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "finished")) == list(range(20))
+    assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+def test_a_closed_stdout_or_stderr_at_the_start_changes_nothing(tmp_path: Path,
+                                                               closed: str) -> None:
+    """With descriptor 1 or 2 closed, no state file may take its number (and our lines)."""
+    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(20)])
+    command = " ".join([*FARMER, "-v", str(tasks), "-n", "2"])
+    result = subprocess.run(["sh", "-c", f"exec {command} {closed}"], capture_output=True,
+                            text=True, env=farmer_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    no_traceback(result.stdout, result.stderr)
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "finished")) == list(range(20))  # every line parses
+    assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
+    assert all((workdir / "logs" / f"log_{i}").read_text() == f"out{i}\n" for i in range(20))
