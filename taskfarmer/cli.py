@@ -14,12 +14,12 @@ from rich.console import Console
 import taskfarmer
 
 from . import coinstall, status_view
-from .outputs import guard_standard_streams
 from .argv import translate
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .locking import LOCK_KINDS, lock_path, make_lock
 from .logs import LOG_LAYOUTS
+from .outputs import guard_standard_streams
 from .registry import Registry, print_listing
 from .resources import discover_devices, plan_slots
 from .signals import ignore_stop_signals

@@ -17,8 +17,17 @@ from typing import Iterator, List
 
 import pytest
 from conftest import need
-from farmhelp import FARMER, alive, farmer_env, ids, pids_in, run_farmer, start_farmer, \
-    wait_for, write_tasklist
+from farmhelp import (
+    FARMER,
+    alive,
+    farmer_env,
+    ids,
+    pids_in,
+    run_farmer,
+    start_farmer,
+    wait_for,
+    write_tasklist,
+)
 
 
 class Tmpfs:
