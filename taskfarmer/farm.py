@@ -397,19 +397,19 @@ class Farm:
         # collector from walking it again and again (it showed in profiles of short tasks).
         gc.freeze()
         os.close(self._messages_r)
-        resources = self.config.slot(slot)
-        pin(resources)  # the tasks inherit the affinity mask
-        self.parts.runner.assign(resources)
-        stop = StopRequest()
-        config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
-                              node=self.identity.node, verbose=self.config.verbose,
-                              task_timeout=self.config.task_timeout, retries=self.config.retries,
-                              environ=resources.environment(self.config.environ),
-                              logs=self.config.logs)
-        worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
-                        on_change=self._mark, may_start=self._may_start)
-        worker.install_signal_handlers()
-        try:
+        try:  # start-up errors too: one line, no traceback from multiprocessing
+            resources = self.config.slot(slot)
+            pin(resources)  # the tasks inherit the affinity mask
+            self.parts.runner.assign(resources)
+            config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
+                                  node=self.identity.node, verbose=self.config.verbose,
+                                  task_timeout=self.config.task_timeout,
+                                  retries=self.config.retries,
+                                  environ=resources.environment(self.config.environ),
+                                  logs=self.config.logs)
+            worker = Worker(config, self.parts, StopRequest(), clock=self.clock, say=self._send,
+                            on_change=self._mark, may_start=self._may_start)
+            worker.install_signal_handlers()
             code = worker.run()
         except TaskfarmerError as error:
             self._send(f"{self.name} worker {slot}: error: {error}")

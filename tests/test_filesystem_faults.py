@@ -172,3 +172,36 @@ def test_a_closed_stdout_or_stderr_at_the_start_changes_nothing(tmp_path: Path,
     assert sorted(ids(workdir / "finished")) == list(range(20))  # every line parses
     assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
     assert all((workdir / "logs" / f"log_{i}").read_text() == f"out{i}\n" for i in range(20))
+
+
+# -- worker start-up errors ---------------------------------------------------------------------
+
+_FAILING_RUNNER = '''
+from taskfarmer.errors import ConfigError
+from taskfarmer.runners import BasicRunner
+
+
+class NoSlot(BasicRunner):
+    """Refuses every worker slot, as a runner missing a device would."""
+
+    def assign(self, resources):
+        raise ConfigError("no device for slot %d" % resources.slot)
+'''
+
+
+def test_a_worker_start_up_error_is_one_line_per_worker_and_loses_nothing(tmp_path: Path
+                                                                        ) -> None:
+    (tmp_path / "failing_runner.py").write_text(_FAILING_RUNNER)
+    (tmp_path / "runners.d").mkdir()
+    (tmp_path / "runners.d" / "x.ini").write_text("[noslot]\nRunner = failing_runner.NoSlot\n")
+    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(10)])
+    result = run_farmer([str(tasks), "-n", "2", "--runner", "noslot"], cwd=tmp_path,
+                        env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    no_traceback(result.stdout, result.stderr)
+    assert "AssertionError" not in result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if "no device for slot" in line]
+    assert 1 <= len(errors) <= 2 and all(": error: " in line for line in errors)
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "toprocess")) == list(range(10))
+    assert list((workdir / "leases").iterdir()) == []
