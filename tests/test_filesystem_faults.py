@@ -205,3 +205,27 @@ def test_a_worker_start_up_error_is_one_line_per_worker_and_loses_nothing(tmp_pa
     workdir = tmp_path / "t_workdir"
     assert sorted(ids(workdir / "toprocess")) == list(range(10))
     assert list((workdir / "leases").iterdir()) == []
+
+
+# -- malformed state files ----------------------------------------------------------------------
+
+
+def test_a_malformed_failed_line_names_file_and_line_and_blocks_nothing_else(tmp_path: Path
+                                                                           ) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["false", "false", "true"])
+    assert run_farmer([str(tasks)]).returncode == 1
+    failed = tmp_path / "t_workdir" / "failed"
+    failed.write_text(failed.read_text() + "garbage here\n")  # a hand edit gone wrong
+    result = run_farmer([str(tasks), "--requeue-failed"])
+    assert result.returncode == 2
+    no_traceback(result.stdout, result.stderr)
+    assert error_lines(result.stderr) == [
+        f"farmer: error: {failed}:3: malformed line 'garbage here': correct or delete that line "
+        "(each line is 'ID command', ID the task's 0-based line number in the tasklist) while "
+        "no farmer runs, then run again"]
+    assert not (tmp_path / "t_workdir" / "failed.requeue").exists()
+    assert run_farmer([str(tasks)]).returncode == 1  # runs without --requeue-failed go on
+    failed.write_text("".join(line + "\n" for line in failed.read_text().splitlines()[:2]))
+    rerun = run_farmer([str(tasks), "--requeue-failed"])
+    assert rerun.returncode == 1, rerun.stderr  # the two tasks ran (and failed) again
+    assert sorted(ids(failed)) == [0, 1] and ids(tmp_path / "t_workdir" / "toprocess") == []
