@@ -19,12 +19,19 @@ task, all in one directory, for a 100,000-task list (measured in the NFS lab: 20
 
 A task that runs again appends to its log after a ``---- taskfarmer: task N runs again``
 line, in every layout.
+
+A ``logs/`` directory removed while the farm runs (``rm -rf WORKDIR/logs`` to free space) is
+made again, empty, at the next task start, and the farm goes on: it holds only the tasks'
+output, never state, so nothing but the removed logs is lost. The workdir itself is never
+made again here: without it the state is gone, and the error stops the farm.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .errors import FilesystemError
 
 LOG_LAYOUTS = ("flat", "spread", "nonempty")
 #: Logs per directory in the ``spread`` layout.
@@ -46,19 +53,43 @@ class TaskLogs:
         return self.directory / f"log_{task_id}"
 
     def open(self, task_id: int, rerun_note: bytes) -> int:
-        """A descriptor for the output of ``task_id`` (the caller closes it)."""
+        """A descriptor for the output of ``task_id`` (the caller closes it).
+
+        Raises:
+            FilesystemError: the log cannot be opened or written (disk full, quota, the
+                workdir removed...).
+        """
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        if self.layout == "nonempty":
-            return os.open(self.scratch, flags | os.O_TRUNC, 0o644)
-        path = self.path(task_id)
+        nonempty = self.layout == "nonempty"
+        path = self.scratch if nonempty else self.path(task_id)
+        if nonempty:
+            flags |= os.O_TRUNC
         try:
-            fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:  # spread: the first task of its directory
-            path.parent.mkdir(exist_ok=True)
-            fd = os.open(path, flags, 0o644)
-        if os.fstat(fd).st_size:
-            os.write(fd, rerun_note)
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileNotFoundError:  # spread: the first task of its directory; or logs/ removed
+                self._make_directories(path)
+                fd = os.open(path, flags, 0o644)
+        except OSError as error:
+            raise FilesystemError.from_oserror(path, "create", error) from error
+        try:
+            if not nonempty and os.fstat(fd).st_size:
+                os.write(fd, rerun_note)
+        except OSError as error:
+            os.close(fd)
+            raise FilesystemError.from_oserror(path, "append", error) from error
         return fd
+
+    def _make_directories(self, path: Path) -> None:
+        """Make ``logs/`` (if it was removed) and the directory of ``path`` in it; not the
+        workdir: a missing workdir fails."""
+        for directory in (self.directory, path.parent):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                pass
+            except OSError as error:
+                raise FilesystemError.from_oserror(directory, "create", error) from error
 
     def done(self, task_id: int, rerun_note: bytes) -> None:
         """The task has ended: ``nonempty`` keeps its output as ``log_ID`` if there is any."""
@@ -72,15 +103,22 @@ class TaskLogs:
         path = self.path(task_id)
         try:
             os.link(self.scratch, path)  # fails rather than replace an earlier run's log
+        except FileNotFoundError:  # logs/ removed (with the scratch file) since the task began
+            return
         except FileExistsError:
-            with open(self.scratch, "rb") as source, open(path, "ab") as log:
-                log.write(rerun_note)
-                while True:
-                    block = source.read(1 << 20)
-                    if not block:
-                        break
-                    log.write(block)
-        self.scratch.unlink()
+            try:
+                with open(self.scratch, "rb") as source, open(path, "ab") as log:
+                    log.write(rerun_note)
+                    while True:
+                        block = source.read(1 << 20)
+                        if not block:
+                            break
+                        log.write(block)
+            except OSError as error:
+                raise FilesystemError.from_oserror(path, "append", error) from error
+        except OSError as error:
+            raise FilesystemError.from_oserror(path, "create", error) from error
+        self.scratch.unlink(missing_ok=True)
 
     def close(self) -> None:
         """The worker leaves: remove an empty scratch file."""

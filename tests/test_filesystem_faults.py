@@ -229,3 +229,31 @@ def test_a_malformed_failed_line_names_file_and_line_and_blocks_nothing_else(tmp
     rerun = run_farmer([str(tasks), "--requeue-failed"])
     assert rerun.returncode == 1, rerun.stderr  # the two tasks ran (and failed) again
     assert sorted(ids(failed)) == [0, 1] and ids(tmp_path / "t_workdir" / "toprocess") == []
+
+
+# -- a removed logs/ directory ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["flat", "spread", "nonempty"])
+def test_a_removed_logs_directory_is_made_again_and_the_farm_goes_on(tmp_path: Path,
+                                                                     layout: str) -> None:
+    """``rm -rf WORKDIR/logs`` while tasks run: only the removed logs are lost."""
+    gate = tmp_path / "go"
+    tasks = write_tasklist(tmp_path / "t", [
+        f"echo out{i}" if i < 4 else f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out{i}"
+        for i in range(30)])
+    farmer = start_farmer([str(tasks), "-n", "2", "--logs", layout])
+    workdir = tmp_path / "t_workdir"
+    wait_for(lambda: len(ids(workdir / "finished")) == 4, what="the first 4 tasks done")
+    shutil.rmtree(workdir / "logs")
+    gate.touch()
+    out, err = farmer.communicate(timeout=120)
+    assert farmer.returncode == 0, err
+    no_traceback(out, err)
+    assert err == ""
+    assert sorted(ids(workdir / "finished")) == list(range(30))  # each exactly once
+    assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
+    logs = {path.name: path.read_text() for path in (workdir / "logs").rglob("log_*")}
+    # The two tasks running at the removal may have lost their output; no later one did.
+    later = {f"log_{i}": f"out{i}\n" for i in range(6, 30)}
+    assert {name: logs.get(name) for name in later} == later
