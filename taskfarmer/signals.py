@@ -79,6 +79,12 @@ class StopRequest:
         return self.reason or "none"
 
     def install(self) -> None:
-        """Install :meth:`handle` for every stop signal in this process."""
+        """Install :meth:`handle` for every stop signal in this process.
+
+        A SIGHUP ignored from the start (``nohup farmer ...``) stays ignored: the user asked
+        for the farm to outlive the terminal.
+        """
         for sig in STOP_SIGNALS:
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             signal.signal(sig, self.handle)

@@ -137,6 +137,20 @@ def test_sighup_to_the_process_group_stops_like_sigterm(tmp_path: Path) -> None:
     assert sorted(ids(workdir / "finished")) == list(range(6))
 
 
+def test_nohup_keeps_the_farm_running_through_a_hang_up(tmp_path: Path) -> None:
+    """``nohup farmer ...``: SIGHUP was ignored on purpose, and stays so."""
+    tasks = _gated_tasks(tmp_path, 4)
+    farmer = subprocess.Popen(["nohup", *FARMER, str(tasks), "-n", "2"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=farmer_env(),
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: len(pids_in(tmp_path / "pids")) == 2, what="2 tasks running")
+    os.killpg(farmer.pid, signal.SIGHUP)
+    (tmp_path / "go").touch()
+    _, err = farmer.communicate(timeout=60)
+    assert farmer.returncode == 0, err
+    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == list(range(4))
+
+
 def test_a_reader_that_goes_away_neither_stops_the_farm_nor_loses_a_task(tmp_path: Path) -> None:
     """``farmer -v ... | head -1``: stdout gives EPIPE from the second line on."""
     tasks = _gated_tasks(tmp_path, 20)
