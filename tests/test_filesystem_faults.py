@@ -9,7 +9,9 @@ Mounting needs root (the test machine and CI run as root); elsewhere these tests
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -135,6 +137,40 @@ def test_sighup_to_the_process_group_stops_like_sigterm(tmp_path: Path) -> None:
     rerun = run_farmer([str(tasks), "-n", "3"])
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(ids(workdir / "finished")) == list(range(6))
+
+
+def test_a_closed_terminal_stops_the_farm_cleanly(tmp_path: Path) -> None:
+    """The farmer on a terminal (its progress bar) whose other end closes: the kernel sends
+    SIGHUP, and every later write to the terminal fails (EIO)."""
+    tasks = _gated_tasks(tmp_path, 6)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the farmer: a session leader with the pty as its controlling terminal
+        try:
+            os.chdir(tmp_path)
+            os.execve(FARMER[0], [*FARMER, str(tasks), "-n", "3"], farmer_env())
+        finally:
+            os._exit(127)
+    seen = bytearray()
+
+    def three_running() -> bool:
+        try:
+            while select.select([terminal], [], [], 0)[0]:
+                seen.extend(os.read(terminal, 65536))  # a full terminal would block the bar
+        except OSError:
+            pass
+        return len(pids_in(tmp_path / "pids")) == 3
+
+    wait_for(three_running, what="3 tasks running")
+    task_pids = pids_in(tmp_path / "pids")
+    os.close(terminal)  # hang up
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3, seen.decode(errors="replace")
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "toprocess")) == list(range(6))
+    assert ids(workdir / "finished") == [] and ids(workdir / "failed") == []
+    assert list((workdir / "leases").iterdir()) == []
+    wait_for(lambda: not any(alive(pid) for pid in task_pids), timeout=10,
+             what="no orphan task processes")
 
 
 def test_nohup_keeps_the_farm_running_through_a_hang_up(tmp_path: Path) -> None:
