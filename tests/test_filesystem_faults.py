@@ -209,6 +209,22 @@ def test_a_reader_that_goes_away_neither_stops_the_farm_nor_loses_a_task(tmp_pat
     assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
 
 
+def test_an_output_file_on_a_full_disk_does_not_stop_the_farm(tmp_path: Path,
+                                                              tmpfs: Tmpfs) -> None:
+    """``farmer -v ... > out`` where ``out``'s filesystem fills up (ENOSPC on stdout)."""
+    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(100)])
+    tmpfs.mount("size=4k")
+    with open(tmpfs.path / "out", "w") as out:
+        result = subprocess.run([*FARMER, "-v", str(tasks), "-n", "2"], stdout=out,
+                                stderr=subprocess.PIPE, text=True, env=farmer_env(),
+                                timeout=120)
+    assert result.returncode == 0, result.stderr
+    no_traceback(result.stderr)
+    assert result.stderr == ("farmer: warning: stdout: No space left on device; writing no "
+                             "more there (the farm goes on; its record is the workdir)\n")
+    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == list(range(100))
+
+
 @pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
 def test_a_closed_stdout_or_stderr_at_the_start_changes_nothing(tmp_path: Path,
                                                                closed: str) -> None:
