@@ -99,7 +99,10 @@ class BlockingFlockLock(UnixFileLock):
         return self._fd
 
     def _acquire(self) -> None:
-        fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # PEP 475 retries on EINTR
+        try:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # PEP 475 retries on EINTR
+        except OSError as error:  # ENOLCK: an NFS mount without a lock manager (nolock)
+            raise FilesystemError.from_oserror(Path(self.lock_file), "lock", error) from error
 
     def _release(self) -> None:
         if self._fd is not None:
@@ -157,13 +160,16 @@ class WarningSoftFileLock(SoftFileLock):
         while True:
             try:
                 return super().acquire(timeout=STALL_WARNING_SECONDS, poll_interval=poll_interval)
-            except Timeout:
+            except Timeout:  # (a TimeoutError, so an OSError: caught first)
                 waited += STALL_WARNING_SECONDS
                 print(
                     f"taskfarmer: waited {waited:.0f} s for the soft lock {self.lock_file}; "
                     "if no farmer is running on this workdir, remove that file",
                     file=sys.stderr,
                 )
+            except OSError as error:  # SCRATCH full (ENOSPC, EDQUOT), removed, read-only...
+                raise FilesystemError.from_oserror(Path(self.lock_file), "create", error) \
+                    from error
 
 
 def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> BaseFileLock:

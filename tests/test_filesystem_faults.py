@@ -106,6 +106,26 @@ def test_a_bad_scratch_is_one_line_before_the_workdir_is_touched(
         assert os.listdir(scratch) == []
 
 
+@pytest.mark.parametrize("lock", ["flock", "soft"])
+def test_a_full_scratch_is_one_line_and_the_rerun_finishes(tmp_path: Path, tmpfs: Tmpfs,
+                                                           lock: str) -> None:
+    """The lock file cannot be created: SCRATCH over its file-count quota."""
+    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(5)])
+    tmpfs.mount("nr_inodes=1")  # the root directory takes the one inode
+    args = [str(tasks), "--lock", lock]
+    env = {"SCRATCH": str(tmpfs.path)}
+    result = run_farmer(args, env=env)
+    assert result.returncode == 2, result.stderr
+    no_traceback(result.stdout, result.stderr)
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and FS_ERROR.match(errors[0]), result.stderr
+    assert FS_ERROR.match(errors[0])["path"].startswith(f"{tmpfs.path}/taskfarmer_")
+    tmpfs.remount("nr_inodes=1000")
+    rerun = run_farmer(args, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == list(range(5))
+
+
 # -- hang-ups and closed output streams ---------------------------------------------------------
 
 
