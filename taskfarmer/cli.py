@@ -17,6 +17,7 @@ from . import coinstall, status_view
 from .argv import translate
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
+from .farm_end import as_error
 from .locking import LOCK_KINDS, lock_path, make_lock
 from .logs import LOG_LAYOUTS
 from .outputs import guard_standard_streams
@@ -168,6 +169,8 @@ def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
     farm = Farm(config, parts)
     report = farm.run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
+    if report.error is not None:
+        click.echo(f"{click.get_current_context().info_name}: error: {report.error}", err=True)
     sys.exit(report.exit_code)
 
 
@@ -214,8 +217,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
     except click.Abort:
         click.echo(f"{prog}: aborted", err=True)
         sys.exit(EXIT_USAGE)
-    except TaskfarmerError as error:
-        click.echo(f"{prog}: error: {error}", err=True)
+    except (TaskfarmerError, OSError) as error:
+        click.echo(f"{prog}: error: {as_error(error, Path.cwd())}", err=True)
         sys.exit(EXIT_USAGE)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .adopt import adopt, needs_adoption
 from .errors import TaskfarmerError, TasklistError
+from .farm_end import FarmEnding, worker_error
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .resources import SlotResources, pin
@@ -37,7 +38,7 @@ from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
 from .timeline_state import TaskCounts
 from .trace_events import Event, choose_pid, counters, farmer_tracks, instant, process_title
 from .walltime import DEFAULT_MARGIN, JobLogDurations, TaskTime, Walltime, limits
-from .worker import KILL_GRACE, Parts, Worker, WorkerConfig
+from .worker import Parts, Worker, WorkerConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -142,7 +143,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-class Farm:
+class Farm(FarmEnding):
     """A farmer's main process."""
 
     def __init__(
@@ -194,6 +195,15 @@ class Farm:
         # Handlers first: a stop signal while the list is being read must not kill us.
         self.stop.on_stop(self._forward_stop)
         self.stop.install()
+        try:
+            self._farm()
+        except (TaskfarmerError, OSError) as error:
+            self.fail(error)
+        finally:
+            self._shutdown()
+        return self._report()
+
+    def _farm(self) -> None:
         self._prepare()
         walltime = Walltime.earliest(
             limits(self.clock(), self.config.timeout, self.config.job_end,
@@ -208,37 +218,33 @@ class Farm:
         idle_poll = IDLE_POLL_FIRST
         self.display.say(self._where())
         self.display.start(self._snapshot())
-        try:
-            while not self.stop.requested and self.error is None:
-                now = self.clock()
-                if walltime is not None and self._out_of_time(walltime, now):
-                    break
-                if self.draining is not None and not self.workers:
-                    break
-                if now >= next_beat:
-                    self._heartbeat()
-                    self._take_over_expired()
-                    next_beat = now + period
-                self._reap()
-                if self.error is not None:
-                    break
-                if now >= next_import:
-                    self._import_growth()
-                    next_import = now + IMPORT_POLL
-                self._fill_slots()
-                if not self.workers and self._all_done() and not self.config.follow:
-                    break
-                self._drain_messages()
-                self.display.update(self._snapshot())
-                poll, idle_poll = idle_backoff(idle_poll, waiting=not self.workers)
-                wake = math.inf if deadline is None else deadline
-                if self.draining is None:  # also when the start gate closes
-                    wake = min(wake, self._start_limit())
-                timeout = max(0.0, min(poll, wake - now))
-                wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
-        finally:
-            self._shutdown()
-        return self._report()
+        while not self.stop.requested and self.error is None:
+            now = self.clock()
+            if walltime is not None and self._out_of_time(walltime, now):
+                break
+            if self.draining is not None and not self.workers:
+                break
+            if now >= next_beat:
+                self._heartbeat()
+                self._take_over_expired()
+                next_beat = now + period
+            self._reap()
+            if self.error is not None:
+                break
+            if now >= next_import:
+                self._import_growth()
+                next_import = now + IMPORT_POLL
+            self._fill_slots()
+            if not self.workers and self._all_done() and not self.config.follow:
+                break
+            self._drain_messages()
+            self.display.update(self._snapshot())
+            poll, idle_poll = idle_backoff(idle_poll, waiting=not self.workers)
+            wake = math.inf if deadline is None else deadline
+            if self.draining is None:  # also when the start gate closes
+                wake = min(wake, self._start_limit())
+            timeout = max(0.0, min(poll, wake - now))
+            wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
 
     def _out_of_time(self, walltime: Walltime, now: float) -> bool:
         """Stop (True) at the walltime's limit; before that, close the start gate once no
@@ -325,56 +331,10 @@ class Farm:
             return []
         return [counters(now, counts.done, counts.failed, counts.running, counts.pending)]
 
-    def _timeline_end(self, report: FarmReport) -> None:
-        """Mark the stop signal (when it arrived) and our end on our timeline track."""
-        if not self.track:  # the start failed before our track was chosen
-            return
-        now = self.clock()
-        events = []
-        if self.stop.requested and self.stop.at is not None:
-            at = now - (time.monotonic() - self.stop.at)  # StopRequest's clock is monotonic
-            events.append(instant(f"stop: {self.stop.describe()}", at, self.track,
-                                  {"stop": self.stop.describe()}))
-        events.append(instant("farmer end", now, self.track,
-                              {"exit_code": report.exit_code, "reason": report.outcome}))
-        with self.store.locked():
-            self.timeline.append(events)
-        self.timeline.close()
-
-    def _shutdown(self) -> None:
-        self._forward_stop()
-        end = time.monotonic() + KILL_GRACE + 10.0
-        for process in self.workers.values():
-            process.join(max(0.0, end - time.monotonic()))
-        for slot, process in list(self.workers.items()):
-            if process.is_alive():
-                process.kill()
-                process.join()
-            if process.exitcode != 0:  # a worker that exited 0 released its lease itself
-                self._revoke_worker(slot, process)
-        self.workers.clear()
-        self._busy[:] = [-1] * self.config.proc
-        self._drain_messages()
-        with self.store.locked():
-            self.store.tidy()
-        self.timeline.close()
-
     def _where(self) -> str:
         workdir = self.config.workdir
         return (f"workdir {workdir}: task logs in {workdir / 'logs'}, job log "
                 f"{workdir / 'joblog'}, timeline {workdir / 'timeline.json'}")
-
-    def _report(self) -> FarmReport:
-        with self.store.locked():
-            work_left = self.store.pending() or self.store.any_leases()
-        snapshot = self._snapshot()
-        report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
-                            else self.draining, work_left, self.error)
-        self.display.finish(snapshot, report.outcome)
-        self.display.say(self._where())
-        self._timeline_end(report)
-        self.store.close()
-        return report
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -411,8 +371,8 @@ class Farm:
                             on_change=self._mark, may_start=self._may_start)
             worker.install_signal_handlers()
             code = worker.run()
-        except TaskfarmerError as error:
-            self._send(f"{self.name} worker {slot}: error: {error}")
+        except (TaskfarmerError, OSError) as error:
+            self._send(worker_error(error, self.config.workdir))
             code = WORKER_ERROR
         sys.exit(code)
 
@@ -447,7 +407,9 @@ class Farm:
             self._partial += data
         *lines, self._partial = self._partial.split(b"\n")
         for line in lines:
-            self.display.log(line.decode(errors="replace"))
+            text = line.decode(errors="replace")
+            if not self.worker_says(text):
+                self.display.log(text)
 
     def _reap(self) -> None:
         for slot, process in list(self.workers.items()):
@@ -464,33 +426,13 @@ class Farm:
                 continue
             self._revoke_worker(slot, process)
             if code == WORKER_ERROR:
-                self.error = f"worker {slot} stopped on an error (see above)"
+                self.error = self.error or f"worker {slot} stopped on an error"
             else:
                 self.crashes += 1
                 self.display.say(f"worker {slot} died (exit code {code}); its tasks are back "
                                  "in toprocess")
                 if self.crashes > MAX_WORKER_CRASHES:
                     self.error = f"{self.crashes} worker crashes; giving up"
-
-    def _revoke_worker(self, slot: int, process: multiprocessing.Process) -> None:
-        """Put back the tasks of one of our workers that is gone."""
-        prefix = f"{self.farmer}.w{slot}.{process.pid}."
-        with self.store.locked():
-            for name in self.store.lease_names():
-                if name.startswith(prefix):
-                    self._revoke(name.removesuffix(DEAD_SUFFIX),
-                                 {"node": self.identity.node, "worker": slot + 1})
-
-    def _forward_stop(self) -> None:
-        """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
-        if os.getpid() != self._main_pid:
-            return  # a worker just forked, before it installed its own handlers: not ours
-        for process in self.workers.values():
-            if process.pid is not None and process.is_alive():
-                try:
-                    os.kill(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
 
     # -- leases ------------------------------------------------------------------------------
 

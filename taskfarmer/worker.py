@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Set
 
+from .errors import TaskfarmerError
 from .identity import Identity, group_has_live_members
 from .joblog import Entry, JobLog, exit_and_signal
 from .logs import TaskLogs
@@ -174,53 +175,88 @@ class Worker:
         return self.store.register(name, owner)
 
     def run(self) -> int:
-        """Work until no task is left or a stop is requested. Returns the process exit code."""
-        with self.store.locked():
-            self.lease = self._register()
+        """Work until no task is left or a stop is requested. Returns the process exit code.
+
+        Raises:
+            TaskfarmerError, OSError: the state could not be read or changed. The worker
+                stops at once (its task killed) and changes nothing more: its lease stays,
+                and whoever takes it over (our farmer, else the next) puts back exactly the
+                tasks that are not recorded (:meth:`StateStore.revoke` reads the files, not
+                what we believe we did), so nothing is lost or recorded twice.
+        """
         try:
-            while True:
-                with self.store.locked():
-                    self._settle()
-                    if self.stop.requested:
-                        self._flush()
-                        break
-                    if not self.queue and self.may_start():
-                        try:
-                            claimed = self.store.claim(self.lease, 1)
-                        except LeaseRevoked:
-                            self.lease = self._register()
-                            claimed = self.store.claim(self.lease, 1)
-                        self._take(claimed)
-                    self._flush()
-                if not self.queue:
-                    if not self.results:
-                        break
-                    self._sleep_until_recordable()
-                    continue
-                task = self.queue.popleft()
-                self._busy(task.id)
-                result = self._execute(task)
-                self._busy(-1)
-                self.results.append(result)
-                self._count(running=-1)  # written with the next lock hold, right away
-                if result.stopped:
-                    break
-        finally:
             with self.store.locked():
-                unstarted = len(self.queue)
-                self._settle(final=True)
-                if self.store.holds(self.lease):
-                    self.store.requeue(self.queue)
-                    self._count(running=-unstarted, pending=unstarted)
-                    self.store.release(self.lease)
-                    self._log(self.stopped, "stopped")
-                self.queue.clear()
-                self._flush()
-            self.store.close()
-            self.joblog.close()
-            self.timeline.close()
-            self.logs.close()
+                self.lease = self._register()
+            self._loop()
+            self._leave()
+        except BaseException:
+            self._abandon()
+            raise
+        self._close()
         return 0
+
+    def _loop(self) -> None:
+        while True:
+            with self.store.locked():
+                self._settle()
+                if self.stop.requested:
+                    self._flush()
+                    break
+                if not self.queue and self.may_start():
+                    try:
+                        claimed = self.store.claim(self.lease, 1)
+                    except LeaseRevoked:
+                        self.lease = self._register()
+                        claimed = self.store.claim(self.lease, 1)
+                    self._take(claimed)
+                self._flush()
+            if not self.queue:
+                if not self.results:
+                    break
+                self._sleep_until_recordable()
+                continue
+            task = self.queue.popleft()
+            self._busy(task.id)
+            result = self._execute(task)
+            self._busy(-1)
+            self.results.append(result)
+            self._count(running=-1)  # written with the next lock hold, right away
+            if result.stopped:
+                break
+
+    def _leave(self) -> None:
+        """Record or put back what we hold, drop the lease."""
+        with self.store.locked():
+            unstarted = len(self.queue)
+            self._settle(final=True)
+            if self.store.holds(self.lease):
+                self.store.requeue(self.queue)
+                self._count(running=-unstarted, pending=unstarted)
+                self.store.release(self.lease)
+                self._log(self.stopped, "stopped")
+            self.queue.clear()
+            self._flush()
+
+    def _abandon(self) -> None:
+        """After an error: kill the running task, close what can be closed, touch nothing."""
+        process = self._process
+        if process is not None:
+            Runner.kill(process, signal.SIGKILL)
+            try:
+                process.wait()
+            except OSError:
+                pass
+        self._close(quiet=True)
+
+    def _close(self, quiet: bool = False) -> None:
+        """Close our descriptors (``quiet``: ignoring failures, an error is on its way)."""
+        for close in (self.store.close, self.joblog.close, self.timeline.close,
+                      self.logs.close):
+            try:
+                close()
+            except (TaskfarmerError, OSError):
+                if not quiet:
+                    raise
 
     def _sleep_until_recordable(self) -> None:
         """Wait until the youngest held result may be recorded (or a stop arrives)."""
@@ -260,7 +296,8 @@ class Worker:
             while ready < len(self.results) and self.results[ready].ended_at <= too_young:
                 ready += 1
         logged: List[Entry] = []
-        for result in self.results[:ready]:
+        settled, self.results = self.results[:ready], self.results[ready:]
+        for result in settled:
             if result.stopped:  # back into toprocess with the queue, when the worker leaves
                 self.queue.appendleft(result.task)
                 self.stopped.append(result)
@@ -287,7 +324,6 @@ class Worker:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "
                           f"{self.config.retries + 1}): back in toprocess")
         self.joblog.append(logged)
-        del self.results[:ready]
 
     def _log(self, results: List[Result], outcome: str) -> None:
         """*locked* Job log lines for executions whose result was not recorded."""

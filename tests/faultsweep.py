@@ -1,0 +1,280 @@
+"""Fault sweep: make the k-th filesystem call of a small farm fail (or SIGKILL its process),
+then rerun the farm without the fault and check that no task was lost or recorded twice.
+
+The injector is ``tests/faultinject/sitecustomize.py`` (see its docstring). One sweep:
+
+1. run the farm once in count mode: every filesystem call under the farm's directory, with
+   its call site (the innermost ``taskfarmer`` frame);
+2. for each chosen ``k`` (CI: the first call of every distinct site, plus a spread of others;
+   ``TASKFARMER_FAULT_SWEEP=full``: every k) and fault (ENOSPC, EIO, kill), run the farm
+   with the fault, then without it until it exits 0 or 1;
+3. check the outcome (:func:`problems`).
+
+Call counts differ a little from run to run (timing: heartbeats, polls), so the faulted call
+is identified by what the injector logged when it fired, not by the count run.
+"""
+
+from __future__ import annotations
+
+import errno as errno_names
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from farmhelp import FARMER, farmer_env, ids
+
+INJECTOR = Path(__file__).resolve().parent / "faultinject"
+REPO = Path(__file__).resolve().parent.parent
+#: Faults tried: an errno name, or "kill".
+FAULTS = ("ENOSPC", "EIO", "kill")
+TASKS = 20
+#: Reruns (without the fault) allowed before the farm must be done.
+RERUNS = 3
+ERROR_LINE = re.compile(r"^farmer: error: (?P<path>/\S.*): cannot (?P<op>[^:]+): "
+                        r"(?P<reason>[^:\n]+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Farm:
+    """A small farm to sweep: its options, and whether a task stops it (SIGTERM, once)."""
+
+    name: str
+    options: Tuple[str, ...] = ("-n", "2")
+    stop_task: Optional[int] = None
+
+    def tasks(self, root: Path) -> List[str]:
+        """The tasklist: ``echo``, every 7th fails; ``stop_task`` SIGTERMs the farmer once."""
+        lines = []
+        for task in range(1, TASKS + 1):
+            line = f"echo out{task}" if task % 7 else f"echo err{task}; exit 1"
+            if task == self.stop_task:
+                marker = root / "stopped"
+                # The task's parent is a worker; the worker's parent the farmer's main process.
+                line = (f"[ -e {marker} ] || {{ touch {marker}; "
+                        f"kill -TERM $(cut -d' ' -f4 /proc/$PPID/stat); }}; {line}")
+            lines.append(line)
+        return lines
+
+
+FARMS = (
+    Farm("plain"),
+    Farm("retries", ("-n", "2", "--retries", "1")),
+    Farm("stopped", ("-n", "2"), stop_task=8),
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One filesystem call seen by the injector."""
+
+    number: int
+    pid: int
+    op: str
+    site: str
+    path: str
+
+    @classmethod
+    def parse(cls, line: str) -> Call:
+        number, pid, op, site, path = line.split(" ", 4)
+        return cls(int(number), int(pid), op, site, path)
+
+
+@dataclass
+class Outcome:
+    """What one faulted run and its reruns did."""
+
+    k: int
+    fault: str
+    hit: Optional[Call]
+    codes: List[int] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line naming k, the fault, the call site and what went wrong."""
+        where = f"{self.hit.op} at {self.hit.site} on {self.hit.path}" if self.hit else "no hit"
+        return f"k={self.k} {self.fault} ({where}); exit codes {self.codes}: " + \
+            "; ".join(self.problems)
+
+
+def _environment(root: Path, mode: str, k: int = 0, fault: str = "EIO",
+                 persist: bool = False) -> Dict[str, str]:
+    return farmer_env({
+        "PYTHONPATH": f"{INJECTOR}{os.pathsep}{REPO}",
+        "FAULT_ROOT": str(root),
+        "FAULT_MODE": mode,
+        "FAULT_K": str(k),
+        "FAULT_ERRNO": fault if fault != "kill" else "EIO",
+        "FAULT_PERSIST": "1" if persist else "0",
+        "FAULT_COUNTER": str(root.parent / f"{root.name}.counter"),
+        "FAULT_LOG": str(root.parent / f"{root.name}.log"),
+        "SCRATCH": str(root / "scratch"),
+    })
+
+
+def prepare(root: Path, farm: Farm) -> None:
+    """A fresh directory for one run of ``farm``: tasklist and SCRATCH."""
+    (root / "scratch").mkdir(parents=True)
+    (root / "tasks").write_text("".join(line + "\n" for line in farm.tasks(root)))
+    for name in (".counter", ".log"):
+        Path(f"{root}{name}").unlink(missing_ok=True)
+
+
+def run(root: Path, farm: Farm, mode: str = "", k: int = 0, fault: str = "EIO",
+        persist: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``farm`` in ``root`` (with the injector in ``mode``; "" for none)."""
+    env = _environment(root, mode, k, fault, persist) if mode else farmer_env(
+        {"PYTHONPATH": str(REPO), "SCRATCH": str(root / "scratch")})
+    return subprocess.run([*FARMER, str(root / "tasks"), "-w", str(root / "wd"),
+                           *farm.options], capture_output=True, text=True, timeout=timeout,
+                          env=env, stdin=subprocess.DEVNULL, cwd=root.parent)
+
+
+def logged(root: Path) -> List[Call]:
+    """The calls the injector logged for the last run in ``root``."""
+    path = Path(f"{root}.log")
+    if not path.exists():
+        return []
+    return [Call.parse(line) for line in path.read_text().splitlines() if line]
+
+
+def count(root: Path, farm: Farm) -> List[Call]:
+    """Every filesystem call of one run of ``farm`` (which must succeed)."""
+    prepare(root, farm)
+    done = run(root, farm, "count")
+    assert done.returncode in (0, 1, 3), done.stderr
+    return logged(root)
+
+
+def choose(calls: Sequence[Call], full: bool, spread: int = 4) -> List[Tuple[int, str]]:
+    """(k, fault) pairs: all in full mode; else each site's first call with ENOSPC and EIO
+    alternating, kill on every third site, and every ``spread``-th other call in turn."""
+    if full:
+        return [(call.number, fault) for call in calls for fault in FAULTS]
+    chosen: List[Tuple[int, str]] = []
+    seen: Dict[str, int] = {}
+    for call in calls:
+        if call.site not in seen:
+            seen[call.site] = len(seen)
+            chosen.append((call.number, FAULTS[seen[call.site] % 2]))
+            if seen[call.site] % 3 == 2:
+                chosen.append((call.number, "kill"))
+    firsts = {k for k, _ in chosen}
+    others = [call.number for call in calls if call.number not in firsts]
+    chosen += [(k, FAULTS[i % 3]) for i, k in enumerate(others[::spread * 4])]
+    return chosen
+
+
+def problems(root: Path, result: subprocess.CompletedProcess, fault: str,
+             hit: Optional[Call]) -> List[str]:
+    """What is wrong with a faulted run's outcome (checked before the reruns)."""
+    found = []
+    if "Traceback" in result.stderr:
+        found.append("traceback: " + result.stderr[-800:])
+    code = result.returncode
+    if fault == "kill":
+        return found
+    if code in (0, 1):
+        found += state_problems(root)
+    elif code == 2:
+        reason = os.strerror(getattr(errno_names, fault))
+        if hit is not None and not any(m["reason"] == reason
+                                       for m in ERROR_LINE.finditer(result.stderr)):
+            found.append(f"no 'farmer: error: PATH: cannot OP: {reason}' line: "
+                         + result.stderr[-600:])
+    elif code != 3:
+        found.append(f"exit code {code}: {result.stderr[-600:]}")
+    return found
+
+
+def state_problems(root: Path) -> List[str]:
+    """What is wrong with a workdir whose farm says it is done."""
+    workdir = root / "wd"
+    found = []
+    recorded = ids(workdir / "finished") + ids(workdir / "failed")
+    if sorted(recorded) != list(range(TASKS)):
+        missing = sorted(set(range(TASKS)) - set(recorded))
+        twice = sorted({i for i in recorded if recorded.count(i) > 1})
+        found.append(f"tasks missing {missing}, recorded twice {twice}")
+    for name in ("toprocess", "claims"):
+        path = workdir / name
+        if path.exists() and path.stat().st_size:
+            found.append(f"{name} not empty: {path.read_text()[:200]!r}")
+    try:
+        json.loads((workdir / "timeline.json").read_text())
+    except (OSError, ValueError) as error:
+        found.append(f"timeline.json: {error}")
+    return found
+
+
+def sweep_one(root: Path, farm: Farm, k: int, fault: str, persist: bool = False) -> Outcome:
+    """Run ``farm`` with ``fault`` at call ``k``, then without it until done; check."""
+    prepare(root, farm)
+    result = run(root, farm, "kill" if fault == "kill" else "fail", k, fault, persist)
+    hits = logged(root)
+    outcome = Outcome(k, fault, hits[0] if hits else None, [result.returncode])
+    outcome.problems += problems(root, result, fault, outcome.hit)
+    for _ in range(RERUNS):
+        if outcome.codes[-1] in (0, 1):
+            break
+        rerun = run(root, farm)
+        outcome.codes.append(rerun.returncode)
+        if "Traceback" in rerun.stderr:
+            outcome.problems.append("traceback in a rerun: " + rerun.stderr[-800:])
+    if outcome.codes[-1] not in (0, 1):
+        outcome.problems.append(f"reruns do not finish: {rerun.stderr[-600:]}")
+    else:
+        outcome.problems += state_problems(root)
+    return outcome
+
+
+def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3) -> Tuple[List[Call], List[Outcome]]:
+    """Count ``farm``'s calls, then try the chosen faults ``jobs`` at a time."""
+    calls = count(base / f"{farm.name}-count", farm)
+    plan = choose(calls, full)
+
+    def one(index: int) -> Outcome:
+        k, fault = plan[index]
+        root = base / f"{farm.name}-{index}"
+        outcome = sweep_one(root, farm, k, fault)
+        if not outcome.problems:
+            subprocess.run(["rm", "-rf", str(root)], check=False)
+        return outcome
+
+    with ThreadPoolExecutor(jobs) as pool:
+        outcomes = list(pool.map(one, range(len(plan))))
+    return calls, outcomes
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python3 tests/faultsweep.py BASE [full]``: sweep every farm, print a summary."""
+    import time
+
+    base = Path(argv[0])
+    full = len(argv) > 1 and argv[1] == "full"
+    failures = 0
+    sites = set()
+    tried = 0
+    began = time.monotonic()
+    for farm in FARMS:
+        calls, outcomes = sweep(base, farm, full, jobs=int(os.environ.get("JOBS", "3")))
+        tried += len(outcomes)
+        sites |= {o.hit.site for o in outcomes if o.hit}
+        bad = [o for o in outcomes if o.problems]
+        failures += len(bad)
+        print(f"{farm.name}: {len(calls)} calls, {len({c.site for c in calls})} sites, "
+              f"{len(outcomes)} faults, {len(bad)} bad", flush=True)
+        for outcome in bad:
+            print("  " + outcome.describe(), flush=True)
+    print(f"{tried} faults, {len(sites)} distinct call sites hit, {failures} bad, "
+          f"{time.monotonic() - began:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
