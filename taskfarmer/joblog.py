@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .errors import StateError
+from .store.lines import append
 
 COLUMNS = ("id", "attempt", "node", "farmer", "slot", "start", "runtime", "exit", "signal",
            "outcome", "command")
@@ -122,7 +123,8 @@ class JobLog:
         """*locked* Append the lines of ``entries`` in one ``write(2)``.
 
         The header is written with the first line, by whoever finds the file empty: under the
-        lock, so exactly once. A short write (disk full) is truncated away.
+        lock, so exactly once. A failed write (disk full) is truncated away
+        (:func:`taskfarmer.store.lines.append`).
         """
         if not entries:
             return
@@ -135,17 +137,9 @@ class JobLog:
     def _append(self, entries: List[Entry]) -> None:
         fd = self._descriptor()
         data = b"".join(format_line(entry) for entry in entries)
-        before = os.fstat(fd).st_size
-        if before == 0:
+        if os.fstat(fd).st_size == 0:
             data = HEADER + data
-        try:
-            written = os.write(fd, data)
-        except OSError as error:
-            os.ftruncate(fd, before)
-            raise StateError(self.path, f"cannot append: {error.strerror}") from None
-        if written != len(data):
-            os.ftruncate(fd, before)
-            raise StateError(self.path, "short write (filesystem full?)")
+        append(fd, self.path, data)
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():

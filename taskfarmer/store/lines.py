@@ -6,12 +6,13 @@ one ``write(2)`` (:func:`append`), and readers only ever trust complete lines.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Tuple
 
-from ..errors import StateError
+from ..errors import FilesystemError, StateError
 from ..tasks import Task
 
 #: Block size of scans and copies.
@@ -22,20 +23,31 @@ LINE_ID = re.compile(rb"^(\d+) ", re.MULTILINE)
 
 
 def append(fd: int, path: Path, data: bytes) -> None:
-    """Append whole lines with one ``write(2)``; undo a short write (e.g. disk full).
+    """Append whole lines with one ``write(2)``; undo a failed one (e.g. disk full).
 
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
-    in one piece; a short write is truncated back so no half line is ever left behind.
+    in one piece. A short write (the filesystem filled up in the middle: what fits is written)
+    is followed by a write of the rest, which then either completes the lines or fails with the
+    reason (ENOSPC, EDQUOT, EFBIG); on failure the file is truncated back, so no half line is
+    left behind (if even that fails, the next farmer's repair cuts the half line off).
+
+    Raises:
+        FilesystemError: the lines could not be appended, naming the reason.
     """
     before = os.fstat(fd).st_size
+    written = 0
     try:
-        written = os.write(fd, data)
+        while written < len(data):
+            count = os.write(fd, data[written:])
+            if count == 0:  # pragma: no cover - no filesystem returns 0 for a regular file
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += count
     except OSError as error:
-        os.ftruncate(fd, before)
-        raise StateError(path, f"cannot append: {error.strerror}") from None
-    if written != len(data):
-        os.ftruncate(fd, before)
-        raise StateError(path, "short write (filesystem full?)")
+        try:
+            os.ftruncate(fd, before)
+        except OSError:
+            pass
+        raise FilesystemError.from_oserror(path, "append", error) from None
 
 
 def copy(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:
