@@ -8,6 +8,7 @@ Mounting needs root (the test machine and CI run as root); elsewhere these tests
 
 from __future__ import annotations
 
+import errno
 import os
 import pty
 import re
@@ -31,6 +32,10 @@ from farmhelp import (
     wait_for,
     write_tasklist,
 )
+
+from taskfarmer.errors import FilesystemError
+from taskfarmer.joblog import Entry, JobLog
+from taskfarmer.store.lines import append
 
 
 class Tmpfs:
@@ -354,14 +359,8 @@ FS_ERROR = re.compile(r"farmer: error: (?P<path>\S+): cannot (?P<operation>[a-z]
                       r"(?: to \S+)?): (?P<reason>No space left on device|Disk quota exceeded)$")
 
 
-#: Until the general error path (branch ``sweep``: any failed filesystem operation stops the farm
-#: cleanly, exit 2) is merged, the first run ends in a traceback (exit 1).
-NEEDS_ERROR_PATH = pytest.mark.xfail(reason="needs the general filesystem error path",
-                                     strict=False)
-
-
 def run_until_done(tasks: Path, workdir: Path, fs: Tmpfs, limits: str, grown: str,
-                   count: int, *extra: str) -> subprocess.CompletedProcess:
+                   count: int, *extra: str, done: int = 0) -> subprocess.CompletedProcess:
     """A campaign on a filesystem that fills up: the first run fails cleanly; grown, the
     reruns finish it. Checks what must hold after every run; returns the first run."""
     fs.mount(limits)
@@ -378,14 +377,42 @@ def run_until_done(tasks: Path, workdir: Path, fs: Tmpfs, limits: str, grown: st
         if rerun.returncode in (0, 1):
             break
         assert rerun.returncode == 3, rerun.stderr  # waiting out a lease, at worst
-    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.returncode == done, rerun.stderr
     recorded = ids(workdir / "finished") + ids(workdir / "failed")
     assert sorted(recorded) == list(range(count))  # every task exactly once
     assert ids(workdir / "toprocess") == []
     return first
 
 
-@NEEDS_ERROR_PATH
+@pytest.mark.parametrize("writer", ["state file", "job log"])
+def test_a_short_write_on_a_full_disk_is_undone_and_names_the_reason(tmp_path: Path,
+                                                                      tmpfs: Tmpfs,
+                                                                      writer: str) -> None:
+    """A tmpfs of two pages, one taken: an append that crosses into the next page writes what
+    fits (a short write), then fails; the file is cut back to its whole lines."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    tmpfs.mount(f"size={2 * page}")
+    (tmpfs.path / "filler").write_bytes(b"x" * page)
+    path = tmpfs.path / "finished"
+    path.write_bytes(b"0 true\n" * ((page - 100) // 7))
+    before = path.read_bytes()
+    with pytest.raises(FilesystemError) as error:
+        if writer == "job log":
+            joblog = JobLog(path)
+            try:
+                joblog.append([Entry(1, 1, "n", "f", 0, 0.0, 1.0, 0, 0, "finished", "x" * 200)])
+            finally:
+                joblog.close()
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                append(fd, path, b"1 true\n" * 50)
+            finally:
+                os.close(fd)
+    assert str(error.value) == f"{path}: cannot append: No space left on device"
+    assert error.value.errno == errno.ENOSPC and path.read_bytes() == before
+
+
 def test_a_file_count_quota_stops_the_farm_and_the_rerun_finishes(tmp_path: Path,
                                                                    tmpfs: Tmpfs) -> None:
     """The issue's first row: 200 tasks on a tmpfs with nr_inodes=60, then the quota raised."""
@@ -396,7 +423,6 @@ def test_a_file_count_quota_stops_the_farm_and_the_rerun_finishes(tmp_path: Path
                for i in range(200))
 
 
-@NEEDS_ERROR_PATH
 def test_a_full_disk_stops_the_farm_and_the_rerun_finishes(tmp_path: Path,
                                                            tmpfs: Tmpfs) -> None:
     """1000 tasks of 50 bytes on a 200 KiB tmpfs; then space is freed."""
@@ -404,15 +430,13 @@ def test_a_full_disk_stops_the_farm_and_the_rerun_finishes(tmp_path: Path,
     run_until_done(tasks, tmpfs.path / "wd", tmpfs, "size=200k", "size=64m", 1000)
 
 
-@NEEDS_ERROR_PATH
 def test_a_full_disk_with_retries_loses_no_attempt(tmp_path: Path, tmpfs: Tmpfs) -> None:
     tasks = write_tasklist(tmp_path / "t", [f"test $(({i} % 3)) != 0" for i in range(300)])
     run_until_done(tasks, tmpfs.path / "wd", tmpfs, "size=120k", "size=64m", 300,
-                   "--retries", "1")
+                   "--retries", "1", done=1)
     assert sorted(ids(tmpfs.path / "wd" / "failed")) == list(range(0, 300, 3))
 
 
-@NEEDS_ERROR_PATH
 @pytest.mark.parametrize("limits", ["size=8k", "nr_inodes=3"])
 def test_a_full_disk_while_the_workdir_is_first_made(tmp_path: Path, tmpfs: Tmpfs,
                                                      limits: str) -> None:
