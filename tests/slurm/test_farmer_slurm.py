@@ -322,8 +322,6 @@ def test_requeue_example_continues_after_usr1(slurm: SlurmCluster, make_campaign
     assert restarts == ["0", "1"]
 
 
-@pytest.mark.xfail(reason="needs the general filesystem error path (its one error line)",
-                   strict=False)
 def test_requeue_example_ends_the_campaign_on_a_full_filesystem(slurm: SlurmCluster,
                                                                make_campaign: Make) -> None:
     """Exit code 2 (the workdir's filesystem is over its file-count quota) is not requeued:
