@@ -1,89 +1,36 @@
-"""Real filesystem faults: full and over-quota tmpfs mounts, removed directories, bad SCRATCH,
-hang-ups and closed output streams (issue 9).
+"""Real filesystem faults: full and over-quota tmpfs mounts, short writes, a removed ``logs/``,
+a bad or full SCRATCH, malformed state files (issue 9). Hang-ups and closed output streams are
+in test_hangups.py.
 
 A tmpfs mounted with ``size=`` stands in for a full disk, one with ``nr_inodes=`` for a
-file-count quota; ``mount -o remount`` grows them, as freeing space or raising a quota would.
-Mounting needs root (the test machine and CI run as root); elsewhere these tests are skipped.
+file-count quota; ``mount -o remount`` grows them, as freeing space or raising a quota would
+(``tmpfs`` fixture, tests/tmpfs.py).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import pty
 import re
-import select
 import shutil
-import signal
 import subprocess
 from pathlib import Path
-from typing import Iterator, List
 
 import pytest
-from conftest import need
 from farmhelp import (
-    FARMER,
-    alive,
-    farmer_env,
+    error_lines,
     ids,
-    pids_in,
+    no_traceback,
     run_farmer,
     start_farmer,
     wait_for,
     write_tasklist,
 )
+from tmpfs import Tmpfs
 
 from taskfarmer.errors import FilesystemError
 from taskfarmer.joblog import Entry, JobLog
 from taskfarmer.store.lines import append
-
-
-class Tmpfs:
-    """A tmpfs mounted at ``path`` for one test; :meth:`remount` changes its limits."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def mount(self, options: str) -> None:
-        """Mount with ``options`` (``size=200k``, ``nr_inodes=60``, ``ro``...)."""
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.path)],
-                       check=True, capture_output=True)
-
-    def remount(self, options: str) -> None:
-        """Change the limits in place (files kept): the disk was cleaned, the quota raised."""
-        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True,
-                       capture_output=True)
-
-    def unmount(self) -> None:
-        """Unmount (lazily: a farmer killed by a failed test may still hold files)."""
-        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
-    """An empty mount point under ``tmp_path``; mount it with :meth:`Tmpfs.mount`."""
-    need(os.geteuid() == 0 and shutil.which("mount") is not None, "mounting a tmpfs needs root")
-    point = tmp_path / "mnt"
-    point.mkdir()
-    fs = Tmpfs(point)
-    try:
-        yield fs
-    finally:
-        while os.path.ismount(point):
-            fs.unmount()
-
-
-def no_traceback(*texts: str) -> None:
-    """Neither output holds a Python traceback or interpreter noise."""
-    for text in texts:
-        assert "Traceback" not in text, text
-        assert "Exception ignored" not in text, text
-
-
-def error_lines(stderr: str) -> List[str]:
-    """The ``farmer: error:`` lines of ``stderr``."""
-    return [line for line in stderr.splitlines() if line.startswith("farmer: error:")]
-
 
 # -- SCRATCH ------------------------------------------------------------------------------------
 
@@ -129,174 +76,6 @@ def test_a_full_scratch_is_one_line_and_the_rerun_finishes(tmp_path: Path, tmpfs
     rerun = run_farmer(args, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(ids(tmp_path / "t_workdir" / "finished")) == list(range(5))
-
-
-# -- hang-ups and closed output streams ---------------------------------------------------------
-
-
-def _gated_tasks(tmp_path: Path, count: int) -> Path:
-    """``count`` tasks that wait for ``tmp_path/go`` and record their pid in ``pids/``."""
-    gate, pids = tmp_path / "go", tmp_path / "pids"
-    pids.mkdir()
-    return write_tasklist(tmp_path / "t", [
-        f"echo $$ > {pids}/{i}.pid; while [ ! -e {gate} ]; do sleep 0.02; done; echo out{i}"
-        for i in range(count)])
-
-
-def test_sighup_to_the_process_group_stops_like_sigterm(tmp_path: Path) -> None:
-    """A closed terminal sends SIGHUP to the farmer's whole process group (main and workers)."""
-    tasks = _gated_tasks(tmp_path, 6)
-    farmer = start_farmer([str(tasks), "-n", "3"])
-    wait_for(lambda: len(pids_in(tmp_path / "pids")) == 3, what="3 tasks running")
-    task_pids = pids_in(tmp_path / "pids")
-    os.killpg(farmer.pid, signal.SIGHUP)
-    out, err = farmer.communicate(timeout=60)
-    assert farmer.returncode == 3, err
-    no_traceback(out, err)
-    workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "toprocess")) == list(range(6))
-    assert ids(workdir / "finished") == [] and ids(workdir / "failed") == []
-    wait_for(lambda: not any(alive(pid) for pid in task_pids), timeout=10,
-             what="no orphan task processes")
-    (tmp_path / "go").touch()
-    rerun = run_farmer([str(tasks), "-n", "3"])
-    assert rerun.returncode == 0, rerun.stderr
-    assert sorted(ids(workdir / "finished")) == list(range(6))
-
-
-def test_a_closed_terminal_stops_the_farm_cleanly(tmp_path: Path) -> None:
-    """The farmer on a terminal (its progress bar) whose other end closes: the kernel sends
-    SIGHUP, and every later write to the terminal fails (EIO)."""
-    tasks = _gated_tasks(tmp_path, 6)
-    pid, terminal = pty.fork()
-    if pid == 0:  # the farmer: a session leader with the pty as its controlling terminal
-        try:
-            os.chdir(tmp_path)
-            os.execve(FARMER[0], [*FARMER, str(tasks), "-n", "3"], farmer_env())
-        finally:
-            os._exit(127)
-    seen = bytearray()
-
-    def three_running() -> bool:
-        try:
-            while select.select([terminal], [], [], 0)[0]:
-                seen.extend(os.read(terminal, 65536))  # a full terminal would block the bar
-        except OSError:
-            pass
-        return len(pids_in(tmp_path / "pids")) == 3
-
-    wait_for(three_running, what="3 tasks running")
-    task_pids = pids_in(tmp_path / "pids")
-    os.close(terminal)  # hang up
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3, seen.decode(errors="replace")
-    workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "toprocess")) == list(range(6))
-    assert ids(workdir / "finished") == [] and ids(workdir / "failed") == []
-    assert list((workdir / "leases").iterdir()) == []
-    wait_for(lambda: not any(alive(pid) for pid in task_pids), timeout=10,
-             what="no orphan task processes")
-
-
-def test_nohup_keeps_the_farm_running_through_a_hang_up(tmp_path: Path) -> None:
-    """``nohup farmer ...``: SIGHUP was ignored on purpose, and stays so."""
-    tasks = _gated_tasks(tmp_path, 4)
-    farmer = subprocess.Popen(["nohup", *FARMER, str(tasks), "-n", "2"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=farmer_env(),
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: len(pids_in(tmp_path / "pids")) == 2, what="2 tasks running")
-    os.killpg(farmer.pid, signal.SIGHUP)
-    (tmp_path / "go").touch()
-    _, err = farmer.communicate(timeout=60)
-    assert farmer.returncode == 0, err
-    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == list(range(4))
-
-
-def test_a_reader_that_goes_away_neither_stops_the_farm_nor_loses_a_task(tmp_path: Path) -> None:
-    """``farmer -v ... | head -1``: stdout gives EPIPE from the second line on."""
-    tasks = _gated_tasks(tmp_path, 20)
-    farmer = start_farmer(["-v", str(tasks), "-n", "2"])
-    assert farmer.stdout is not None
-    head = subprocess.Popen(["head", "-1"], stdin=farmer.stdout, stdout=subprocess.PIPE,
-                            text=True)
-    farmer.stdout.close()  # head holds the only reading end
-    first, _ = head.communicate(timeout=60)
-    (tmp_path / "go").touch()  # the tasks (and their -v lines) start once head is gone
-    err = farmer.stderr.read() if farmer.stderr is not None else ""
-    assert farmer.wait(timeout=60) == 0, err
-    assert "workdir" in first
-    no_traceback(err)
-    assert [line for line in err.splitlines() if line] == [
-        "farmer: warning: stdout: Broken pipe; writing no more there (the farm goes on; its "
-        "record is the workdir)"]
-    workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "finished")) == list(range(20))
-    assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
-
-
-def test_an_output_file_on_a_full_disk_does_not_stop_the_farm(tmp_path: Path,
-                                                              tmpfs: Tmpfs) -> None:
-    """``farmer -v ... > out`` where ``out``'s filesystem fills up (ENOSPC on stdout)."""
-    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(100)])
-    tmpfs.mount("size=4k")
-    with open(tmpfs.path / "out", "w") as out:
-        result = subprocess.run([*FARMER, "-v", str(tasks), "-n", "2"], stdout=out,
-                                stderr=subprocess.PIPE, text=True, env=farmer_env(),
-                                timeout=120)
-    assert result.returncode == 0, result.stderr
-    no_traceback(result.stderr)
-    assert result.stderr == ("farmer: warning: stdout: No space left on device; writing no "
-                             "more there (the farm goes on; its record is the workdir)\n")
-    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == list(range(100))
-
-
-@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
-def test_a_closed_stdout_or_stderr_at_the_start_changes_nothing(tmp_path: Path,
-                                                               closed: str) -> None:
-    """With descriptor 1 or 2 closed, no state file may take its number (and our lines)."""
-    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(20)])
-    command = " ".join([*FARMER, "-v", str(tasks), "-n", "2"])
-    result = subprocess.run(["sh", "-c", f"exec {command} {closed}"], capture_output=True,
-                            text=True, env=farmer_env(), timeout=120)
-    assert result.returncode == 0, result.stderr
-    no_traceback(result.stdout, result.stderr)
-    workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "finished")) == list(range(20))  # every line parses
-    assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
-    assert all((workdir / "logs" / f"log_{i}").read_text() == f"out{i}\n" for i in range(20))
-
-
-# -- worker start-up errors ---------------------------------------------------------------------
-
-_FAILING_RUNNER = '''
-from taskfarmer.errors import ConfigError
-from taskfarmer.runners import BasicRunner
-
-
-class NoSlot(BasicRunner):
-    """Refuses every worker slot, as a runner missing a device would."""
-
-    def assign(self, resources):
-        raise ConfigError("no device for slot %d" % resources.slot)
-'''
-
-
-def test_a_worker_start_up_error_is_one_line_per_worker_and_loses_nothing(tmp_path: Path
-                                                                        ) -> None:
-    (tmp_path / "failing_runner.py").write_text(_FAILING_RUNNER)
-    (tmp_path / "runners.d").mkdir()
-    (tmp_path / "runners.d" / "x.ini").write_text("[noslot]\nRunner = failing_runner.NoSlot\n")
-    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(10)])
-    result = run_farmer([str(tasks), "-n", "2", "--runner", "noslot"], cwd=tmp_path,
-                        env={"PYTHONPATH": str(tmp_path)})
-    assert result.returncode == 2, result.stderr
-    no_traceback(result.stdout, result.stderr)
-    assert "AssertionError" not in result.stdout + result.stderr
-    errors = [line for line in result.stdout.splitlines() if "no device for slot" in line]
-    assert 1 <= len(errors) <= 2 and all(": error: " in line for line in errors)
-    workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "toprocess")) == list(range(10))
-    assert list((workdir / "leases").iterdir()) == []
 
 
 # -- malformed state files ----------------------------------------------------------------------
