@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 from farmhelp import ids
+from tmpfs import Tmpfs
 
 from taskfarmer.trace_events import COUNTERS_PID
 
@@ -323,30 +323,25 @@ def test_requeue_example_continues_after_usr1(slurm: SlurmCluster, make_campaign
 
 
 def test_requeue_example_ends_the_campaign_on_a_full_filesystem(slurm: SlurmCluster,
-                                                               make_campaign: Make) -> None:
+                                                               make_campaign: Make,
+                                                               tmpfs: Tmpfs) -> None:
     """Exit code 2 (the workdir's filesystem is over its file-count quota) is not requeued:
     the job fails with 2; once the quota is raised, the campaign submitted again completes."""
     campaign = make_campaign(quick=40)
-    mount = campaign.root / "mnt"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "nr_inodes=30", "tmpfs", str(mount)],
-                   check=True)
-    try:
-        opts = f"--workdir {mount / 'wd'}"
-        job = _submit(slurm, "slurm_requeue.sh", campaign, opts, cpus_per_task=2)
-        info = _wait_done(slurm, job, campaign, states=("FAILED",))[0]
-        output = campaign.output()
-        assert (info.exit_code, info.restarts) == (2, 0), output
-        assert "farmer exited with code 2" in output and "requeued" not in output, output
-        assert "farmer: error: " in output and "No space left on device" in output, output
-        subprocess.run(["mount", "-o", "remount,nr_inodes=100000", str(mount)], check=True)
-        job = _submit(slurm, "slurm_requeue.sh", campaign, opts, cpus_per_task=2)
-        info = _wait_done(slurm, job, campaign)[0]
-        assert (info.exit_code, info.restarts) == (0, 0), campaign.output()
-        assert sorted(ids(mount / "wd" / "finished")) == campaign.all
-        assert ids(mount / "wd" / "toprocess") == []
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    tmpfs.mount("nr_inodes=30")
+    workdir = tmpfs.path / "wd"
+    job = _submit(slurm, "slurm_requeue.sh", campaign, f"--workdir {workdir}", cpus_per_task=2)
+    info = _wait_done(slurm, job, campaign, states=("FAILED",))[0]
+    output = campaign.output()
+    assert (info.exit_code, info.restarts) == (2, 0), output
+    assert "farmer exited with code 2" in output and "requeued" not in output, output
+    assert "farmer: error: " in output and "No space left on device" in output, output
+    tmpfs.remount("nr_inodes=100000")
+    job = _submit(slurm, "slurm_requeue.sh", campaign, f"--workdir {workdir}", cpus_per_task=2)
+    info = _wait_done(slurm, job, campaign)[0]
+    assert (info.exit_code, info.restarts) == (0, 0), campaign.output()
+    assert sorted(ids(workdir / "finished")) == campaign.all
+    assert ids(workdir / "toprocess") == []
 
 
 def test_requeue_example_step_variant_on_two_nodes(slurm: SlurmCluster, make_campaign: Make
