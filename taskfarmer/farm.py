@@ -422,9 +422,9 @@ class Farm(FarmEnding):
             if code == 0:
                 continue
             self._drain_messages()
+            self._revoke_worker(slot, process)  # gone: _shutdown will not see it
             if self.stop.requested:
                 continue
-            self._revoke_worker(slot, process)
             if code == WORKER_ERROR:
                 self.error = self.error or f"worker {slot} stopped on an error"
             else:

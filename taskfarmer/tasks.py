@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Dict, Iterable, Iterator, Union
 
 from .config import flag
-from .errors import ConfigError, TasklistError
+from .errors import ConfigError, FilesystemError, TasklistError
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,7 @@ class TaskList:
                 except UnicodeDecodeError:
                     raise TasklistError(path, "line is not valid UTF-8", line=number) from None
         except OSError as error:
-            reason = f"read error: {error.strerror}"
-            raise TasklistError(path, reason, line=number + 1) from None
+            raise FilesystemError.from_oserror(path, f"read line {number + 1}", error) from None
 
     @property
     def grows(self) -> bool:

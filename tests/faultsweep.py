@@ -20,12 +20,13 @@ import errno as errno_names
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from farmhelp import FARMER, farmer_env, ids
 
@@ -89,22 +90,25 @@ class Call:
 class Outcome:
     """What one faulted run and its reruns did."""
 
-    k: int
-    fault: str
+    fault: Fault
     hit: Optional[Call]
     codes: List[int] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line naming k, the fault, the call site and what went wrong."""
-        where = f"{self.hit.op} at {self.hit.site} on {self.hit.path}" if self.hit else "no hit"
-        return f"k={self.k} {self.fault} ({where}); exit codes {self.codes}: " + \
+        fault = self.fault
+        where = f"{self.hit.op} at {self.hit.site} on {self.hit.path}" if self.hit else \
+            f"not reached: {fault.site or 'call ' + str(fault.k)}"
+        what = fault.fault + (" from then on" if fault.persist else "")
+        return f"k={fault.k} {what} ({where}); exit codes {self.codes}: " + \
             "; ".join(self.problems)
 
 
 def _environment(root: Path, mode: str, k: int = 0, fault: str = "EIO",
-                 persist: bool = False) -> Dict[str, str]:
+                 persist: bool = False, site: str = "") -> Dict[str, str]:
     return farmer_env({
+        "FAULT_SITE": site,
         "PYTHONPATH": f"{INJECTOR}{os.pathsep}{REPO}",
         "FAULT_ROOT": str(root),
         "FAULT_MODE": mode,
@@ -119,6 +123,8 @@ def _environment(root: Path, mode: str, k: int = 0, fault: str = "EIO",
 
 def prepare(root: Path, farm: Farm) -> None:
     """A fresh directory for one run of ``farm``: tasklist and SCRATCH."""
+    if root.exists():
+        shutil.rmtree(root)
     (root / "scratch").mkdir(parents=True)
     (root / "tasks").write_text("".join(line + "\n" for line in farm.tasks(root)))
     for name in (".counter", ".log"):
@@ -126,9 +132,10 @@ def prepare(root: Path, farm: Farm) -> None:
 
 
 def run(root: Path, farm: Farm, mode: str = "", k: int = 0, fault: str = "EIO",
-        persist: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+        persist: bool = False, site: str = "", timeout: float = 120
+        ) -> subprocess.CompletedProcess:
     """Run ``farm`` in ``root`` (with the injector in ``mode``; "" for none)."""
-    env = _environment(root, mode, k, fault, persist) if mode else farmer_env(
+    env = _environment(root, mode, k, fault, persist, site) if mode else farmer_env(
         {"PYTHONPATH": str(REPO), "SCRATCH": str(root / "scratch")})
     return subprocess.run([*FARMER, str(root / "tasks"), "-w", str(root / "wd"),
                            *farm.options], capture_output=True, text=True, timeout=timeout,
@@ -151,22 +158,43 @@ def count(root: Path, farm: Farm) -> List[Call]:
     return logged(root)
 
 
-def choose(calls: Sequence[Call], full: bool, spread: int = 4) -> List[Tuple[int, str]]:
-    """(k, fault) pairs: all in full mode; else each site's first call with ENOSPC and EIO
-    alternating, kill on every third site, and every ``spread``-th other call in turn."""
+@dataclass(frozen=True)
+class Fault:
+    """One fault to try: at the ``k``-th call (of ``site`` if given), ``fault``; with
+    ``persist``, every later call fails too (the disk stays full)."""
+
+    k: int
+    fault: str
+    site: str = ""
+    persist: bool = False
+
+
+def choose(calls: Sequence[Call], full: bool, covered: Set[str] = frozenset(),
+           extra: int = 6) -> List[Fault]:
+    """The faults to try.
+
+    Full mode: every call with each fault, and a persistent EIO from the first call of every
+    site. Else, for every distinct site not in ``covered`` (tried with another farm): its
+    first call (targeted by site, so it is hit even if timing shifts the count), ENOSPC and
+    EIO alternating, a kill on every fourth site and a persistent EIO on every fifth; plus
+    ``extra`` calls spread over the run (more when sites are ``covered``: the farm's
+    own situations) with each fault in turn.
+    """
+    sites = sorted({call.site for call in calls})
     if full:
-        return [(call.number, fault) for call in calls for fault in FAULTS]
-    chosen: List[Tuple[int, str]] = []
-    seen: Dict[str, int] = {}
-    for call in calls:
-        if call.site not in seen:
-            seen[call.site] = len(seen)
-            chosen.append((call.number, FAULTS[seen[call.site] % 2]))
-            if seen[call.site] % 3 == 2:
-                chosen.append((call.number, "kill"))
-    firsts = {k for k, _ in chosen}
-    others = [call.number for call in calls if call.number not in firsts]
-    chosen += [(k, FAULTS[i % 3]) for i, k in enumerate(others[::spread * 4])]
+        return [Fault(call.number, fault) for call in calls for fault in FAULTS] + \
+            [Fault(1, "EIO", site, persist=True) for site in sites]
+    chosen: List[Fault] = []
+    for index, site in enumerate(site for site in sites if site not in covered):
+        chosen.append(Fault(1, FAULTS[index % 2], site))
+        if index % 4 == 3:
+            chosen.append(Fault(1, "kill", site))
+        if index % 5 == 4:
+            chosen.append(Fault(1, "EIO", site, persist=True))
+    if covered:
+        extra *= 8
+    step = max(1, len(calls) // extra)
+    chosen += [Fault(call.number, FAULTS[i % 3]) for i, call in enumerate(calls[step // 2::step])]
     return chosen
 
 
@@ -182,6 +210,8 @@ def problems(root: Path, result: subprocess.CompletedProcess, fault: str,
     if code in (0, 1):
         found += state_problems(root)
     elif code == 2:
+        if hit is None:
+            found.append(f"exit code 2 with no fault: {result.stderr[-600:]}")
         reason = os.strerror(getattr(errno_names, fault))
         if hit is not None and not any(m["reason"] == reason
                                        for m in ERROR_LINE.finditer(result.stderr)):
@@ -212,13 +242,14 @@ def state_problems(root: Path) -> List[str]:
     return found
 
 
-def sweep_one(root: Path, farm: Farm, k: int, fault: str, persist: bool = False) -> Outcome:
-    """Run ``farm`` with ``fault`` at call ``k``, then without it until done; check."""
+def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
+    """Run ``farm`` with ``fault``, then without it until done; check."""
     prepare(root, farm)
-    result = run(root, farm, "kill" if fault == "kill" else "fail", k, fault, persist)
+    result = run(root, farm, "kill" if fault.fault == "kill" else "fail", fault.k,
+                 fault.fault, fault.persist, fault.site)
     hits = logged(root)
-    outcome = Outcome(k, fault, hits[0] if hits else None, [result.returncode])
-    outcome.problems += problems(root, result, fault, outcome.hit)
+    outcome = Outcome(fault, hits[0] if hits else None, [result.returncode])
+    outcome.problems += problems(root, result, fault.fault, outcome.hit)
     for _ in range(RERUNS):
         if outcome.codes[-1] in (0, 1):
             break
@@ -236,14 +267,16 @@ def sweep_one(root: Path, farm: Farm, k: int, fault: str, persist: bool = False)
 def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3) -> Tuple[List[Call], List[Outcome]]:
     """Count ``farm``'s calls, then try the chosen faults ``jobs`` at a time."""
     calls = count(base / f"{farm.name}-count", farm)
-    plan = choose(calls, full)
+    covered: Set[str] = set()
+    if farm != FARMS[0] and not full:
+        covered = {call.site for call in count(base / f"{FARMS[0].name}-count", FARMS[0])}
+    plan = choose(calls, full, covered)
 
     def one(index: int) -> Outcome:
-        k, fault = plan[index]
         root = base / f"{farm.name}-{index}"
-        outcome = sweep_one(root, farm, k, fault)
+        outcome = sweep_one(root, farm, plan[index])
         if not outcome.problems:
-            subprocess.run(["rm", "-rf", str(root)], check=False)
+            shutil.rmtree(root, ignore_errors=True)
         return outcome
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -261,7 +294,10 @@ def main(argv: Sequence[str]) -> int:
     sites = set()
     tried = 0
     began = time.monotonic()
+    only = os.environ.get("FARMS", "")
     for farm in FARMS:
+        if only and farm.name not in only.split(","):
+            continue
         calls, outcomes = sweep(base, farm, full, jobs=int(os.environ.get("JOBS", "3")))
         tried += len(outcomes)
         sites |= {o.hit.site for o in outcomes if o.hit}

@@ -19,6 +19,7 @@ from taskfarmer.joblog import Entry, JobLog
 from taskfarmer.locking import make_lock
 from taskfarmer.store import LineCounter, StateStore, coherent_io
 from taskfarmer.store.ledger import INCOMPLETE_WAIT
+from taskfarmer.store.lines import append
 from taskfarmer.timeline import Timeline
 from taskfarmer.timeline_state import TaskCounts
 from taskfarmer.trace_events import execution
@@ -240,3 +241,17 @@ def test_a_display_count_survives_a_file_it_cannot_read(tmp_path: Path) -> None:
     path.mkdir()  # stat works, reading fails (IsADirectoryError, an OSError like ESTALE)
     (path / "x").write_text("padding so that the directory is not empty\n" * 100)
     assert counter.update() == 2
+
+
+def test_an_append_after_a_half_written_line_moves_the_half_line_to_torn(tmp_path: Path) -> None:
+    # A write that failed half-way and could not be truncated back (the filesystem failing)
+    # leaves a half line; the next append must not glue its lines onto it.
+    path = tmp_path / "finished"
+    path.write_bytes(b"1 echo a\n2 echo")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        append(fd, path, b"3 echo c\n")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"1 echo a\n3 echo c\n"
+    assert (tmp_path / "torn").read_bytes() == b"finished: 2 echo\n"

@@ -23,18 +23,30 @@ LINE_ID = re.compile(rb"^(\d+) ", re.MULTILINE)
 
 
 def append(fd: int, path: Path, data: bytes) -> None:
-    """Append whole lines with one ``write(2)``; undo a failed one (e.g. disk full).
+    """Append whole lines with one ``write(2)``; undo a failed one (disk full).
 
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
     in one piece. A short write (the filesystem filled up in the middle: what fits is written)
-    is followed by a write of the rest, which then either completes the lines or fails with the
-    reason (ENOSPC, EDQUOT, EFBIG); on failure the file is truncated back, so no half line is
-    left behind (if even that fails, the next farmer's repair cuts the half line off).
+    is followed by a write of the rest, which either completes the lines or fails with the
+    reason (ENOSPC, EDQUOT, EFBIG). A failed append may have written part of the data: it is
+    truncated back, so no half line is left behind. If even that fails (the filesystem is
+    failing), the half line stays, and the next append — by any process, under the lock —
+    moves it to ``torn`` first (as :func:`cut_incomplete_line` does at start): appended to it,
+    whole lines would be glued onto a fragment and read as one wrong line (a task with a
+    mangled command, an ID lost). A recorded result or a claim that was cut off this way was
+    never acknowledged: its task is still under its lease, and whoever takes the lease over
+    puts it back unless it is recorded.
 
     Raises:
-        FilesystemError: the lines could not be appended, naming the reason.
+        FilesystemError: the write failed (the first failure: not one of the clean-up).
     """
-    before = os.fstat(fd).st_size
+    try:
+        before = os.fstat(fd).st_size
+        if before and os.pread(fd, 1, before - 1) != b"\n":
+            cut_incomplete_line(path, path.parent / "torn")
+            before = os.fstat(fd).st_size
+    except OSError as error:
+        raise FilesystemError.from_oserror(path, "append", error) from None
     written = 0
     try:
         while written < len(data):
@@ -43,11 +55,16 @@ def append(fd: int, path: Path, data: bytes) -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             written += count
     except OSError as error:
-        try:
-            os.ftruncate(fd, before)
-        except OSError:
-            pass
+        _undo(fd, before)
         raise FilesystemError.from_oserror(path, "append", error) from None
+
+
+def _undo(fd: int, size: int) -> None:
+    """Cut off what a failed append may have written; a failure is left to the next append."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 def copy(source: BinaryIO, out: BinaryIO, start: int, end: int) -> None:

@@ -9,8 +9,11 @@ under ``FAULT_ROOT``, so the interpreter's own imports are not counted. Environm
     Directory prefix of the paths (or descriptors' paths) that count.
 ``FAULT_MODE``
     ``count``: append one line per call to ``FAULT_LOG``; ``fail``: the ``FAULT_K``-th call
-    raises ``OSError(FAULT_ERRNO)`` (``FAULT_PERSIST=1``: that call and every later one);
+    raises ``OSError(FAULT_ERRNO)`` (``FAULT_PERSIST=1``: that call and every later one; a
+    write failing with ENOSPC first writes half its data, as on a filling disk);
     ``kill``: the ``FAULT_K``-th call SIGKILLs its process.
+``FAULT_SITE``
+    If set, only calls from this call site count (``FAULT_K=1``: its first call).
 ``FAULT_COUNTER``
     The counter shared by every process of the run (an 8-byte file, changed under ``flock``).
 ``FAULT_LOG``
@@ -26,6 +29,7 @@ import errno as errno_names
 import fcntl
 import io
 import os
+import re
 import signal
 import sys
 from typing import Any, Callable, Optional
@@ -37,6 +41,7 @@ _ERRNO = getattr(errno_names, os.environ.get("FAULT_ERRNO", "EIO"))
 _PERSIST = os.environ.get("FAULT_PERSIST") == "1"
 _COUNTER = os.environ.get("FAULT_COUNTER", "")
 _LOG = os.environ.get("FAULT_LOG", "")
+_SITE = os.environ.get("FAULT_SITE", "")
 
 _real_open = os.open
 _real_close = os.close
@@ -62,14 +67,26 @@ def _path_of(target: Any) -> Optional[str]:
     return path if path == _ROOT or path.startswith(_ROOT + os.sep) else None
 
 
-def _site() -> str:
-    frame = sys._getframe(2)
+def _file_kind(path: str) -> str:
+    """``path`` relative to the root, without what differs between runs (IDs, PIDs, names)."""
+    parts = os.path.relpath(path, _ROOT).split(os.sep)
+    if len(parts) > 2 and parts[1] in ("leases", "logs"):
+        parts[2:] = ["*"]
+    elif parts[0] == "scratch" and len(parts) > 1:
+        parts[1:] = ["*"]
+    return re.sub(r"\.tmp\..*", ".tmp", "/".join(parts))
+
+
+def _site(path: str) -> str:
+    """Where the call comes from: the innermost ``taskfarmer`` frame, and on which file
+    (``lines.append`` serves every state file: each is a site of its own)."""
+    frame = sys._getframe(3)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if name.startswith("taskfarmer"):
-            return f"{name}:{frame.f_code.co_name}:{frame.f_lineno}"
+            return f"{name}:{frame.f_code.co_name}:{frame.f_lineno}@{_file_kind(path)}"
         frame = frame.f_back
-    return "?"
+    return "?@" + _file_kind(path)
 
 
 def _next_count() -> int:
@@ -102,13 +119,16 @@ def _check(op: str, target: Any) -> None:
         path = _path_of(target)
         if path is None:
             return
+        site = _site(path)
+        if _SITE and site != _SITE:
+            return
         count = _next_count()
         if _MODE == "count":
-            _note(count, op, _site(), path)
+            _note(count, op, site, path)
             return
         if count == _K or (_PERSIST and count > _K):
             if count == _K:
-                _note(count, op, _site(), path)
+                _note(count, op, site, path)
             if _MODE == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise OSError(_ERRNO, os.strerror(_ERRNO), path)
@@ -139,6 +159,22 @@ def _wrap_two(name: str) -> None:
     setattr(os, name, wrapper)
 
 
+def _wrap_write() -> None:
+    """``os.write``: an ENOSPC fault first writes half the data, as a filling disk does."""
+    real = os.write
+
+    def write(fd: int, data: Any) -> int:
+        try:
+            _check("write", fd)
+        except OSError as error:
+            if error.errno == errno_names.ENOSPC and len(data) > 1:
+                real(fd, bytes(data)[: len(data) // 2])
+            raise
+        return real(fd, data)
+
+    os.write = write
+
+
 def _wrap_close() -> None:
     def close(fd: int) -> None:
         path = None if _busy else _path_of(fd)
@@ -153,7 +189,12 @@ class _FaultFileIO(io.FileIO):
     """A raw file whose reads, writes and truncations count."""
 
     def write(self, data: Any) -> Optional[int]:  # type: ignore[override]
-        _check("write", self.name)
+        try:
+            _check("write", self.name)
+        except OSError as error:
+            if error.errno == errno_names.ENOSPC and len(data) > 1:
+                super().write(bytes(data)[: len(data) // 2])
+            raise
         return super().write(data)
 
     def readinto(self, buffer: Any) -> Optional[int]:  # type: ignore[override]
@@ -194,12 +235,13 @@ def _open(file: Any, mode: str = "r", buffering: int = -1, encoding: Optional[st
 
 
 if _MODE:
-    for _name in ("open", "write", "pwrite", "read", "pread", "ftruncate", "truncate", "fsync",
+    for _name in ("open", "pwrite", "read", "pread", "ftruncate", "truncate", "fsync",
                   "utime", "mkdir", "unlink", "remove", "rmdir", "fstat", "stat", "listdir",
                   "scandir"):
         _wrap(_name)
     for _name in ("rename", "replace", "link"):
         _wrap_two(_name)
+    _wrap_write()
     _wrap_close()
     io.open = _open
     builtins.open = _open
