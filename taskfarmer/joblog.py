@@ -144,7 +144,8 @@ class JobLog:
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():
             try:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                # Readable too: append() looks at the last byte for a half line.
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as error:
                 raise StateError(self.path, f"cannot open: {error.strerror}") from None
             self._pid = os.getpid()

@@ -183,7 +183,7 @@ def test_a_short_write_on_a_full_disk_is_undone_and_names_the_reason(tmp_path: P
             finally:
                 joblog.close()
         else:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)  # as StateFiles opens them
             try:
                 append(fd, path, b"1 true\n" * 50)
             finally:
