@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Mapping, Optional
@@ -42,7 +43,8 @@ def lock_path(workdir: Path, environ: Mapping[str, str]) -> Path:
 
 
 def check_scratch(environ: Mapping[str, str]) -> None:
-    """Raise :class:`ConfigError` unless ``SCRATCH`` (if set) is a writable directory.
+    """Raise :class:`ConfigError` unless ``SCRATCH`` (if set) is a writable directory
+    (:class:`FilesystemError` if it cannot even be looked at: an I/O error...).
 
     Checked before the workdir is touched, for both lock kinds. Nothing is created in place of
     a missing ``SCRATCH``: on a node with a mistyped or unmounted ``SCRATCH`` a directory made
@@ -53,13 +55,12 @@ def check_scratch(environ: Mapping[str, str]) -> None:
         return
     fix = "set SCRATCH to a writable directory shared by every farmer of the workdir, or unset it"
     try:
-        is_dir = os.path.isdir(scratch)
-        exists = is_dir or os.path.lexists(scratch)
-    except OSError as error:  # pragma: no cover - isdir/lexists swallow most errors
-        raise ConfigError(f"{scratch}: {error.strerror}; {fix}", option="SCRATCH") from error
-    if not exists:
-        raise ConfigError(f"{scratch} does not exist; {fix}", option="SCRATCH")
-    if not is_dir:
+        mode = os.stat(scratch).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # (also a dangling symbolic link)
+        raise ConfigError(f"{scratch} does not exist; {fix}", option="SCRATCH") from None
+    except OSError as error:  # EIO, EACCES on a directory above it...: not the user's typo
+        raise FilesystemError.from_oserror(Path(scratch), "stat", error) from error
+    if not stat.S_ISDIR(mode):
         raise ConfigError(f"{scratch} is not a directory; {fix}", option="SCRATCH")
     # access(2) also reports a read-only filesystem (EROFS), which root's rights do not bypass.
     if not os.access(scratch, os.W_OK | os.X_OK):
@@ -177,6 +178,7 @@ def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> BaseFileL
 
     Raises:
         ConfigError: ``kind`` is unknown, or ``SCRATCH`` is set but not a writable directory.
+        FilesystemError: ``SCRATCH`` cannot be looked at.
     """
     check_scratch(environ)
     path = lock_path(workdir, environ)

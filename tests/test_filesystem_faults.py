@@ -36,13 +36,15 @@ from taskfarmer.store.lines import append
 
 
 @pytest.mark.parametrize("lock", ["flock", "soft"])
-@pytest.mark.parametrize("case", ["missing", "file", "read-only"])
+@pytest.mark.parametrize("case", ["missing", "dangling link", "file", "read-only"])
 def test_a_bad_scratch_is_one_line_before_the_workdir_is_touched(
         tmp_path: Path, tmpfs: Tmpfs, lock: str, case: str) -> None:
     tasks = write_tasklist(tmp_path / "t", ["true"] * 3)
     scratch = tmp_path / "scratch"
     if case == "file":
         scratch.write_text("")
+    elif case == "dangling link":
+        scratch.symlink_to(tmp_path / "gone")
     elif case == "read-only":
         tmpfs.mount("ro,size=1m")
         scratch = tmpfs.path
@@ -53,7 +55,8 @@ def test_a_bad_scratch_is_one_line_before_the_workdir_is_touched(
     assert len(error_lines(result.stderr)) == 1
     assert f"SCRATCH: {scratch} " in result.stderr
     assert not (tmp_path / "t_workdir").exists()
-    assert scratch.exists() == (case != "missing")  # nothing created in its place
+    assert scratch.exists() == (case not in ("missing", "dangling link"))  # none created
+    assert not (tmp_path / "gone").exists()
     if case == "read-only":
         assert os.listdir(scratch) == []
 
