@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .adopt import adopt, needs_adoption
 from .errors import TaskfarmerError, TasklistError
-from .farm_end import FarmEnding, worker_error
+from .farm_end import FarmEnding, as_error, worker_error
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .resources import SlotResources, pin
@@ -196,6 +196,14 @@ class Farm(FarmEnding):
         self.stop.on_stop(self._forward_stop)
         self.stop.install()
         try:
+            self._prepare()  # no worker yet: an error goes to the caller
+        except OSError as error:
+            self.close_quietly()
+            raise as_error(error, self.config.workdir) from None
+        except BaseException:
+            self.close_quietly()
+            raise
+        try:
             self._farm()
         except (TaskfarmerError, OSError) as error:
             self.fail(error)
@@ -204,7 +212,6 @@ class Farm(FarmEnding):
         return self._report()
 
     def _farm(self) -> None:
-        self._prepare()
         walltime = Walltime.earliest(
             limits(self.clock(), self.config.timeout, self.config.job_end,
                    self.config.stop_margin),

@@ -106,12 +106,16 @@ class FarmEnding:
             report = FarmReport(snapshot.counts, report.stopped_by, work_left, self.error)
         self.display.finish(snapshot, report.outcome)
         self.display.say(self._where())
+        self.close_quietly()
+        return report
+
+    def close_quietly(self: Farm) -> None:
+        """Close the timeline and the store; an error is already on its way, or was noted."""
         for close in (self.timeline.close, self.store.close):
             try:
                 close()
             except (TaskfarmerError, OSError):
                 pass
-        return report
 
     def _timeline_end(self: Farm, report: FarmReport) -> None:
         """Mark the stop signal (when it arrived) and our end on our timeline track."""

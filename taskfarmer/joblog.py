@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
-from .errors import StateError
+from .errors import FilesystemError
 from .store.lines import append
 
 COLUMNS = ("id", "attempt", "node", "farmer", "slot", "start", "runtime", "exit", "signal",
@@ -123,8 +123,7 @@ class JobLog:
         """*locked* Append the lines of ``entries`` in one ``write(2)``.
 
         The header is written with the first line, by whoever finds the file empty: under the
-        lock, so exactly once. A failed write (disk full) is truncated away
-        (:func:`taskfarmer.store.lines.append`).
+        lock, so exactly once. A short write (disk full) is truncated away.
         """
         if not entries:
             return
@@ -137,17 +136,18 @@ class JobLog:
     def _append(self, entries: List[Entry]) -> None:
         fd = self._descriptor()
         data = b"".join(format_line(entry) for entry in entries)
-        if os.fstat(fd).st_size == 0:
-            data = HEADER + data
-        append(fd, self.path, data)
+        try:
+            empty = os.fstat(fd).st_size == 0
+        except OSError as error:
+            raise FilesystemError.from_oserror(self.path, "append", error) from None
+        append(fd, self.path, HEADER + data if empty else data)
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():
             try:
-                # Readable too: append() looks at the last byte for a half line.
                 self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as error:
-                raise StateError(self.path, f"cannot open: {error.strerror}") from None
+                raise FilesystemError.from_oserror(self.path, "open", error) from None
             self._pid = os.getpid()
         return self._fd
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import FilesystemError
+from .fsop import operation
 
 LOG_LAYOUTS = ("flat", "spread", "nonempty")
 #: Logs per directory in the ``spread`` layout.
@@ -52,32 +52,25 @@ class TaskLogs:
             return self.directory / str(task_id // SPREAD) / f"log_{task_id}"
         return self.directory / f"log_{task_id}"
 
+    @operation("open", lambda self, task_id, *_: self.path(task_id))
     def open(self, task_id: int, rerun_note: bytes) -> int:
-        """A descriptor for the output of ``task_id`` (the caller closes it).
-
-        Raises:
-            FilesystemError: the log cannot be opened or written (disk full, quota, the
-                workdir removed...).
-        """
+        """A descriptor for the output of ``task_id`` (the caller closes it)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         nonempty = self.layout == "nonempty"
         path = self.scratch if nonempty else self.path(task_id)
         if nonempty:
             flags |= os.O_TRUNC
         try:
-            try:
-                fd = os.open(path, flags, 0o644)
-            except FileNotFoundError:  # spread: the first task of its directory; or logs/ removed
-                self._make_directories(path)
-                fd = os.open(path, flags, 0o644)
-        except OSError as error:
-            raise FilesystemError.from_oserror(path, "create", error) from error
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # spread: the first task of its directory; or logs/ removed
+            self._make_directories(path)
+            fd = os.open(path, flags, 0o644)
         try:
             if not nonempty and os.fstat(fd).st_size:
                 os.write(fd, rerun_note)
-        except OSError as error:
+        except OSError:
             os.close(fd)
-            raise FilesystemError.from_oserror(path, "append", error) from error
+            raise
         return fd
 
     def _make_directories(self, path: Path) -> None:
@@ -88,9 +81,8 @@ class TaskLogs:
                 directory.mkdir()
             except FileExistsError:
                 pass
-            except OSError as error:
-                raise FilesystemError.from_oserror(directory, "create", error) from error
 
+    @operation("keep", lambda self, task_id, *_: self.path(task_id))
     def done(self, task_id: int, rerun_note: bytes) -> None:
         """The task has ended: ``nonempty`` keeps its output as ``log_ID`` if there is any."""
         if self.layout != "nonempty":
@@ -106,18 +98,13 @@ class TaskLogs:
         except FileNotFoundError:  # logs/ removed (with the scratch file) since the task began
             return
         except FileExistsError:
-            try:
-                with open(self.scratch, "rb") as source, open(path, "ab") as log:
-                    log.write(rerun_note)
-                    while True:
-                        block = source.read(1 << 20)
-                        if not block:
-                            break
-                        log.write(block)
-            except OSError as error:
-                raise FilesystemError.from_oserror(path, "append", error) from error
-        except OSError as error:
-            raise FilesystemError.from_oserror(path, "create", error) from error
+            with open(self.scratch, "rb") as source, open(path, "ab") as log:
+                log.write(rerun_note)
+                while True:
+                    block = source.read(1 << 20)
+                    if not block:
+                        break
+                    log.write(block)
         self.scratch.unlink(missing_ok=True)
 
     def close(self) -> None:

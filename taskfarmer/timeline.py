@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import Iterable, List, Optional
 
+from .fsop import operation
 from .timeline_state import ProcessDescriptor, TimelineState
 from .trace_events import Event
 
@@ -82,6 +83,7 @@ class Timeline:
         if self.coherent:
             self.close()
 
+    @operation("append", lambda self, *_: self.path)
     def _append(self, events: Iterable[Event]) -> None:
         lines = [_encode(event) for event in events]
         if not lines:
@@ -100,6 +102,7 @@ class Timeline:
                 return
         os.pwrite(fd, b",\n" + body, size - len(_END))
 
+    @operation("repair", lambda self: self.path)
     def _repair(self) -> bool:
         fd = self._descriptor()
         size = os.fstat(fd).st_size

@@ -28,6 +28,8 @@ import os
 from pathlib import Path
 from typing import List, NamedTuple, Optional
 
+from .fsop import operation
+
 _FORMAT = b"%15d %15d %15d %15d\n"  # four right-aligned numbers
 _RECORD = len(_FORMAT % (0, 0, 0, 0))
 
@@ -75,6 +77,7 @@ class ProcessDescriptor:
         self._fd = -1
         self._fd_pid = -1
 
+    @operation("open", lambda self: self.path)
     def get(self) -> int:
         """This process's descriptor, opened (and the file created) on first use."""
         if self._fd_pid != os.getpid():
@@ -107,6 +110,7 @@ class TimelineState:
         self._file.close()
         self._started.close()
 
+    @operation("update", lambda self, *_: self._started.path)
     def first_start(self, task_id: int) -> bool:
         """*locked* Note that ``task_id`` starts; True if it never started before."""
         fd = self._started.get()
@@ -118,10 +122,12 @@ class TimelineState:
         os.pwrite(fd, bytes((byte | (1 << bit),)), offset)
         return True
 
+    @operation("read", lambda self: self.path)
     def counts(self) -> Optional[TaskCounts]:
         """*locked* The counts; None if never written or torn."""
         return TaskCounts.decode(os.pread(self._descriptor(), _RECORD, 0))
 
+    @operation("update", lambda self, *_: self.path)
     def reset(self, counts: TaskCounts) -> None:
         """*locked* Replace the counts (a recount from the state files)."""
         fd = self._descriptor()
@@ -129,6 +135,7 @@ class TimelineState:
             os.ftruncate(fd, 0)
         os.pwrite(fd, counts.encode(), 0)
 
+    @operation("update", lambda self, *_, **__: self.path)
     def change(self, done: int = 0, failed: int = 0, running: int = 0,
                pending: int = 0) -> Optional[TaskCounts]:
         """*locked* Apply deltas; the new counts, or None while they are unknown."""
@@ -139,6 +146,7 @@ class TimelineState:
         os.pwrite(self._descriptor(), new.encode(), 0)
         return new
 
+    @operation("read", lambda self: self.path)
     def track_ids(self) -> List[int]:
         """*locked* The process ids of the tracks of every farmer so far, in start order."""
         fd = self._descriptor()
@@ -146,6 +154,7 @@ class TimelineState:
         data = os.pread(fd, max(0, size - _RECORD), _RECORD) if size > _RECORD else b""
         return [int(line) for line in data.split(b"\n") if line.strip().isdigit()]
 
+    @operation("update", lambda self, *_: self.path)
     def add_track_id(self, pid: int) -> None:
         """*locked* Remember a farmer's track id (after the counts record)."""
         fd = self._descriptor()

@@ -274,7 +274,10 @@ def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3) -> Tuple[List[Call]
 
     def one(index: int) -> Outcome:
         root = base / f"{farm.name}-{index}"
-        outcome = sweep_one(root, farm, plan[index])
+        try:
+            outcome = sweep_one(root, farm, plan[index])
+        except subprocess.TimeoutExpired as error:  # a farm that hangs names its fault too
+            outcome = Outcome(plan[index], None, [], [f"hangs: {error}"])
         if not outcome.problems:
             shutil.rmtree(root, ignore_errors=True)
         return outcome

@@ -38,6 +38,7 @@ import time
 from typing import Callable, Tuple
 
 from ..errors import LockError
+from ..fsop import operation
 from .files import StateFiles
 
 #: How long a leftover ``open`` line of another process is watched before it counts as the
@@ -89,11 +90,13 @@ class ExclusionCheck:
             os.close(self._fd)
             self._fd = -1
 
+    @operation("read", lambda self: self.path)
     def _read(self) -> bytes:
         line = os.pread(self._open(), 4096, 0).partition(b"\n")[0]
         self._done()
         return line
 
+    @operation("write", lambda self, *_: self.path)
     def _write(self, line: bytes) -> None:
         os.pwrite(self._open(), line + b"\n", 0)  # a shorter line leaves bytes after the \n
         self._done()

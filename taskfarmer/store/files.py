@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Dict, Tuple
 
-from ..errors import StateError, WorkdirError
+from ..errors import FilesystemError
 
 
 class StateFiles:
@@ -49,7 +49,7 @@ class StateFiles:
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as error:
-            raise StateError(path, f"cannot open: {error.strerror}") from None
+            raise FilesystemError.from_oserror(path, "open", error) from None
         self._fds[path] = (fd, os.getpid())
         return fd
 
@@ -129,7 +129,7 @@ class StateFiles:
             try:
                 os.close(fd)
             except OSError as error:
-                failure = failure or StateError(path, f"cannot write back: {error.strerror}")
+                failure = failure or FilesystemError.from_oserror(path, "write back", error)
         if failure is not None:
             raise failure
 
@@ -139,5 +139,5 @@ class StateFiles:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as error:
-            raise WorkdirError(path, f"cannot create: {error.strerror}") from None
+            raise FilesystemError.from_oserror(path, "create", error) from None
         os.close(fd)

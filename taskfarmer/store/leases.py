@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Set
 
-from ..errors import StateError
+from ..errors import FilesystemError
+from ..fsop import operation
 from ..identity import Identity
 from ..tasks import Task
 from .files import StateFiles
@@ -69,7 +70,7 @@ class Leases:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as error:
-            raise StateError(path, f"cannot create lease: {error.strerror}") from None
+            raise FilesystemError.from_oserror(path, "create", error) from None
         with os.fdopen(fd, "w") as handle:
             handle.write(owner.to_text())
         return Lease(name, path)
@@ -83,6 +84,7 @@ class Leases:
             return True
         return False
 
+    @operation("touch", lambda self, name: self.directory / name)
     def renew(self, name: str) -> bool:
         """Heartbeat: touch lease ``name``. False if it was revoked (the file is gone).
 
@@ -94,11 +96,13 @@ class Leases:
             return False
         return True
 
+    @operation("remove", lambda self, lease: lease.path)
     def release(self, lease: Lease) -> None:
         """*locked* Remove our lease: we hold no tasks any more."""
         self._held.discard(lease.name)
         lease.path.unlink(missing_ok=True)
 
+    @operation("list", lambda self: self.directory)
     def names(self) -> List[str]:
         """The names of the lease files, live or half-revoked (``NAME.dead``): one listing,
         no file read (heartbeats run on parallel filesystems, where each read costs)."""

@@ -28,14 +28,13 @@ def append(fd: int, path: Path, data: bytes) -> None:
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
     in one piece. A short write (the filesystem filled up in the middle: what fits is written)
     is followed by a write of the rest, which either completes the lines or fails with the
-    reason (ENOSPC, EDQUOT, EFBIG). A failed append may have written part of the data: it is
+    reason (ENOSPC, EDQUOT, EFBIG). A failed write may have written part of the data: it is
     truncated back, so no half line is left behind. If even that fails (the filesystem is
-    failing), the half line stays, and the next append — by any process, under the lock —
-    moves it to ``torn`` first (as :func:`cut_incomplete_line` does at start): appended to it,
-    whole lines would be glued onto a fragment and read as one wrong line (a task with a
-    mangled command, an ID lost). A recorded result or a claim that was cut off this way was
-    never acknowledged: its task is still under its lease, and whoever takes the lease over
-    puts it back unless it is recorded.
+    failing), the half line stays, and the next append (by any process, under the lock)
+    moves it to ``torn`` first, as :func:`cut_incomplete_line` does at start: lines appended
+    to it would be glued onto the fragment and read as one wrong line (a mangled command, a
+    lost ID). A result or claim cut off this way was never acknowledged: its task is still
+    under its lease, and whoever takes the lease over puts it back unless it is recorded.
 
     Raises:
         FilesystemError: the write failed (the first failure: not one of the clean-up).
@@ -91,41 +90,14 @@ def last_line(fd: int, size: int) -> bytes:
         window *= 4
 
 
-#: What to do about a malformed ``ID task`` line (a hand edit gone wrong, a foreign file).
-MALFORMED_HINT = ("correct or delete that line (each line is 'ID command', ID the task's "
-                  "0-based line number in the tasklist) while no farmer runs, then run again")
-
-
 def parse_task_line(line: bytes, path: Path, offset: int) -> Task:
-    """Parse an ``ID task`` line of toprocess/finished/failed.
-
-    Raises:
-        StateError: the line is not ``ID task``; names the file, the line and what to do.
-    """
+    """Parse an ``ID task`` line of toprocess/finished/failed."""
     head, _, text = line.partition(b" ")
     try:
         return Task(int(head), text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         shown = line[:60].decode("utf-8", "replace")
-        raise StateError(path, f"malformed line {shown!r}: {MALFORMED_HINT}", offset,
-                         line_number(path, offset)) from None
-
-
-def line_number(path: Path, offset: int) -> Optional[int]:
-    """The 1-based number of the line that starts at byte ``offset`` of ``path`` (for error
-    messages: reads the file up to there); None if it cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            count = 1
-            while offset > 0:
-                block = handle.read(min(offset, READ_CHUNK * 16))
-                if not block:
-                    break
-                count += block.count(b"\n")
-                offset -= len(block)
-            return count
-    except OSError:
-        return None
+        raise StateError(path, f"malformed line {shown!r} (expected 'ID task')", offset) from None
 
 
 def task_line(task: Task) -> bytes:

@@ -185,7 +185,6 @@ class ListImport:
         if not data:
             return -1, state
         texts = list(TaskList.parse(tasklist, data.splitlines(keepends=True), state.lines + 1))
-        # Readable too: append() looks at the last byte for a half line.
         copy_fd = os.open(self.copy_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if os.fstat(copy_fd).st_size != state.bytes:
