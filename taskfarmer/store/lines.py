@@ -90,14 +90,41 @@ def last_line(fd: int, size: int) -> bytes:
         window *= 4
 
 
+#: What to do about a malformed ``ID task`` line (a hand edit gone wrong, a foreign file).
+MALFORMED_HINT = ("correct or delete that line (each line is 'ID command', ID the task's "
+                  "0-based line number in the tasklist) while no farmer runs, then run again")
+
+
 def parse_task_line(line: bytes, path: Path, offset: int) -> Task:
-    """Parse an ``ID task`` line of toprocess/finished/failed."""
+    """Parse an ``ID task`` line of toprocess/finished/failed.
+
+    Raises:
+        StateError: the line is not ``ID task``; names the file, the line and what to do.
+    """
     head, _, text = line.partition(b" ")
     try:
         return Task(int(head), text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         shown = line[:60].decode("utf-8", "replace")
-        raise StateError(path, f"malformed line {shown!r} (expected 'ID task')", offset) from None
+        raise StateError(path, f"malformed line {shown!r}: {MALFORMED_HINT}", offset,
+                         line_number(path, offset)) from None
+
+
+def line_number(path: Path, offset: int) -> Optional[int]:
+    """The 1-based number of the line that starts at byte ``offset`` of ``path`` (for error
+    messages: reads the file up to there); None if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            count = 1
+            while offset > 0:
+                block = handle.read(min(offset, READ_CHUNK * 16))
+                if not block:
+                    break
+                count += block.count(b"\n")
+                offset -= len(block)
+            return count
+    except OSError:
+        return None
 
 
 def task_line(task: Task) -> bytes:
