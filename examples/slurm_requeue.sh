@@ -17,7 +17,11 @@
 #      requeued job back for about two minutes with its default settings) and runs again;
 #      SLURM_RESTART_COUNT counts the runs.
 #      Any other exit code ends the campaign: 0 all tasks done, 1 all done with some failed (see
-#      TASKLIST_workdir/failed), 2 a usage or state error.
+#      TASKLIST_workdir/failed), 2 a usage or state error or a failed filesystem operation (disk
+#      full, quota exceeded, I/O error: the farmer put its tasks back and printed one line
+#      naming the file). 2 is not requeued on purpose: the requeued job would fail the same way.
+#      Fix the cause (free space, raise the quota, correct the line named), then submit again:
+#      the farmer continues where it stopped.
 #   Cancelling the job (scancel) or reaching the time limit without the USR1 (SIGTERM) stops
 #   the farmer cleanly as well, but does not requeue.
 #

@@ -20,6 +20,7 @@ from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
 from .farm_end import as_error
 from .locking import LOCK_KINDS, lock_path, make_lock
 from .logs import LOG_LAYOUTS
+from .outputs import guard_standard_streams
 from .registry import Registry, print_listing
 from .resources import discover_devices, plan_slots
 from .signals import ignore_stop_signals
@@ -203,6 +204,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
         prog: the command's name in messages.
         pytaskfarmer: parse as ``pytaskfarmer.py`` (``-v`` always takes a value).
     """
+    guard_standard_streams()  # a closed stdout or stderr must not stop the farm (see outputs)
     try:
         coinstall.check(Path(taskfarmer.__file__).parent, sys.path)
         known = [name for param in cli.params for name in (*param.opts, *param.secondary_opts)

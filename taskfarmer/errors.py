@@ -38,13 +38,19 @@ class StateError(TaskfarmerError):
         path: the state file or directory.
         reason: what is wrong.
         offset: byte offset of the offending line, where known.
+        line: 1-based number of the offending line, where known.
     """
 
-    def __init__(self, path: Path, reason: str, offset: Optional[int] = None) -> None:
+    def __init__(self, path: Path, reason: str, offset: Optional[int] = None,
+                 line: Optional[int] = None) -> None:
         self.path = path
         self.reason = reason
         self.offset = offset
-        where = f"{path} (byte {offset})" if offset is not None else str(path)
+        self.line = line
+        if line is not None:
+            where = f"{path}:{line}"
+        else:
+            where = f"{path} (byte {offset})" if offset is not None else str(path)
         super().__init__(f"{where}: {reason}")
 
 

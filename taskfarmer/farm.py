@@ -364,21 +364,22 @@ class Farm(FarmEnding):
         # collector from walking it again and again (it showed in profiles of short tasks).
         gc.freeze()
         os.close(self._messages_r)
-        resources = self.config.slot(slot)
-        pin(resources)  # the tasks inherit the affinity mask
-        self.parts.runner.assign(resources)
-        stop = StopRequest()
-        config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
-                              node=self.identity.node, verbose=self.config.verbose,
-                              task_timeout=self.config.task_timeout, retries=self.config.retries,
-                              environ=resources.environment(self.config.environ),
-                              logs=self.config.logs)
-        worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
-                        on_change=self._mark, may_start=self._may_start)
-        worker.install_signal_handlers()
-        if self.stop.requested:  # it arrived before our handlers: the farmer's ran, here
-            stop.handle(self.stop.signum or signal.SIGTERM)
-        try:
+        try:  # start-up errors too: one line, no traceback from multiprocessing
+            resources = self.config.slot(slot)
+            pin(resources)  # the tasks inherit the affinity mask
+            self.parts.runner.assign(resources)
+            stop = StopRequest()
+            config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
+                                  node=self.identity.node, verbose=self.config.verbose,
+                                  task_timeout=self.config.task_timeout,
+                                  retries=self.config.retries,
+                                  environ=resources.environment(self.config.environ),
+                                  logs=self.config.logs)
+            worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
+                            on_change=self._mark, may_start=self._may_start)
+            worker.install_signal_handlers()
+            if self.stop.requested:  # it arrived before our handlers: the farmer's ran, here
+                stop.handle(self.stop.signum or signal.SIGTERM)
             code = worker.run()
         except (TaskfarmerError, OSError) as error:
             self._send(worker_error(error, self.config.workdir))

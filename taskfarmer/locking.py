@@ -18,13 +18,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Mapping, Optional
 
 from filelock import AcquireReturnProxy, BaseFileLock, SoftFileLock, Timeout, UnixFileLock
 
-from .errors import ConfigError
+from .errors import ConfigError, FilesystemError
 
 LOCK_KINDS = ("flock", "soft")
 
@@ -39,6 +40,31 @@ def lock_path(workdir: Path, environ: Mapping[str, str]) -> Path:
         return workdir / "lock"
     digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:32]
     return Path(scratch) / f"taskfarmer_{digest}.lock"
+
+
+def check_scratch(environ: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` unless ``SCRATCH`` (if set) is a writable directory
+    (:class:`FilesystemError` if it cannot even be looked at: an I/O error...).
+
+    Checked before the workdir is touched, for both lock kinds. Nothing is created in place of
+    a missing ``SCRATCH``: on a node with a mistyped or unmounted ``SCRATCH`` a directory made
+    there would hold a lock no other farmer sees.
+    """
+    scratch = environ.get("SCRATCH")
+    if not scratch:
+        return
+    fix = "set SCRATCH to a writable directory shared by every farmer of the workdir, or unset it"
+    try:
+        mode = os.stat(scratch).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # (also a dangling symbolic link)
+        raise ConfigError(f"{scratch} does not exist; {fix}", option="SCRATCH") from None
+    except OSError as error:  # EIO, EACCES on a directory above it...: not the user's typo
+        raise FilesystemError.from_oserror(Path(scratch), "stat", error) from error
+    if not stat.S_ISDIR(mode):
+        raise ConfigError(f"{scratch} is not a directory; {fix}", option="SCRATCH")
+    # access(2) also reports a read-only filesystem (EROFS), which root's rights do not bypass.
+    if not os.access(scratch, os.W_OK | os.X_OK):
+        raise ConfigError(f"{scratch} is not writable; {fix}", option="SCRATCH")
 
 
 class BlockingFlockLock(UnixFileLock):
@@ -66,11 +92,18 @@ class BlockingFlockLock(UnixFileLock):
     def _descriptor(self) -> int:
         if self._fd is None:
             flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-            self._fd = os.open(self.lock_file, flags, 0o644)
+            try:
+                self._fd = os.open(self.lock_file, flags, 0o644)
+            except OSError as error:  # SCRATCH removed, full (ENOSPC, EDQUOT), read-only...
+                raise FilesystemError.from_oserror(Path(self.lock_file), "open", error) \
+                    from error
         return self._fd
 
     def _acquire(self) -> None:
-        fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # PEP 475 retries on EINTR
+        try:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # PEP 475 retries on EINTR
+        except OSError as error:  # ENOLCK: an NFS mount without a lock manager (nolock)
+            raise FilesystemError.from_oserror(Path(self.lock_file), "lock", error) from error
 
     def _release(self) -> None:
         if self._fd is not None:
@@ -128,17 +161,26 @@ class WarningSoftFileLock(SoftFileLock):
         while True:
             try:
                 return super().acquire(timeout=STALL_WARNING_SECONDS, poll_interval=poll_interval)
-            except Timeout:
+            except Timeout:  # (a TimeoutError, so an OSError: caught first)
                 waited += STALL_WARNING_SECONDS
                 print(
                     f"taskfarmer: waited {waited:.0f} s for the soft lock {self.lock_file}; "
                     "if no farmer is running on this workdir, remove that file",
                     file=sys.stderr,
                 )
+            except OSError as error:  # SCRATCH full (ENOSPC, EDQUOT), removed, read-only...
+                raise FilesystemError.from_oserror(Path(self.lock_file), "create", error) \
+                    from error
 
 
 def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> BaseFileLock:
-    """Create the lock for ``workdir`` (``kind`` is ``flock`` or ``soft``)."""
+    """Create the lock for ``workdir`` (``kind`` is ``flock`` or ``soft``).
+
+    Raises:
+        ConfigError: ``kind`` is unknown, or ``SCRATCH`` is set but not a writable directory.
+        FilesystemError: ``SCRATCH`` cannot be looked at.
+    """
+    check_scratch(environ)
     path = lock_path(workdir, environ)
     if kind == "flock":
         return BlockingFlockLock(str(path), timeout=-1)

@@ -19,6 +19,11 @@ task, all in one directory, for a 100,000-task list (measured in the NFS lab: 20
 
 A task that runs again appends to its log after a ``---- taskfarmer: task N runs again``
 line, in every layout.
+
+A ``logs/`` directory removed while the farm runs (``rm -rf WORKDIR/logs`` to free space) is
+made again, empty, at the next task start, and the farm goes on: it holds only the tasks'
+output, never state, so nothing but the removed logs is lost. The workdir itself is never
+made again here: without it the state is gone, and the error stops the farm.
 """
 
 from __future__ import annotations
@@ -51,17 +56,31 @@ class TaskLogs:
     def open(self, task_id: int, rerun_note: bytes) -> int:
         """A descriptor for the output of ``task_id`` (the caller closes it)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        if self.layout == "nonempty":
-            return os.open(self.scratch, flags | os.O_TRUNC, 0o644)
-        path = self.path(task_id)
+        nonempty = self.layout == "nonempty"
+        path = self.scratch if nonempty else self.path(task_id)
+        if nonempty:
+            flags |= os.O_TRUNC
         try:
             fd = os.open(path, flags, 0o644)
-        except FileNotFoundError:  # spread: the first task of its directory
-            path.parent.mkdir(exist_ok=True)
+        except FileNotFoundError:  # spread: the first task of its directory; or logs/ removed
+            self._make_directories(path)
             fd = os.open(path, flags, 0o644)
-        if os.fstat(fd).st_size:
-            os.write(fd, rerun_note)
+        try:
+            if not nonempty and os.fstat(fd).st_size:
+                os.write(fd, rerun_note)
+        except OSError:
+            os.close(fd)
+            raise
         return fd
+
+    def _make_directories(self, path: Path) -> None:
+        """Make ``logs/`` (if it was removed) and the directory of ``path`` in it; not the
+        workdir: a missing workdir fails."""
+        for directory in (self.directory, path.parent):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                pass
 
     @operation("keep", lambda self, task_id, *_: self.path(task_id))
     def done(self, task_id: int, rerun_note: bytes) -> None:
@@ -76,6 +95,8 @@ class TaskLogs:
         path = self.path(task_id)
         try:
             os.link(self.scratch, path)  # fails rather than replace an earlier run's log
+        except FileNotFoundError:  # logs/ removed (with the scratch file) since the task began
+            return
         except FileExistsError:
             with open(self.scratch, "rb") as source, open(path, "ab") as log:
                 log.write(rerun_note)
@@ -84,7 +105,7 @@ class TaskLogs:
                     if not block:
                         break
                     log.write(block)
-        self.scratch.unlink()
+        self.scratch.unlink(missing_ok=True)
 
     def close(self) -> None:
         """The worker leaves: remove an empty scratch file."""

@@ -47,11 +47,11 @@ def summary_text(snapshot: Snapshot, rate: Optional[float]) -> str:
 class PlainDisplay:
     """Timestamped lines for logs that are not terminals."""
 
-    def __init__(self, name: str, out: TextIO = sys.stdout,
+    def __init__(self, name: str, out: Optional[TextIO] = None,
                  clock: Callable[[], float] = time.time,
                  interval: float = SUMMARY_INTERVAL) -> None:
         self.name = name
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # as it is now (outputs guards it)
         self.clock = clock
         self.interval = interval
         self._started = clock()
@@ -149,9 +149,11 @@ class RichDisplay(PlainDisplay):
         self.console.print(table)
 
 
-def make_display(name: str, out: TextIO = sys.stdout,
+def make_display(name: str, out: Optional[TextIO] = None,
                  clock: Callable[[], float] = time.time) -> PlainDisplay:
-    """A :class:`RichDisplay` if ``out`` is a terminal, else a :class:`PlainDisplay`."""
+    """A :class:`RichDisplay` if ``out`` (default: ``sys.stdout`` now) is a terminal, else a
+    :class:`PlainDisplay`."""
+    out = out if out is not None else sys.stdout
     if out.isatty():
         return RichDisplay(name, Console(file=out), clock)
     return PlainDisplay(name, out, clock)

@@ -1,4 +1,5 @@
-"""Signals that stop a farm: SIGUSR1 (SLURM's warning before the time limit), SIGINT, SIGTERM.
+"""Signals that stop a farm: SIGUSR1 (SLURM's warning before the time limit), SIGINT, SIGTERM,
+and SIGHUP (the terminal closed, an ssh connection dropped): each puts the running tasks back.
 
 Handlers only set a flag and call plain functions (kill a process group, forward a signal):
 they never raise, so a signal arriving in the middle of a state update cannot tear it; the
@@ -12,7 +13,9 @@ import time
 from types import FrameType
 from typing import Callable, List, Optional
 
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGINT, signal.SIGTERM)
+#: SIGHUP's default action would kill the farmer at once and leave its tasks running, unrecorded
+#: (they run in process groups of their own, which a hang-up does not reach).
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def died_of_stop_signal(returncode: int) -> bool:
@@ -76,6 +79,12 @@ class StopRequest:
         return self.reason or "none"
 
     def install(self) -> None:
-        """Install :meth:`handle` for every stop signal in this process."""
+        """Install :meth:`handle` for every stop signal in this process.
+
+        A SIGHUP ignored from the start (``nohup farmer ...``) stays ignored: the user asked
+        for the farm to outlive the terminal.
+        """
         for sig in STOP_SIGNALS:
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             signal.signal(sig, self.handle)

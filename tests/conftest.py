@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Dict, Iterator
@@ -39,6 +40,7 @@ if _TESTS_DIR not in sys.path:  # works with every --import-mode
     sys.path.insert(0, _TESTS_DIR)
 
 import dockerd as _dockerd  # noqa: E402
+import tmpfs as _tmpfs  # noqa: E402
 
 
 def _in_ci() -> bool:
@@ -92,6 +94,26 @@ def docker_env(
 # ==========================================================================================
 # End of Docker fixtures
 # ==========================================================================================
+
+
+# ==========================================================================================
+# tmpfs mounts (tests/tmpfs.py): a full disk, a file-count quota
+# ==========================================================================================
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[_tmpfs.Tmpfs]:
+    """An empty mount point ``tmp_path/mnt``; mount it with :meth:`Tmpfs.mount`. Unmounted
+    after the test."""
+    need(os.geteuid() == 0 and shutil.which("mount") is not None, "mounting a tmpfs needs root")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    fs = _tmpfs.Tmpfs(point)
+    try:
+        yield fs
+    finally:
+        while os.path.ismount(point):
+            fs.unmount()
 
 
 # ==========================================================================================

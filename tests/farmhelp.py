@@ -110,3 +110,15 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGUSR1, timeout: float = 
     process.send_signal(sig)
     out, err = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def no_traceback(*texts: str) -> None:
+    """Neither output holds a Python traceback or interpreter noise."""
+    for text in texts:
+        assert "Traceback" not in text, text
+        assert "Exception ignored" not in text, text
+
+
+def error_lines(stderr: str) -> List[str]:
+    """The ``farmer: error:`` lines of ``stderr``."""
+    return [line for line in stderr.splitlines() if line.startswith("farmer: error:")]

@@ -1,4 +1,5 @@
-"""Failure semantics: retries, task timeouts, requeue-failed, leases and dead farmers."""
+"""Failure semantics: retries, task timeouts, requeue-failed, leases and dead farmers, workers
+that cannot start."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farmhelp import alive, ids, run_farmer, start_farmer, wait_for, write_tasklist
+from farmhelp import (
+    alive,
+    error_lines,
+    ids,
+    no_traceback,
+    run_farmer,
+    start_farmer,
+    wait_for,
+    write_tasklist,
+)
 
 from taskfarmer.farm import expired
 from taskfarmer.identity import Identity, process_start_time
@@ -227,3 +237,34 @@ def test_a_dead_worker_is_replaced_and_its_task_put_back(tmp_path: Path) -> None
     workdir = tmp_path / "t_workdir"
     assert sorted(ids(workdir / "finished")) == [0, 1, 2]
     assert len(started.read_text().split()) == 2
+
+
+_FAILING_RUNNER = '''
+from taskfarmer.errors import ConfigError
+from taskfarmer.runners import BasicRunner
+
+
+class NoSlot(BasicRunner):
+    """Refuses every worker slot, as a runner missing a device would."""
+
+    def assign(self, resources):
+        raise ConfigError("no device for slot %d" % resources.slot)
+'''
+
+
+def test_a_worker_start_up_error_is_one_line_per_worker_and_loses_nothing(tmp_path: Path
+                                                                        ) -> None:
+    (tmp_path / "failing_runner.py").write_text(_FAILING_RUNNER)
+    (tmp_path / "runners.d").mkdir()
+    (tmp_path / "runners.d" / "x.ini").write_text("[noslot]\nRunner = failing_runner.NoSlot\n")
+    tasks = write_tasklist(tmp_path / "t", [f"echo out{i}" for i in range(10)])
+    result = run_farmer([str(tasks), "-n", "2", "--runner", "noslot"], cwd=tmp_path,
+                        env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    no_traceback(result.stdout, result.stderr)
+    assert "AssertionError" not in result.stdout + result.stderr
+    assert error_lines(result.stderr) in (["farmer: error: no device for slot 0"],
+                                          ["farmer: error: no device for slot 1"])
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "toprocess")) == list(range(10))
+    assert list((workdir / "leases").iterdir()) == []

@@ -107,7 +107,7 @@ def _long_tasks(tmp_path: Path, count: int, body: str = "sleep 300") -> Path:
         for i in range(count)])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_stop_signal_requeues_running_tasks(tmp_path: Path, sig: int) -> None:
     tasks = _long_tasks(tmp_path, 5)
     farmer = start_farmer([str(tasks), "-n", "3"])

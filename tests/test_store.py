@@ -200,7 +200,8 @@ def test_malformed_toprocess_line_is_a_clear_error(tmp_path: Path) -> None:
         store.claim(lease, 1)
         with pytest.raises(StateError) as error:
             store.claim(lease, 1)
-    assert "toprocess" in str(error.value) and "expected 'ID task'" in str(error.value)
+    assert str(error.value).startswith(f"{tmp_path / 'toprocess'}:2: malformed line 'sleep 5': ")
+    assert error.value.line == 2 and "correct or delete that line" in str(error.value)
 
 
 def test_concurrent_initialisation_creates_the_list_once(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ one ``write(2)`` (:func:`append`), and readers only ever trust complete lines.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -22,10 +23,12 @@ LINE_ID = re.compile(rb"^(\d+) ", re.MULTILINE)
 
 
 def append(fd: int, path: Path, data: bytes) -> None:
-    """Append whole lines with one ``write(2)``; undo a short or failed write (disk full).
+    """Append whole lines with one ``write(2)``; undo a failed one (disk full).
 
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
-    in one piece. A write that fails (or is short) may have written part of the data: it is
+    in one piece. A short write (the filesystem filled up in the middle: what fits is written)
+    is followed by a write of the rest, which either completes the lines or fails with the
+    reason (ENOSPC, EDQUOT, EFBIG). A failed write may have written part of the data: it is
     truncated back, so no half line is left behind. If even that fails (the filesystem is
     failing), the half line stays, and the next append (by any process, under the lock)
     moves it to ``torn`` first, as :func:`cut_incomplete_line` does at start: lines appended
@@ -43,14 +46,16 @@ def append(fd: int, path: Path, data: bytes) -> None:
             before = os.fstat(fd).st_size
     except OSError as error:
         raise FilesystemError.from_oserror(path, "append", error) from None
+    written = 0
     try:
-        written = os.write(fd, data)
+        while written < len(data):
+            count = os.write(fd, data[written:])
+            if count == 0:  # pragma: no cover - no filesystem returns 0 for a regular file
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += count
     except OSError as error:
         _undo(fd, before)
         raise FilesystemError.from_oserror(path, "append", error) from None
-    if written != len(data):
-        _undo(fd, before)
-        raise FilesystemError(path, "append", "short write (filesystem full?)")
 
 
 def _undo(fd: int, size: int) -> None:
@@ -85,14 +90,41 @@ def last_line(fd: int, size: int) -> bytes:
         window *= 4
 
 
+#: What to do about a malformed ``ID task`` line (a hand edit gone wrong, a foreign file).
+MALFORMED_HINT = ("correct or delete that line (each line is 'ID command', ID the task's "
+                  "0-based line number in the tasklist) while no farmer runs, then run again")
+
+
 def parse_task_line(line: bytes, path: Path, offset: int) -> Task:
-    """Parse an ``ID task`` line of toprocess/finished/failed."""
+    """Parse an ``ID task`` line of toprocess/finished/failed.
+
+    Raises:
+        StateError: the line is not ``ID task``; names the file, the line and what to do.
+    """
     head, _, text = line.partition(b" ")
     try:
         return Task(int(head), text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         shown = line[:60].decode("utf-8", "replace")
-        raise StateError(path, f"malformed line {shown!r} (expected 'ID task')", offset) from None
+        raise StateError(path, f"malformed line {shown!r}: {MALFORMED_HINT}", offset,
+                         line_number(path, offset)) from None
+
+
+def line_number(path: Path, offset: int) -> Optional[int]:
+    """The 1-based number of the line that starts at byte ``offset`` of ``path`` (for error
+    messages: reads the file up to there); None if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            count = 1
+            while offset > 0:
+                block = handle.read(min(offset, READ_CHUNK * 16))
+                if not block:
+                    break
+                count += block.count(b"\n")
+                offset -= len(block)
+            return count
+    except OSError:
+        return None
 
 
 def task_line(task: Task) -> bytes:

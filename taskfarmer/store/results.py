@@ -78,6 +78,10 @@ class Results:
         repair finds ``failed.requeue`` and redoes (2)-(4) (:meth:`finish_requeue_failed`),
         skipping tasks already back in ``toprocess``. Returns the number of tasks put back.
         """
+        # Every line is checked first: a malformed one leaves ``failed`` as it is, to be
+        # corrected there, rather than commit a requeue that no later run could finish.
+        for offset, line in lines(self.files.failed):
+            parse_task_line(line, self.files.failed, offset)
         try:
             os.rename(self.files.failed, self.files.failed_requeue)
         except FileNotFoundError:  # none yet (or another farmer, not locked out, was faster)

@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 from farmhelp import ids
+from tmpfs import Tmpfs
 
 from taskfarmer.trace_events import COUNTERS_PID
 
@@ -319,6 +320,28 @@ def test_requeue_example_continues_after_usr1(slurm: SlurmCluster, make_campaign
     restarts = sorted(t["labels"].get("restart", "0")  # type: ignore[union-attr]
                       for t in _farmer_tracks(campaign.timeline()).values())
     assert restarts == ["0", "1"]
+
+
+def test_requeue_example_ends_the_campaign_on_a_full_filesystem(slurm: SlurmCluster,
+                                                               make_campaign: Make,
+                                                               tmpfs: Tmpfs) -> None:
+    """Exit code 2 (the workdir's filesystem is over its file-count quota) is not requeued:
+    the job fails with 2; once the quota is raised, the campaign submitted again completes."""
+    campaign = make_campaign(quick=40)
+    tmpfs.mount("nr_inodes=30")
+    workdir = tmpfs.path / "wd"
+    job = _submit(slurm, "slurm_requeue.sh", campaign, f"--workdir {workdir}", cpus_per_task=2)
+    info = _wait_done(slurm, job, campaign, states=("FAILED",))[0]
+    output = campaign.output()
+    assert (info.exit_code, info.restarts) == (2, 0), output
+    assert "farmer exited with code 2" in output and "requeued" not in output, output
+    assert "farmer: error: " in output and "No space left on device" in output, output
+    tmpfs.remount("nr_inodes=100000")
+    job = _submit(slurm, "slurm_requeue.sh", campaign, f"--workdir {workdir}", cpus_per_task=2)
+    info = _wait_done(slurm, job, campaign)[0]
+    assert (info.exit_code, info.restarts) == (0, 0), campaign.output()
+    assert sorted(ids(workdir / "finished")) == campaign.all
+    assert ids(workdir / "toprocess") == []
 
 
 def test_requeue_example_step_variant_on_two_nodes(slurm: SlurmCluster, make_campaign: Make
