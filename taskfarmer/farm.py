@@ -355,6 +355,8 @@ class Farm:
         self.workers.clear()
         self._busy[:] = [-1] * self.config.proc
         self._drain_messages()
+        if self.store.lock_failed:  # no state written; see taskfarmer.store.exclusion
+            self.store.abandon(self.farmer + ".")
         with self.store.locked():
             self.store.tidy()
         self.timeline.close()
@@ -473,7 +475,10 @@ class Farm:
                     self.error = f"{self.crashes} worker crashes; giving up"
 
     def _revoke_worker(self, slot: int, process: multiprocessing.Process) -> None:
-        """Put back the tasks of one of our workers that is gone."""
+        """Put back the tasks of one of our workers that is gone (after a lock failure:
+        handed over in :meth:`_shutdown` instead)."""
+        if self.store.lock_failed:
+            return
         prefix = f"{self.farmer}.w{slot}.{process.pid}."
         with self.store.locked():
             for name in self.store.lease_names():

@@ -19,9 +19,14 @@ without looking): :class:`~taskfarmer.errors.LockError` again. Either way one of
 overlapping holders notices, nearly always the second one on arrival, before any harm.
 
 From then on the farmer — every process of it, they share one flag — takes the lock no more
-and changes nothing more in the workdir: under a lock that does not exclude any write could
-collide with another farmer's. Its leases stay behind, and whoever goes on takes their tasks
-over as from a dead farmer.
+and writes no state file: under a lock that does not exclude any write could collide with
+another farmer's (on NFS, two clients' appends overwrite each other). It does one thing on its
+way out, once its workers and their tasks are gone: it renames its lease files to
+``NAME.dead`` (:meth:`~.leases.Leases.abandon`). That is the commit point of a takeover
+(:meth:`~.leases.Leases.revoke`): one atomic ``rename(2)`` — a single RENAME on the NFS server,
+no file content, nothing cached to write back — that no lock holder can be harmed by, and the
+next farmer whose lock does hold finishes the takeover under it at once (a ``.dead`` lease is
+expired by definition) instead of waiting ``--lease`` seconds for the heartbeat to age.
 
 The error names our lock file and the other's: different files mean different ``SCRATCH``,
 the same file a filesystem whose locks are local. Cost: two reads and two writes of one short
@@ -97,6 +102,11 @@ class ExclusionCheck:
     def _write(self, line: bytes) -> None:
         os.pwrite(self._open(), line + b"\n", 0)  # a shorter line leaves bytes after the \n
         self._done()
+
+    @property
+    def failed(self) -> bool:
+        """True once this farmer (any of its processes) saw the lock fail to exclude."""
+        return bool(self._seen.value)
 
     # -- around a lock hold -----------------------------------------------------------------
 
