@@ -13,6 +13,7 @@ nodes, over one task list of ``--tasks`` ``true`` tasks on the export:
 * NFS operations per task: the RPCs the nodes' NFS clients sent (``/proc/self/mountstats``,
   every operation, summed over the nodes, before and after the run) divided by the tasks.
   NFSv3's NLM lock calls are not counted there (they are not RPCs of the mount);
+* a run still going after ``--limit`` seconds is killed and marked ``hung``;
 * exactly-once: every task ID once in finished+failed, nothing left, no NUL byte, a valid
   timeline (``corrupted`` otherwise, with what was wrong).
 
@@ -26,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -33,41 +35,61 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from nfs.farmers import assert_exactly_once, start_farmers, wait_all, write_tasks  # noqa: E402
-from nfs.lab import MountOptions, NfsLab, missing_requirements  # noqa: E402
+from nfs.lab import LabError, MountOptions, NfsLab, missing_requirements  # noqa: E402
 
 MOUNTS = (MountOptions(vers="4.2"), MountOptions(vers="3"))
 
 
-def total_ops(lab: NfsLab, nodes: int) -> int:
-    """NFS RPCs sent so far by the first ``nodes`` nodes' clients (all operations)."""
-    return sum(sum(node.mountstats().values()) for node in (lab.a, lab.b)[:nodes])
+def ops_by_name(lab: NfsLab) -> Counter:
+    """NFS RPCs sent so far by both nodes' clients, per operation."""
+    total: Counter = Counter()
+    for node in (lab.a, lab.b):
+        total.update(node.mountstats())
+    return total
 
 
-def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int) -> Dict[str, object]:
+def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int, limit: float
+             ) -> Dict[str, object]:
     """One run: 2 farmers x -n 2 on each of ``nodes`` nodes, farmer code from ``code``."""
     directory = Path(tempfile.mkdtemp(prefix="bench-", dir=lab.export))
     tasklist = write_tasks(directory / "t", ["true"] * tasks)
-    ops_before = total_ops(lab, 2)
+    ops_before = ops_by_name(lab)
     began = time.monotonic()
     farmers = start_farmers(lab, tasklist, ["-n", "2"], per_node=2,
                             nodes=(lab.a, lab.b)[:nodes], env={"PYTHONPATH": str(code)})
-    results = wait_all(farmers, timeout=1800)
+    try:
+        results = wait_all(farmers, timeout=limit)
+        hung = ""
+    except LabError:  # the old store can loop for ever on a torn line ("0 running")
+        hung = f"hung: killed after {limit:.0f} s; "
+        for node in (lab.a, lab.b):
+            node.killall()
+        results = wait_all(farmers, timeout=60)
     seconds = time.monotonic() - began
-    ops = total_ops(lab, 2) - ops_before
+    ops = ops_by_name(lab)
+    ops.subtract(ops_before)
+    top = {name: round(count / tasks, 1) for name, count in ops.most_common(6) if count > 0}
+    errors = sorted({result.err.strip().splitlines()[-1][:160] for result in results
+                     if result.rc not in (0, 1) and result.err.strip()})
     try:
         assert_exactly_once(directory / "t_workdir", tasks)
         verdict = "exactly-once"
     except (AssertionError, ValueError) as error:  # ValueError: invalid JSON, bad lines
         verdict = "corrupted: " + str(error).splitlines()[0][:200]
+    verdict = hung + verdict
     return {"nodes": nodes, "tasks": tasks, "seconds": round(seconds, 2),
-            "tasks_per_s": round(tasks / seconds, 1), "ops_per_task": round(ops / tasks, 1),
-            "exit_codes": [result.rc for result in results], "verdict": verdict}
+            "tasks_per_s": round(tasks / seconds, 1),
+            "ops_per_task": round(sum(ops.values()) / tasks, 1), "top_ops_per_task": top,
+            "exit_codes": [result.rc for result in results], "errors": errors,
+            "verdict": verdict}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=300, help="tasks per run [300]")
     parser.add_argument("--before", type=Path, help="checkout of the farmer to compare with")
+    parser.add_argument("--limit", type=float, default=240,
+                        help="seconds a run may take before its farmers are killed [240]")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
     missing = missing_requirements()
@@ -86,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for label, code in codes.items():
                 for nodes in (1, 2):
                     row = {"mount": str(mount), "code": label,
-                           **run_once(lab, code, nodes, args.tasks)}
+                           **run_once(lab, code, nodes, args.tasks, args.limit)}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     finally:
@@ -94,8 +116,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("\n| mount | code | nodes | tasks/s | NFS ops/task | result |\n"
           "|---|---|---|---|---|---|")
     for row in rows:
+        codes = ",".join(str(code) for code in row["exit_codes"])
         print(f"| {row['mount']} | {row['code']} | {row['nodes']} | {row['tasks_per_s']} | "
-              f"{row['ops_per_task']} | {row['verdict']} |")
+              f"{row['ops_per_task']} | exit {codes}; {row['verdict']} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
