@@ -75,7 +75,7 @@ def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int, limit: float
         assert_exactly_once(directory / "t_workdir", tasks)
         verdict = "exactly-once"
     except (AssertionError, ValueError) as error:  # ValueError: invalid JSON, bad lines
-        verdict = "corrupted: " + str(error).splitlines()[0][:200]
+        verdict = "corrupted: " + (str(error).splitlines() or [repr(error)])[0][:200]
     verdict = hung + verdict
     return {"nodes": nodes, "tasks": tasks, "seconds": round(seconds, 2),
             "tasks_per_s": round(tasks / seconds, 1),

@@ -103,13 +103,14 @@ def assert_exactly_once(workdir: Path, count: int, failed: Sequence[int] = ()) -
         f"{len(both)} recorded, {len(set(both))} distinct, of {count}; twice: "
         f"{sorted(i for i in set(both) if both.count(i) > 1)[:20]}; missing: "
         f"{sorted(set(range(count)) - set(both))[:20]}")
-    assert sorted(failed_ids) == sorted(failed)
-    assert (workdir / "toprocess").read_bytes() == b""
-    assert (workdir / "claims").read_bytes() == b""
-    assert list((workdir / "leases").iterdir()) == []
+    assert sorted(failed_ids) == sorted(failed), f"failed: {failed_ids}"
+    assert (workdir / "toprocess").read_bytes() == b"", "tasks left in toprocess"
+    assert (workdir / "claims").read_bytes() == b"", "claims not emptied"
+    assert list((workdir / "leases").iterdir()) == [], "leases left"
     outcomes = timeline_outcomes(workdir)
     final = {task for task, seen in outcomes.items()
              for outcome in seen if outcome in ("finished", "failed")}
-    assert final == set(range(count))
+    assert final == set(range(count)), (
+        f"timeline.json: {len(final)} of {count} tasks have their outcome")
     assert all(sum(o in ("finished", "failed") for o in seen) == 1
                for seen in outcomes.values()), "a task's outcome is in the timeline twice"
