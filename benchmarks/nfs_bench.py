@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -90,6 +91,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--before", type=Path, help="checkout of the farmer to compare with")
     parser.add_argument("--limit", type=float, default=240,
                         help="seconds a run may take before its farmers are killed [240]")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the lab's directory (workdirs, node outputs)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
     missing = missing_requirements()
@@ -113,6 +116,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     rows.append(row)
     finally:
         lab.stop()
+        if args.keep:
+            print(f"NFS lab kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     print("\n| mount | code | nodes | tasks/s | NFS ops/task | result |\n"
           "|---|---|---|---|---|---|")
     for row in rows:
