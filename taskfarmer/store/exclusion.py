@@ -30,7 +30,7 @@ expired by definition) instead of waiting ``--lease`` seconds for the heartbeat 
 
 The error names our lock file and the other's: different files mean different ``SCRATCH``,
 the same file a filesystem whose locks are local. Cost: two reads and two writes of one short
-line per lock hold (in the coherent mode, with an open and a close around each pair).
+line per lock hold (in the coherent mode, with an open and a close around each read-write pair).
 """
 
 from __future__ import annotations
@@ -90,13 +90,16 @@ class ExclusionCheck:
         self._fd = -1
 
     def _done(self) -> None:
-        if self.files.coherent:  # close-to-open, as for every state file (package docstring)
+        if self.files.coherent and self._fd >= 0:  # close-to-open, as for every state file
             os.close(self._fd)
             self._fd = -1
 
-    def _read(self) -> bytes:
+    def _read(self, keep: bool = False) -> bytes:
+        """The line; ``keep``: leave the file open for the :meth:`_write` that follows (one
+        open and close per check instead of two: on NFS each is a round trip under the lock)."""
         line = os.pread(self._open(), 4096, 0).partition(b"\n")[0]
-        self._done()
+        if not keep:
+            self._done()
         return line
 
     def _write(self, line: bytes) -> None:
@@ -114,9 +117,10 @@ class ExclusionCheck:
         """*locked* Check that nobody else is inside, then say that we are."""
         if self._seen.value:
             raise _error(self.lock_file, self._seen.value)
-        line = self._read()
+        line = self._read(keep=True)
         state, who, _ = _fields(line)
         if state == b"open" and who != self._me:
+            self._done()  # each look below opens the file anew: the server's line
             deadline = self.monotonic() + CRASH_WAIT
             while self.monotonic() < deadline:
                 self.sleep(CRASH_POLL)
@@ -128,8 +132,9 @@ class ExclusionCheck:
 
     def end(self) -> None:
         """*locked* Check that nobody came in during our hold, then say that we left."""
-        line = self._read()
+        line = self._read(keep=True)
         if line != b"open " + self._line:
+            self._done()
             raise self._detected(line)
         self._write(b"closed " + self._line)
 
