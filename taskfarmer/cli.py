@@ -13,7 +13,7 @@ from rich.console import Console
 
 import taskfarmer
 
-from . import coinstall, status_view
+from . import coinstall
 from .argv import translate
 from .errors import TaskfarmerError
 from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
@@ -23,8 +23,6 @@ from .registry import Registry, print_listing
 from .resources import discover_devices, plan_slots
 from .signals import ignore_stop_signals
 from .slurm import default_proc
-from .status import StatusReader
-from .status_view import to_json
 from .store import StateStore, coherent_io
 from .timeline import Timeline
 from .walltime import DEFAULT_MARGIN, slurm_job_end
@@ -173,12 +171,16 @@ def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
 def status_command(workdir: Path, tasklist: Optional[Path], lock_kind: str, lease: float,
                    as_json: bool, watch: bool, environ: Dict[str, str]) -> int:
     """``--status``: print the status of ``workdir``; returns the exit code."""
+    # Imported here: every farm run would otherwise pay ~30 ms of start-up for them.
+    from . import status_view
+    from .status import StatusReader
+
     lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
     reader = StatusReader(StateStore(workdir, make_lock(workdir, lock_kind, environ)),
                           lock_file, lease, tasklist=tasklist)
     if as_json:
         status = reader.read(time.time())
-        click.echo(to_json(status))
+        click.echo(status_view.to_json(status))
     else:
         console = Console()
         if watch and console.is_terminal:
