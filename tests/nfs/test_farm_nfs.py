@@ -102,21 +102,30 @@ def finish_alone(nfs: NfsLab, tasklist: Path, count: int) -> None:
     assert_exactly_once(tasklist.parent / (tasklist.name + "_workdir"), count)
 
 
-def test_scratch_local_to_each_node_is_detected(nfs: NfsLab, nfs_dir: Path) -> None:
-    """SCRATCH on a node-local disk: each node locks its own file. A farmer notices another
-    holder, stops with exit 2 and one line; nothing is recorded twice."""
+@pytest.mark.parametrize("where", ["node-local", "shared"])
+def test_scratch_differing_between_nodes_is_detected(nfs: NfsLab, nfs_dir: Path, where: str
+                                                     ) -> None:
+    """Each node locks its own file: SCRATCH on a node-local disk (same path on both), or
+    another directory of the export per node. A farmer notices another holder, stops with
+    exit 2 and one line naming the likely cause; nothing is recorded twice."""
     count = 60
     tasklist = write_tasks(nfs_dir / "t", ["sleep 0.05"] * count)
+    scratch = {"A": NODE_LOCAL, "B": NODE_LOCAL}
+    if where == "shared":
+        for name in scratch:
+            (nfs_dir / f"scratch{name}").mkdir()
+            scratch[name] = nfs.node_path(nfs_dir / f"scratch{name}")
     farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "3"], per_node=1,
-                            env={"SCRATCH": NODE_LOCAL})
+                            node_env={name: {"SCRATCH": path} for name, path in scratch.items()})
     results = wait_all(farmers)
     assert any(result.rc == 2 for result in results), results
     for result in results:
         assert "Traceback" not in result.err, result
         if result.rc != 0:
             one_line_lock_error(result)
-            assert f"{NODE_LOCAL}/taskfarmer_" in result.err
-            assert "SCRATCH node-local?" in result.err
+            assert f"{scratch[result.node]}/taskfarmer_" in result.err
+            cause = "SCRATCH node-local?" if where == "node-local" else "SCRATCH differs"
+            assert cause in result.err, result
     assert_nothing_twice(nfs_dir / "t_workdir")
     finish_alone(nfs, tasklist, count)
 
