@@ -72,7 +72,7 @@ class FilesystemError(StateError):
         super().__init__(path, f"cannot {operation}: {reason}")
 
     @classmethod
-    def from_oserror(cls, path: Path, operation: str, error: OSError) -> "FilesystemError":
+    def from_oserror(cls, path: Path, operation: str, error: OSError) -> FilesystemError:
         """The error for ``error`` raised by ``operation`` on ``path``."""
         return cls(path, operation, error.strerror or str(error), error.errno)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 import pytest
 
@@ -82,6 +82,18 @@ def one_line_lock_error(result: Result) -> None:
     assert "did not keep out another farmer" in lines[0], result
 
 
+def stopped_on_lock_errors(results: List[Result]) -> List[Result]:
+    """The farmers that stopped on the lock error (at least one; the others ended done, 0);
+    none with a traceback."""
+    for result in results:
+        assert "Traceback" not in result.err, result
+        if result.rc != 0:
+            one_line_lock_error(result)
+    stopped = [result for result in results if result.rc == 2]
+    assert stopped, results
+    return stopped
+
+
 def assert_nothing_twice(workdir: Path) -> None:
     no_nul(workdir)
     recorded = ids(workdir / "finished") + ids(workdir / "failed")
@@ -117,15 +129,10 @@ def test_scratch_differing_between_nodes_is_detected(nfs: NfsLab, nfs_dir: Path,
             scratch[name] = nfs.node_path(nfs_dir / f"scratch{name}")
     farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "3"], per_node=1,
                             node_env={name: {"SCRATCH": path} for name, path in scratch.items()})
-    results = wait_all(farmers)
-    assert any(result.rc == 2 for result in results), results
-    for result in results:
-        assert "Traceback" not in result.err, result
-        if result.rc != 0:
-            one_line_lock_error(result)
-            assert f"{scratch[result.node]}/taskfarmer_" in result.err
-            cause = "SCRATCH node-local?" if where == "node-local" else "SCRATCH differs"
-            assert cause in result.err, result
+    for result in stopped_on_lock_errors(wait_all(farmers)):
+        assert f"{scratch[result.node]}/taskfarmer_" in result.err
+        cause = "SCRATCH node-local?" if where == "node-local" else "SCRATCH differs"
+        assert cause in result.err, result
     assert_nothing_twice(nfs_dir / "t_workdir")
     finish_alone(nfs, tasklist, count)
 
@@ -136,13 +143,8 @@ def test_nolock_mount_is_detected(nfs: NfsLab, nfs_dir: Path) -> None:
     count = 60
     tasklist = write_tasks(nfs_dir / "t", ["sleep 0.05"] * count)
     farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "3"], per_node=1)
-    results = wait_all(farmers)
-    assert any(result.rc == 2 for result in results), results
-    for result in results:
-        assert "Traceback" not in result.err, result
-        if result.rc != 0:
-            one_line_lock_error(result)
-            assert "nolock" in result.err
+    for result in stopped_on_lock_errors(wait_all(farmers)):
+        assert "nolock" in result.err, result
     assert_nothing_twice(nfs_dir / "t_workdir")
     finish_alone(nfs, tasklist, count)
 
