@@ -13,7 +13,6 @@ must be run.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import math
 import multiprocessing
@@ -32,7 +31,7 @@ from .farm_end import FarmEnding, as_error, worker_error
 from .identity import Identity
 from .progress import PlainDisplay, Snapshot, make_display
 from .resources import SlotResources, pin
-from .signals import StopRequest
+from .signals import StopRequest, die_with_parent
 from .slurm import job_labels
 from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
 from .timeline_state import TaskCounts
@@ -131,16 +130,6 @@ def expired(info: LeaseInfo, now: float, lease: float, observer: Identity) -> bo
     at once; anyone else once the heartbeat is older than ``lease`` seconds.
     """
     return info.dead or info.owner.provably_dead(observer) or now - info.heartbeat > lease
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this worker if the farmer's main process dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 class Farm(FarmEnding):
@@ -359,7 +348,7 @@ class Farm(FarmEnding):
 
     def _worker_main(self, slot: int) -> None:
         """Body of a worker process (runs after fork)."""
-        _die_with_parent(self.identity.pid)
+        die_with_parent(self.identity.pid)
         # Everything inherited from the main process is long-lived: keep the cyclic garbage
         # collector from walking it again and again (it showed in profiles of short tasks).
         gc.freeze()

@@ -79,6 +79,8 @@ class FarmEnding:
         self.workers.clear()
         self._busy[:] = [-1] * self.config.proc
         self._drain_messages()
+        if self.store.lock_failed:  # no state written; see taskfarmer.store.exclusion
+            self.attempt(lambda: self.store.abandon(self.farmer + "."))
         if self.attempt(self._tidy):
             self.attempt(self.timeline.close)
 
@@ -134,7 +136,10 @@ class FarmEnding:
         self.timeline.close()
 
     def _revoke_worker(self: Farm, slot: int, process: multiprocessing.Process) -> None:
-        """Put back the tasks of one of our workers that is gone."""
+        """Put back the tasks of one of our workers that is gone (after a lock failure:
+        handed over in :meth:`_shutdown` instead)."""
+        if self.store.lock_failed:
+            return
         prefix = f"{self.farmer}.w{slot}.{process.pid}."
         with self.store.locked():
             for name in self.store.lease_names():

@@ -10,7 +10,8 @@ Two kinds, chosen with ``--lock`` or ``TASKFARMER_LOCK``:
   manager) drops the lock when its holder dies, so a SIGKILLed farmer never blocks the others.
 * ``soft``: filelock's :class:`~filelock.SoftFileLock`, an ``O_CREAT|O_EXCL`` lock file, for
   filesystems where ``flock`` does not work. A farmer killed while holding it leaves the file
-  behind; the others then wait and warn, naming the file to remove.
+  behind; the others then wait and warn, naming the file to remove. filelock's own breaking of
+  lock files it judges stale is switched off: on NFS it broke live locks of other nodes.
 """
 
 from __future__ import annotations
@@ -153,7 +154,20 @@ class BlockingFlockLock(UnixFileLock):
 
 
 class WarningSoftFileLock(SoftFileLock):
-    """Soft lock that warns on stderr, naming the file, each time it has waited a minute."""
+    """Soft lock that warns on stderr, naming the file, each time it has waited a minute, and
+    never removes another holder's lock file."""
+
+    def _try_break_stale_lock(self) -> None:
+        """Never break the lock (filelock >= 4 does, for a lock file it finds malformed and
+        unchanged for 2 s, or whose owner looks dead on this host).
+
+        It judges "unchanged" by ``lstat``, which on NFS answers from this node's attribute
+        and directory caches, stale for seconds, and reads a marker that its holder on
+        another node may not have written yet: in the NFS lab it removed the lock file of a
+        live holder on the other node and let a second farmer in (the holder check noticed;
+        see :mod:`taskfarmer.store.exclusion`). A lock file left by a killed farmer is removed
+        by the user, whom :meth:`acquire` tells which file it is.
+        """
 
     def acquire(self, timeout: Optional[float] = None, poll_interval: float = 0.005,
                 **kwargs: object) -> AcquireReturnProxy:

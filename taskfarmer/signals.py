@@ -8,6 +8,8 @@ farm and its workers look at the flag between steps.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import time
 from types import FrameType
@@ -21,6 +23,16 @@ STOP_SIGNALS = (signal.SIGUSR1, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def died_of_stop_signal(returncode: int) -> bool:
     """True if a task ended by a stop signal, itself or through its shell (128 + n)."""
     return any(returncode in (-sig, 128 + sig) for sig in STOP_SIGNALS)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker if the farmer's main process dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def ignore_stop_signals() -> None:

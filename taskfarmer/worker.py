@@ -410,7 +410,11 @@ class Worker:
             self._terminate()
         elif self.config.task_timeout:
             signal.setitimer(signal.ITIMER_REAL, self.config.task_timeout)
-        self._wait(process)
+        try:
+            self._wait(process)
+        except BaseException:  # LockError recording held results: the task must not outlive us
+            Runner.kill(process, signal.SIGKILL)
+            raise
         stopped = self.stop.requested
         if stopped or self._timed_out:
             # The leader (often a shell, which dies at once on SIGTERM) is gone: give the rest

@@ -169,3 +169,40 @@ def test_farmers_with_different_scratch_stop_and_record_nothing_twice(tmp_path: 
                       timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(ids(workdir / "finished")) == list(range(count))
+
+
+def test_a_farmer_stopping_on_a_lock_error_hands_its_leases_over(tmp_path: Path) -> None:
+    """After a detection the farmer writes no state, but renames its lease files to
+    ``.dead``: the next farmer puts their tasks back at once, not after ``--lease``."""
+    count = 8
+    tasks = write_tasklist(tmp_path / "t", ["sleep 0.3"] * count)
+    workdir = tmp_path / "t_workdir"
+    first = start_farmer([str(tasks), "-n", "2", "--lease", "600"])
+    wait_for(lambda: len(ids(workdir / "claims")) >= 2, what="two workers with a task each")
+    fd = os.open(workdir / "holder", os.O_RDWR)
+    stop = threading.Event()
+
+    def intruder() -> None:  # another holder through another lock file (simulated)
+        seq = 0
+        while not stop.wait(0.005):
+            seq += 1
+            os.pwrite(fd, b"open othernode:42:abc %06d /elsewhere/taskfarmer_x.lock\n" % seq, 0)
+
+    thread = threading.Thread(target=intruder)
+    thread.start()
+    try:
+        out, err = first.communicate(timeout=120)
+    finally:
+        stop.set()
+        thread.join()
+    os.pwrite(fd, b"closed othernode:42:abc 999999 /elsewhere/taskfarmer_x.lock\n", 0)
+    os.close(fd)
+    assert first.returncode == 2, out + err
+    assert "did not keep out another farmer" in err and "Traceback" not in err
+    leases = os.listdir(workdir / "leases")
+    assert leases and all(name.endswith(".dead") for name in leases), leases
+    # With --lease 600 a farmer waiting for the heartbeat to age would not end in time.
+    done = run_farmer([str(tasks), "-n", "2", "--lease", "600"], timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(ids(workdir / "finished")) == list(range(count))
+    assert os.listdir(workdir / "leases") == []

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import SoftFileLock, Timeout
 from rich.console import Console
 
 from taskfarmer.argv import translate
@@ -233,3 +234,13 @@ def test_waiting_for_other_farmers_backs_off_from_a_short_poll_to_the_long_one()
     assert sleeps[0] == IDLE_POLL_FIRST and sleeps[-1] == POLL
     assert all(b == min(2 * a, POLL) for a, b in zip(sleeps, sleeps[1:]))
     assert idle_backoff(idle, waiting=False) == (POLL, IDLE_POLL_FIRST)  # working: start over
+
+
+def test_soft_lock_never_breaks_a_lock_file_it_cannot_read(tmp_path: Path) -> None:
+    """filelock >= 4 takes over a malformed lock file unchanged for 2 s; on NFS that judgement
+    comes from stale caches and let two farmers in at once. Ours waits (and warns)."""
+    lock = make_lock(tmp_path, "soft", {})
+    Path(lock.lock_file).write_text("not a lock record\n")
+    with pytest.raises(Timeout):
+        SoftFileLock.acquire(lock, timeout=3.5, poll_interval=0.05)
+    assert Path(lock.lock_file).read_text() == "not a lock record\n"

@@ -19,13 +19,18 @@ without looking): :class:`~taskfarmer.errors.LockError` again. Either way one of
 overlapping holders notices, nearly always the second one on arrival, before any harm.
 
 From then on the farmer — every process of it, they share one flag — takes the lock no more
-and changes nothing more in the workdir: under a lock that does not exclude any write could
-collide with another farmer's. Its leases stay behind, and whoever goes on takes their tasks
-over as from a dead farmer.
+and writes no state file: under a lock that does not exclude any write could collide with
+another farmer's (on NFS, two clients' appends overwrite each other). It does one thing on its
+way out, once its workers and their tasks are gone: it renames its lease files to
+``NAME.dead`` (:meth:`~.leases.Leases.abandon`). That is the commit point of a takeover
+(:meth:`~.leases.Leases.revoke`): one atomic ``rename(2)`` — a single RENAME on the NFS server,
+no file content, nothing cached to write back — that no lock holder can be harmed by, and the
+next farmer whose lock does hold finishes the takeover under it at once (a ``.dead`` lease is
+expired by definition) instead of waiting ``--lease`` seconds for the heartbeat to age.
 
 The error names our lock file and the other's: different files mean different ``SCRATCH``,
 the same file a filesystem whose locks are local. Cost: two reads and two writes of one short
-line per lock hold (in the coherent mode, with an open and a close around each pair).
+line per lock hold (in the coherent mode, with an open and a close around each read-write pair).
 """
 
 from __future__ import annotations
@@ -86,14 +91,17 @@ class ExclusionCheck:
         self._fd = -1
 
     def _done(self) -> None:
-        if self.files.coherent:  # close-to-open, as for every state file (package docstring)
+        if self.files.coherent and self._fd >= 0:  # close-to-open, as for every state file
             os.close(self._fd)
             self._fd = -1
 
-    @operation("read", lambda self: self.path)
-    def _read(self) -> bytes:
+    @operation("read", lambda self, *_, **__: self.path)
+    def _read(self, keep: bool = False) -> bytes:
+        """The line; ``keep``: leave the file open for the :meth:`_write` that follows (one
+        open and close per check instead of two: on NFS each is a round trip under the lock)."""
         line = os.pread(self._open(), 4096, 0).partition(b"\n")[0]
-        self._done()
+        if not keep:
+            self._done()
         return line
 
     @operation("write", lambda self, *_: self.path)
@@ -101,15 +109,21 @@ class ExclusionCheck:
         os.pwrite(self._open(), line + b"\n", 0)  # a shorter line leaves bytes after the \n
         self._done()
 
+    @property
+    def failed(self) -> bool:
+        """True once this farmer (any of its processes) saw the lock fail to exclude."""
+        return bool(self._seen.value)
+
     # -- around a lock hold -----------------------------------------------------------------
 
     def begin(self) -> None:
         """*locked* Check that nobody else is inside, then say that we are."""
         if self._seen.value:
             raise _error(self.lock_file, self._seen.value)
-        line = self._read()
+        line = self._read(keep=True)
         state, who, _ = _fields(line)
         if state == b"open" and who != self._me:
+            self._done()  # each look below opens the file anew: the server's line
             deadline = self.monotonic() + CRASH_WAIT
             while self.monotonic() < deadline:
                 self.sleep(CRASH_POLL)
@@ -121,8 +135,9 @@ class ExclusionCheck:
 
     def end(self) -> None:
         """*locked* Check that nobody came in during our hold, then say that we left."""
-        line = self._read()
+        line = self._read(keep=True)
         if line != b"open " + self._line:
+            self._done()
             raise self._detected(line)
         self._write(b"closed " + self._line)
 

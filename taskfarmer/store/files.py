@@ -9,6 +9,15 @@ from typing import Dict, Tuple
 from ..errors import FilesystemError
 
 
+def private_tmp(path: Path) -> Path:
+    """A temporary name next to ``path`` that no other process uses (``NAME.tmp.PID.RANDOM``).
+
+    Files written aside and renamed into place get one: two farmers doing so at once (only
+    possible when their lock does not exclude) each rename their own file, where with a
+    shared ``NAME.tmp`` the second rename fails (ENOENT) after the first took it.
+    """
+    return path.with_name(f"{path.name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
+
 class StateFiles:
     """Where each state file of ``workdir`` lives, and descriptors opened on demand.
 

@@ -112,6 +112,22 @@ class Leases:
         self._held.discard(lease.name)
         lease.path.unlink(missing_ok=True)
 
+    def abandon(self, prefix: str) -> List[str]:
+        """Without the lock: rename our lease files (names starting with ``prefix``) to
+        ``NAME.dead``, the commit point of :meth:`revoke`, which the next lock holder finishes
+        at once. Only for a farmer whose lock did not exclude, after its tasks are gone
+        (:mod:`.exclusion`). A lease revoked meanwhile is skipped. Returns the names renamed.
+        """
+        renamed = []
+        for name in self.names():
+            if name.startswith(prefix) and not name.endswith(DEAD_SUFFIX):
+                try:
+                    os.rename(self.directory / name, self.directory / (name + DEAD_SUFFIX))
+                except FileNotFoundError:  # revoked by another farmer meanwhile
+                    continue
+                renamed.append(name)
+        return renamed
+
     @operation("list", lambda self: self.directory)
     def names(self) -> List[str]:
         """The names of the lease files, live or half-revoked (``NAME.dead``): one listing,

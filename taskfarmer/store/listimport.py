@@ -35,7 +35,7 @@ from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
 
 from ..errors import StateError, TasklistError
 from ..tasks import Task, TaskList
-from .files import StateFiles
+from .files import StateFiles, private_tmp
 from .lines import append, line_ids, task_line
 from .workdir import Workdir
 
@@ -90,7 +90,7 @@ class ListImport:
 
     def _commit(self, state: Imported) -> None:
         """Replace ``imported``: write a temporary file, fsync, ``rename(2)`` (atomic)."""
-        tmp = self.state_path.with_name("imported.tmp")
+        tmp = private_tmp(self.state_path)
         with open(tmp, "w") as out:
             out.write(state.to_text())
             out.flush()
@@ -149,18 +149,28 @@ class ListImport:
         handle = _open_list(tasklist)
         with handle:
             end = _complete_end(handle, os.fstat(handle.fileno()).st_size)
-            lines = self._copy_prefix(handle, end)
+            lines = self._place_copy(handle, end)
             handle.seek(0)
             count = self._initialize(TaskList.parse(tasklist, _bounded(handle, end)))
-            os.rename(self.copy_tmp, self.copy_path)
         self._commit(Imported(end, lines, count))
         return count
 
-    def _copy_prefix(self, handle: BinaryIO, end: int) -> int:
-        """Write the list's first ``end`` bytes to ``tasklist.tmp`` (fsynced, to be renamed
-        into place); returns their number of lines."""
+    def _place_copy(self, handle: BinaryIO, end: int) -> int:
+        """Write the list's first ``end`` bytes to the copy ``tasklist`` through a private
+        temporary file (:func:`private_tmp`); returns their number of lines."""
+        tmp = private_tmp(self.copy_path)
+        try:
+            lines = self._copy_prefix(handle, end, tmp)
+            os.rename(tmp, self.copy_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return lines
+
+    def _copy_prefix(self, handle: BinaryIO, end: int, tmp: Optional[Path] = None) -> int:
+        """Write the list's first ``end`` bytes to ``tmp`` (default ``tasklist.tmp``,
+        fsynced, to be renamed into place); returns their number of lines."""
         lines = 0
-        with open(self.copy_tmp, "wb") as out:
+        with open(tmp or self.copy_tmp, "wb") as out:
             for block in _blocks(handle, 0, end):
                 out.write(block)
                 lines += block.count(b"\n")
@@ -330,8 +340,7 @@ class ListImport:
                 lines += 1
                 end += len(raw)
                 found += len(list(TaskList.parse(tasklist, [raw], lines)))
-            self._copy_prefix(handle, end)
-            os.rename(self.copy_tmp, self.copy_path)
+            self._place_copy(handle, end)
         state = Imported(end, lines, tasks)
         self._commit(state)
         return state

@@ -174,6 +174,17 @@ class StateStore:
         """*locked* Remove our lease: we hold no tasks any more."""
         self.lease_files.release(lease)
 
+    @property
+    def lock_failed(self) -> bool:
+        """True once this farmer saw the lock fail to exclude (:mod:`.exclusion`): it takes
+        the lock no more."""
+        return self.exclusion.failed
+
+    def abandon(self, prefix: str) -> List[str]:
+        """Without the lock, after :attr:`lock_failed`: hand our leases (``prefix``) over to
+        the next lock holder (:meth:`Leases.abandon`). Returns the names."""
+        return self.lease_files.abandon(prefix)
+
     def lease_names(self) -> List[str]:
         """The names of the lease files, live or half-revoked (``NAME.dead``)."""
         return self.lease_files.names()

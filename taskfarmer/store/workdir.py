@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterable, List, Tuple
 
 from ..errors import WorkdirError
-from .files import StateFiles
+from .files import StateFiles, private_tmp
 from .lines import cut_incomplete_line
 
 
@@ -50,7 +50,7 @@ class Workdir:
             return False
         for path in (files.finished, files.failed, files.claims):
             files.create(path)
-        tmp = files.workdir / f"toprocess.tmp.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp = private_tmp(files.toprocess)
         try:
             with open(tmp, "wb") as out:
                 buffer: List[bytes] = []

@@ -3,7 +3,8 @@
 # The kernel passes TFNODE_DIR (from its command line) in the environment; node.env there
 # (written by lab.py) names the node, its address, Python and the agent.  Prepares a
 # node-local /run, /var/lib/nfs and /mnt (/mnt/nfs: the mount point; /mnt/local: node-local
-# scratch and TMPDIR; /tmp stays the host's, read-only, as the repository may live there),
+# scratch and TMPDIR; /tmp stays the host's, read-only, as the repository may live there) and
+# /dev/shm (multiprocessing),
 # loads the NFS client modules, starts the network, rpcbind and rpc.statd (NLM locks on
 # NFSv3 need both), then becomes the command agent.
 # Any failure powers the node off; the host then shows this console's output.
@@ -18,6 +19,9 @@ mount -t sysfs sysfs /sys || fail "mount /sys"
 for dir in /run /var/lib/nfs /mnt; do
     mount -t tmpfs -o mode=1777 tmpfs "$dir" || fail "tmpfs on $dir"
 done
+# multiprocessing's shared memory (the farmer's RawArrays) needs /dev/shm; the kernel's own
+# devtmpfs on /dev has none.
+mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "tmpfs on /dev/shm"
 mkdir -p /var/lib/nfs/sm /var/lib/nfs/sm.bak /run/rpcbind /mnt/nfs /mnt/local
 # The node directory (on the host, in the test's tmp dir) read-write, at the same path.
 mount -t hostfs -o "$TFNODE_DIR" hostfs "$TFNODE_DIR" || fail "hostfs $TFNODE_DIR"

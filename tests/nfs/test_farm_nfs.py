@@ -1,0 +1,177 @@
+"""Farmers on two NFS client nodes sharing one workdir: exactly-once, takeover, bad locks.
+
+Each scenario runs the real farmer on the lab's nodes (see README.md here) against a workdir
+on the export, and checks the files on the server's disk.  Task counts stay small: a node has
+one vCPU and forks slowly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+
+from .farmers import (
+    assert_exactly_once,
+    farmer_command,
+    ids,
+    no_nul,
+    start_farmers,
+    wait_all,
+    write_tasks,
+)
+from .lab import NODE_LOCAL, MountOptions, NfsLab, Result
+
+V42 = MountOptions()
+V3 = MountOptions(vers="3")
+V3_NOLOCK = MountOptions(vers="3", lock=False)
+
+TASKS = 48
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` (reading the server's disk) until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def tasks(count: int, failing: int = -1) -> list:
+    """``true`` tasks (task ``failing`` fails)."""
+    return ["false" if i == failing else "true" for i in range(count)]
+
+
+@pytest.mark.parametrize("lock", ["flock", "soft"])
+@pytest.mark.parametrize("nfs", [V42, V3], indirect=True, ids=str)
+def test_two_farmers_on_each_of_two_nodes_run_each_task_exactly_once(
+        nfs: NfsLab, nfs_dir: Path, lock: str) -> None:
+    tasklist = write_tasks(nfs_dir / "t", tasks(TASKS, failing=7))
+    farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lock", lock])
+    results = wait_all(farmers)
+    for result in results:
+        assert result.rc == 1, result  # all done, one failed
+        assert "Traceback" not in result.err
+    assert_exactly_once(nfs_dir / "t_workdir", TASKS, failed=[7])
+
+
+def test_a_node_killed_is_taken_over_by_the_other(nfs: NfsLab, nfs_dir: Path) -> None:
+    """Node A's farmer (its process group) is SIGKILLed in the middle of the list; the farmer
+    on node B takes A's tasks over once A's lease expires and finishes every task once."""
+    count = 40
+    tasklist = write_tasks(nfs_dir / "t", ["sleep 0.2"] * count)
+    workdir = nfs_dir / "t_workdir"
+    args = ["-n", "2", "--lease", "3"]
+    victim, survivor = start_farmers(nfs, tasklist, args, per_node=1)
+    wait_until(lambda: len(ids(workdir / "finished")) >= 6, 120, "some tasks to finish")
+    victim.job.kill()
+    assert victim.wait(60).rc == -9
+    result = survivor.wait(240)
+    assert result.rc == 0, result
+    assert_exactly_once(workdir, count)
+    assert "took over lease" in result.out, result  # A's workers held leases when killed
+
+
+def one_line_lock_error(result: Result) -> None:
+    """Exit 2 with one line on stderr naming the lock problem, no traceback."""
+    assert result.rc == 2, result
+    lines = [line for line in result.err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("farmer: error: the lock "), result
+    assert "did not keep out another farmer" in lines[0], result
+
+
+def stopped_on_lock_errors(results: List[Result]) -> List[Result]:
+    """The farmers that stopped on the lock error (at least one; the others ended done, 0);
+    none with a traceback."""
+    for result in results:
+        assert "Traceback" not in result.err, result
+        if result.rc != 0:
+            one_line_lock_error(result)
+    stopped = [result for result in results if result.rc == 2]
+    assert stopped, results
+    return stopped
+
+
+def assert_nothing_twice(workdir: Path) -> None:
+    no_nul(workdir)
+    recorded = ids(workdir / "finished") + ids(workdir / "failed")
+    assert len(recorded) == len(set(recorded)), "a task recorded twice"
+
+
+def finish_alone(nfs: NfsLab, tasklist: Path, count: int) -> None:
+    """One farmer on node A (a lock that works, as only one takes it) finishes the list.
+
+    Farmers that stopped on a lock error handed their leases over (``.dead``): it need not
+    wait for them to expire (``--lease 600`` would outlast the test)."""
+    leases = list((tasklist.parent / (tasklist.name + "_workdir") / "leases").iterdir())
+    assert all(lease.name.endswith(".dead") for lease in leases), leases
+    [alone] = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "600"], per_node=1,
+                            nodes=[nfs.a])
+    result = alone.wait(240)
+    assert result.rc == 0, result
+    assert_exactly_once(tasklist.parent / (tasklist.name + "_workdir"), count)
+
+
+@pytest.mark.parametrize("where", ["node-local", "shared"])
+def test_scratch_differing_between_nodes_is_detected(nfs: NfsLab, nfs_dir: Path, where: str
+                                                     ) -> None:
+    """Each node locks its own file: SCRATCH on a node-local disk (same path on both), or
+    another directory of the export per node. A farmer notices another holder, stops with
+    exit 2 and one line naming the likely cause; nothing is recorded twice."""
+    count = 60
+    tasklist = write_tasks(nfs_dir / "t", ["sleep 0.05"] * count)
+    scratch = {"A": NODE_LOCAL, "B": NODE_LOCAL}
+    if where == "shared":
+        for name in scratch:
+            (nfs_dir / f"scratch{name}").mkdir()
+            scratch[name] = nfs.node_path(nfs_dir / f"scratch{name}")
+    farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "3"], per_node=1,
+                            node_env={name: {"SCRATCH": path} for name, path in scratch.items()})
+    for result in stopped_on_lock_errors(wait_all(farmers)):
+        assert f"{scratch[result.node]}/taskfarmer_" in result.err
+        cause = "SCRATCH node-local?" if where == "node-local" else "SCRATCH differs"
+        assert cause in result.err, result
+    assert_nothing_twice(nfs_dir / "t_workdir")
+    finish_alone(nfs, tasklist, count)
+
+
+@pytest.mark.parametrize("nfs", [V3_NOLOCK], indirect=True, ids=str)
+def test_nolock_mount_is_detected(nfs: NfsLab, nfs_dir: Path) -> None:
+    """NFSv3 mounted ``nolock``: flock is local to each node. Detected as above."""
+    count = 60
+    tasklist = write_tasks(nfs_dir / "t", ["sleep 0.05"] * count)
+    farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "3"], per_node=1)
+    for result in stopped_on_lock_errors(wait_all(farmers)):
+        assert "nolock" in result.err, result
+    assert_nothing_twice(nfs_dir / "t_workdir")
+    finish_alone(nfs, tasklist, count)
+
+
+@pytest.mark.parametrize("nfs", [V3_NOLOCK], indirect=True, ids=str)
+def test_concurrent_initialization_without_a_working_lock(nfs: NfsLab, nfs_dir: Path) -> None:
+    """Three farmers per node start at the same instant on a fresh workdir, and their lock
+    does not exclude (``nolock``): none crashes; one task list is created, whole."""
+    count = 30
+    tasklist = write_tasks(nfs_dir / "t", ["true"] * count)
+    go = {node.name: node.dir / "go" for node in (nfs.a, nfs.b)}
+    for flag in go.values():
+        flag.unlink(missing_ok=True)
+    farmers = []
+    for node in (nfs.a, nfs.b) * 3:  # each waits for its node's go flag, then starts
+        command = (f"while [ ! -e {go[node.name]} ]; do sleep 0.01; done; "
+                   + farmer_command(nfs, tasklist, ["-n", "1", "--lease", "3"]))
+        farmers.append(node.spawn(command))
+    for flag in go.values():
+        flag.touch()
+    results = [farmer.wait(240) for farmer in farmers]
+    for result in results:
+        assert result.rc in (0, 2), result
+        assert "Traceback" not in result.err, result
+        if result.rc == 2:
+            one_line_lock_error(result)
+    workdir = nfs_dir / "t_workdir"
+    assert not list(workdir.glob("*.tmp*"))  # private temporary files, all renamed
+    assert_nothing_twice(workdir)
+    finish_alone(nfs, tasklist, count)
