@@ -1,17 +1,47 @@
-"""Exceptions raised by the taskfarmer library.
+"""Exceptions raised by the taskfarmer library, and the exit codes of the ``farmer`` command.
 
-Each carries its data as attributes; only :mod:`taskfarmer.cli` turns them into messages
+Each error carries its data as attributes; only :mod:`taskfarmer.cli` turns them into messages
 for people. ``str(error)`` is a one-line description naming the file, line or option at fault.
+
+The hierarchy::
+
+    TaskfarmerError            every error raised on purpose (exit code 2)
+    ├── TasklistError          a tasklist cannot be read, or a line is not a task
+    ├── StateError             a workdir state file is malformed
+    │   ├── WorkdirError       the workdir cannot be created or written
+    │   └── FilesystemError    a filesystem call failed (disk full, quota, I/O error...)
+    ├── LockError              the workdir lock did not keep another farmer out
+    ├── ConfigError            a runner or tasklist definition, or an option, is unusable
+    ├── UsageError             a command-line argument cannot be understood
+    └── InstallError           the installation is broken
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar, Union
+
+
+class ExitCode(enum.IntEnum):
+    """What ``farmer`` (a farm run or ``--status``) exits with; job scripts depend on it."""
+
+    #: Done: every task finished.
+    OK = 0
+    #: Done: every task ran, some failed.
+    FAILED = 1
+    #: An error (bad input, filesystem, lock); work may be left.
+    ERROR = 2
+    #: Stopped (signal, ``--timeout``, job end) or, for ``--status``, work left.
+    STOPPED = 3
 
 
 class TaskfarmerError(Exception):
     """Base class of every error the library raises on purpose."""
+
+    #: What the ``farmer`` command exits with on this error.
+    exit_code = ExitCode.ERROR
 
 
 class TasklistError(TaskfarmerError):
@@ -168,3 +198,38 @@ class InstallError(TaskfarmerError):
         self.path = path
         self.reason = reason
         super().__init__(f"{reason} (found {path})")
+
+
+def as_error(error: Union[TaskfarmerError, OSError], where: Path) -> TaskfarmerError:
+    """``error`` as a library error: an ``OSError`` no code turned into a
+    :class:`FilesystemError` names its own file (else ``where``) and the operation "access"."""
+    if isinstance(error, OSError):
+        return FilesystemError.from_oserror(Path(error.filename or where), "access", error)
+    return error
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operation(what: str, path: Callable[..., Path]) -> Callable[[F], F]:
+    """Decorate a method: its ``OSError`` becomes ``FilesystemError(file, what)``.
+
+    An ``OSError`` from a descriptor (``write``, ``pread``, ``fstat``...) carries no file name,
+    and none carries what the farmer was doing; this names both (``wd/timeline.json: cannot
+    append: No space left on device``), and the farm stops cleanly on it.
+
+    Args:
+        what: the operation, as a verb ("append", "read", "update").
+        path: called with the method's arguments (``self`` first): the file worked on. The
+            error's own file name, where it has one, wins (a directory, a temporary file).
+    """
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except OSError as error:
+                where = Path(error.filename) if error.filename else path(*args, **kwargs)
+                raise FilesystemError.from_oserror(where, what, error) from None
+        return wrapper  # type: ignore[return-value]
+    return decorate

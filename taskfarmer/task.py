@@ -4,7 +4,7 @@ PyTaskFarmer's handlers live in ``taskfarmer.task``; users subclass :class:`List
 (usually overriding ``__init__`` to take INI arguments and ``__getitem__`` to turn a line into
 a command, or rebuilding ``self.tasks`` in ``__init__``) and name their class in a
 ``tasklists.d`` INI file. Such classes run unchanged through the adapter
-:class:`taskfarmer.legacy_tasklist.LegacyTaskList`: it builds the handler once with the
+:class:`taskfarmer.compat.tasklist.LegacyTaskList`: it builds the handler once with the
 tasklist path and the workdir, as PyTaskFarmer did, takes ``tasks`` (the task texts, in task-ID
 order) as the tasks, and runs ``handler[task_id]``.
 
@@ -26,7 +26,7 @@ from typing import List, Optional
 
 from filelock import BaseFileLock
 
-from .locking import make_lock
+from .store.locking import make_lock
 
 
 class TaskList:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Dict, Iterable, Iterator, Union
 
-from .config import flag
 from .errors import ConfigError, FilesystemError, TasklistError
+from .ini import flag
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from farmhelp import (
     write_tasklist,
 )
 
-from taskfarmer.farm import expired
-from taskfarmer.identity import Identity, process_start_time
+from taskfarmer.farm.farmer import expired
+from taskfarmer.hpc.identity import Identity, process_start_time
 from taskfarmer.store import LeaseInfo
 
 

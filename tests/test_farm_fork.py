@@ -6,13 +6,13 @@ import os
 import signal
 from pathlib import Path
 
-from taskfarmer.farm import Farm, FarmConfig
-from taskfarmer.locking import make_lock
+from taskfarmer.farm.farmer import Farm, FarmConfig
+from taskfarmer.farm.worker import Parts
 from taskfarmer.runners import BasicRunner
 from taskfarmer.store import StateStore
+from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import ListTaskList
-from taskfarmer.timeline import Timeline
-from taskfarmer.worker import Parts
+from taskfarmer.timeline.file import Timeline
 
 
 def test_the_farmers_stop_handler_does_nothing_in_a_forked_worker(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from farmhelp import (
     write_tasklist,
 )
 
-from taskfarmer.trace_events import COUNTERS_PID
+from taskfarmer.timeline.events import COUNTERS_PID
 
 
 def test_runs_every_task_through_a_shell(tmp_path: Path) -> None:

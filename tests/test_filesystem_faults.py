@@ -29,7 +29,7 @@ from farmhelp import (
 from tmpfs import Tmpfs
 
 from taskfarmer.errors import FilesystemError
-from taskfarmer.joblog import Entry, JobLog
+from taskfarmer.logs.joblog import Entry, JobLog
 from taskfarmer.store.lines import append
 
 # -- SCRATCH ------------------------------------------------------------------------------------

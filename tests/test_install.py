@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,7 +18,7 @@ SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "taskfarmer", "runners.d"
 PROBE = """
 from pathlib import Path
 import taskfarmer
-from taskfarmer.config import RUNNERS, TASKLISTS, Catalog, search_directories
+from taskfarmer.registry.catalog import RUNNERS, TASKLISTS, Catalog, search_directories
 print(taskfarmer.__file__)
 for kind in (RUNNERS, TASKLISTS):
     directories = search_directories(kind, {"HOME": "/nonexistent"}, Path.cwd())
@@ -54,6 +55,10 @@ def test_installed_package_finds_shipped_definitions(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     run(python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", built,
         cwd=tmp_path)
+    # The dependencies (click, filelock, rich) from this test's environment, as a path only:
+    # its .pth files (the editable install of the checkout) are not read from there.
+    [site] = venv.glob("lib/python3*/site-packages")
+    (site / "dependencies.pth").write_text(str(Path(click.__file__).parent.parent) + "\n")
     shutil.rmtree(source)  # nothing may come from the copy the wheel was built from
 
     elsewhere = tmp_path / "elsewhere"

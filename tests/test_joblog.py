@@ -10,8 +10,8 @@ from typing import List
 import pytest
 from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
 
-from taskfarmer import joblog
-from taskfarmer.joblog import (
+from taskfarmer.logs import joblog
+from taskfarmer.logs.joblog import (
     COLUMNS,
     Entry,
     JobLog,

@@ -11,8 +11,8 @@ from typing import Iterator
 
 from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
 
-from taskfarmer.locking import make_lock
 from taskfarmer.store import StateStore
+from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import ListTaskList, TaskList
 
 

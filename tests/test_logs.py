@@ -7,7 +7,7 @@ from pathlib import Path
 
 from farmhelp import ids, run_farmer, write_tasklist
 
-from taskfarmer.logs import TaskLogs
+from taskfarmer.logs.tasklogs import TaskLogs
 
 
 def test_spread_puts_a_thousand_logs_per_directory(tmp_path: Path) -> None:

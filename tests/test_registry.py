@@ -14,11 +14,12 @@ from typing import Dict
 import pytest
 from farmhelp import run_farmer, write_tasklist
 
-from taskfarmer.config import RUNNERS, Catalog, shipped_directory
+from taskfarmer.cli.listing import print_listing
+from taskfarmer.compat.runner import LegacyRunner
 from taskfarmer.errors import ConfigError
-from taskfarmer.registry import Registry, print_listing
+from taskfarmer.registry import Registry
+from taskfarmer.registry.catalog import RUNNERS, Catalog, shipped_directory
 from taskfarmer.runners import BasicRunner, ShifterRunner
-from taskfarmer.runners.legacy import LegacyRunner
 from taskfarmer.tasks import ListTaskList, TemplateTaskList
 
 SHIPPED = shipped_directory("runners.d")

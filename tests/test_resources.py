@@ -1,6 +1,6 @@
 """Devices and CPUs per worker slot (``--gpus-per-task``, ``--cpus-per-task``, TASKFARMER_SLOT).
 
-The unit tests feed :mod:`taskfarmer.resources` environments and command outputs; the farmer
+The unit tests feed :mod:`taskfarmer.hpc.resources` environments and command outputs; the farmer
 tests run real tasks that record what they see (``TASKFARMER_SLOT``, the device variables,
 ``OMP_NUM_THREADS`` and ``Cpus_allowed_list`` of their ``/proc/self/status``) and wait until
 every worker slot runs one, so the sets compared are those of tasks running at once. There
@@ -18,7 +18,7 @@ import pytest
 from farmhelp import run_farmer, write_tasklist
 
 from taskfarmer.errors import ConfigError
-from taskfarmer.resources import (
+from taskfarmer.hpc.resources import (
     AMD,
     ANY,
     NVIDIA,

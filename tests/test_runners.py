@@ -24,13 +24,14 @@ from farmhelp import (
     write_tasklist,
 )
 
-from taskfarmer.config import flag, import_object, keyword_problem
+from taskfarmer.compat.runner import LegacyRunner, is_legacy
 from taskfarmer.errors import ConfigError
-from taskfarmer.resources import AMD, ANY, NVIDIA, SlotResources
+from taskfarmer.hpc.resources import AMD, ANY, NVIDIA, SlotResources
+from taskfarmer.ini import flag
+from taskfarmer.registry.build import import_object, keyword_problem
 from taskfarmer.runners import ApptainerRunner, BasicRunner, DockerRunner, ShifterRunner
 from taskfarmer.runners.container import split_options, with_setup
 from taskfarmer.runners.docker import resource_options
-from taskfarmer.runners.legacy import LegacyRunner, is_legacy
 
 # -- pieces ----------------------------------------------------------------------------------
 

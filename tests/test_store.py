@@ -12,9 +12,9 @@ import pytest
 from farmhelp import ids
 
 from taskfarmer.errors import StateError
-from taskfarmer.identity import Identity
-from taskfarmer.locking import make_lock
+from taskfarmer.hpc.identity import Identity
 from taskfarmer.store import READ_CHUNK, LeaseRevoked, Outcome, StateCounter, StateStore
+from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import Task
 
 
@@ -209,7 +209,7 @@ def test_concurrent_initialisation_creates_the_list_once(tmp_path: Path) -> None
     script = (
         "import sys; from pathlib import Path\n"
         "from taskfarmer.store import StateStore\n"
-        "from taskfarmer.locking import make_lock\n"
+        "from taskfarmer.store.locking import make_lock\n"
         "w = Path(sys.argv[1]); s = StateStore(w, make_lock(w, 'flock', {})); s.prepare()\n"
         "with s.locked():\n"
         "    print(int(s.initialize(f'task {i} of {sys.argv[2]}' for i in range(20000))))\n"

@@ -14,15 +14,15 @@ import pytest
 from farmhelp import ids, start_farmer, wait_for, write_tasklist
 
 from taskfarmer.errors import ConfigError
-from taskfarmer.identity import Identity
-from taskfarmer.joblog import Entry, JobLog
-from taskfarmer.locking import make_lock
+from taskfarmer.hpc.identity import Identity
+from taskfarmer.logs.joblog import Entry, JobLog
 from taskfarmer.store import LineCounter, StateStore, coherent_io
 from taskfarmer.store.ledger import INCOMPLETE_WAIT
 from taskfarmer.store.lines import append
-from taskfarmer.timeline import Timeline
-from taskfarmer.timeline_state import TaskCounts
-from taskfarmer.trace_events import execution
+from taskfarmer.store.locking import make_lock
+from taskfarmer.timeline.counts import TaskCounts
+from taskfarmer.timeline.events import execution
+from taskfarmer.timeline.file import Timeline
 
 
 def make_store(workdir: Path, tasks: list, coherent: bool) -> StateStore:
@@ -183,7 +183,7 @@ def test_a_farmer_does_not_wait_for_ever_on_an_incomplete_last_line(tmp_path: Pa
 INIT = """
 import sys
 from pathlib import Path
-from taskfarmer.locking import make_lock
+from taskfarmer.store.locking import make_lock
 from taskfarmer.store import StateStore
 w = Path(sys.argv[1])
 s = StateStore(w, make_lock(w, "flock", {}))  # never taken

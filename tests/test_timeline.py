@@ -9,8 +9,8 @@ from pathlib import Path
 
 from farmhelp import ids, run_farmer, write_tasklist
 
-from taskfarmer.timeline import Timeline
-from taskfarmer.timeline_state import TaskCounts, TimelineState
+from taskfarmer.timeline.counts import TaskCounts, TimelineState
+from taskfarmer.timeline.file import Timeline
 
 
 def test_a_pytaskfarmer_timeline_is_continued_not_truncated(  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from conftest import need
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
 from perfetto_ui import CHROMIUM, PerfettoPage, perfetto_browser
 
-from taskfarmer.trace_events import COUNTERS_PID
+from taskfarmer.timeline.events import COUNTERS_PID
 
 EXECUTIONS = "select count(*) from slice where name glob '[0-9]*: *' and dur >= 0 " \
              "and track_id in (select id from thread_track)"

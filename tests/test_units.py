@@ -13,17 +13,18 @@ import pytest
 from filelock import SoftFileLock, Timeout
 from rich.console import Console
 
-from taskfarmer.argv import translate
+from taskfarmer.cli.progress import PlainDisplay, RichDisplay
+from taskfarmer.compat.argv import translate
 from taskfarmer.errors import UsageError
-from taskfarmer.farm import IDLE_POLL_FIRST, POLL, idle_backoff
-from taskfarmer.locking import lock_path, make_lock
-from taskfarmer.progress import PlainDisplay, RichDisplay, Snapshot
+from taskfarmer.farm.display import Snapshot
+from taskfarmer.farm.farmer import IDLE_POLL_FIRST, POLL, idle_backoff
+from taskfarmer.farm.signals import StopRequest, died_of_stop_signal
+from taskfarmer.hpc.slurm import default_proc, job_labels
 from taskfarmer.runners.basic import shell_argv
-from taskfarmer.signals import StopRequest, died_of_stop_signal
-from taskfarmer.slurm import default_proc, job_labels
 from taskfarmer.store import Counts
-from taskfarmer.timeline import Timeline
-from taskfarmer.trace_events import choose_pid, execution, process_title
+from taskfarmer.store.locking import lock_path, make_lock
+from taskfarmer.timeline.events import choose_pid, execution, process_title
+from taskfarmer.timeline.file import Timeline
 
 
 def _slice(name: str, task_id: int = 0) -> list:

@@ -1,4 +1,4 @@
-"""Time limits outside SLURM: the pieces of :mod:`taskfarmer.walltime` (clocks injected) and
+"""Time limits outside SLURM: the pieces of :mod:`taskfarmer.hpc.walltime` (clocks injected) and
 the farmer with ``--timeout`` and ``--task-time`` or durations learned from its workdir.
 
 The SLURM side (the job's end found with squeue, jobs of one minute) is in
@@ -15,11 +15,9 @@ from typing import List, Optional, Sequence
 
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
 
-from taskfarmer.joblog import Entry, JobLog
-from taskfarmer.walltime import (
+from taskfarmer.hpc.walltime import (
     MIN_SAMPLES,
     DurationSource,
-    JobLogDurations,
     Limit,
     TaskTime,
     Walltime,
@@ -28,6 +26,7 @@ from taskfarmer.walltime import (
     percentile,
     slurm_job_end,
 )
+from taskfarmer.logs.joblog import Entry, JobLog, JobLogDurations
 
 
 def test_parse_slurm_time() -> None:

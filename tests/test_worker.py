@@ -8,13 +8,13 @@ from typing import List, Tuple
 
 from farmhelp import ids, start_farmer, stop, wait_for, write_tasklist
 
-from taskfarmer.locking import make_lock
+from taskfarmer.farm.signals import StopRequest
+from taskfarmer.farm.worker import RESULT_HOLD, Parts, Worker, WorkerConfig
 from taskfarmer.runners import BasicRunner
-from taskfarmer.signals import StopRequest
 from taskfarmer.store import StateStore
+from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import ListTaskList
-from taskfarmer.timeline import Timeline
-from taskfarmer.worker import RESULT_HOLD, Parts, Worker, WorkerConfig
+from taskfarmer.timeline.file import Timeline
 
 
 def worker_with_clock(workdir: Path, lines: List[str]) -> Tuple[Worker, StopRequest, List[float]]:

@@ -5,10 +5,12 @@ The class paths of PyTaskFarmer's runners (``taskfarmer.runners.BasicRunner``,
 working; ``DockerRunner`` and ``ApptainerRunner`` are new.
 """
 
+from ..hpc.resources import SlotResources
 from .apptainer import ApptainerRunner
 from .base import Runner
 from .basic import BasicRunner
 from .docker import DockerRunner
 from .shifter import ShifterRunner
 
-__all__ = ["ApptainerRunner", "BasicRunner", "DockerRunner", "Runner", "ShifterRunner"]
+__all__ = ["ApptainerRunner", "BasicRunner", "DockerRunner", "Runner", "ShifterRunner",
+           "SlotResources"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Mapping
 
-from ..config import words
-from ..resources import AMD, NVIDIA
+from ..hpc.resources import AMD, NVIDIA
+from ..ini import words
 from .container import ContainerRunner
 
 #: The ``apptainer exec`` option that makes a vendor's GPUs usable in the container.

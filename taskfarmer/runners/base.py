@@ -10,7 +10,7 @@ its constructor as keyword arguments (strings).
 
 :meth:`Runner.run` and :meth:`Runner.terminate` are PyTaskFarmer's blocking interface, kept
 so that PyTaskFarmer-style subclasses that override ``run`` and call ``super().run(...)`` keep
-working (the registry runs those through :mod:`taskfarmer.runners.legacy`).
+working (the registry runs those through :mod:`taskfarmer.compat.runner`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import signal
 import subprocess
 from typing import IO, ClassVar, Dict, List, Mapping, Optional, Protocol
 
-from ..resources import SlotResources
+from ..hpc.resources import SlotResources
 
 
 class _Inherited:
-    """``os.environ`` as :func:`_inherit` last left it, in the process that set it."""
+    """``os.environ`` as :func:`inherit_environment` last left it, in the process that set it."""
 
     pid = -1
     values: ClassVar[Dict[str, str]] = {}
@@ -33,7 +33,7 @@ class _Inherited:
 _null: Dict[int, int] = {}  # pid -> descriptor of /dev/null opened by that process
 
 
-def _inherit(env: Mapping[str, str]) -> None:
+def inherit_environment(env: Mapping[str, str]) -> None:
     """Make ``os.environ`` (what children inherit) equal to ``env``, touching only changes."""
     if _Inherited.pid != os.getpid():
         _Inherited.pid = os.getpid()
@@ -57,7 +57,7 @@ def _devnull() -> int:
 
 class Process(Protocol):
     """A started task as the worker sees it: :class:`subprocess.Popen`, or the forked helper
-    of :class:`~taskfarmer.runners.legacy.LegacyRunner`."""
+    of :class:`~taskfarmer.compat.runner.LegacyRunner`."""
 
     pid: int
 
@@ -108,7 +108,7 @@ class Runner:
         (``PROC_NUMBER``) is far cheaper than handing ``Popen`` a whole environment to encode
         for every task (it halves the farmer's CPU time per short task).
         """
-        _inherit(self.environment(task_id, environ))
+        inherit_environment(self.environment(task_id, environ))
         return subprocess.Popen(
             self.argv(task_id, command),
             stdin=_devnull(),

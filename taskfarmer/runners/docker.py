@@ -14,8 +14,8 @@ import subprocess
 import sys
 from typing import Dict, List, Mapping, Optional
 
-from ..config import words
-from ..resources import AMD, NVIDIA, SlotResources
+from ..hpc.resources import AMD, NVIDIA, SlotResources
+from ..ini import words
 from .container import ContainerRunner
 
 #: Seconds ``docker rm -f`` may take in :meth:`DockerRunner.cleanup`. A stopping worker has

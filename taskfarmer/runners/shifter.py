@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from typing import Dict, List, Mapping, Optional, Union
 
-from ..config import flag, words
+from ..ini import flag, words
 from .container import ContainerRunner
 
 

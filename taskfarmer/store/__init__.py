@@ -24,7 +24,7 @@ Files (all UTF-8 text, one record per line, every line ends with a newline):
     appended later are imported as new tasks (:mod:`.listimport`).
 ``leases/NAME``
     One file per live worker: its identity (``key=value`` lines, see
-    :mod:`taskfarmer.identity`); its mtime is the heartbeat. A task is running if its last
+    :mod:`taskfarmer.hpc.identity`); its mtime is the heartbeat. A task is running if its last
     claim names a lease whose file exists and it is neither finished, failed nor back in
     ``toprocess``.
 
@@ -82,6 +82,7 @@ from .filesystem import coherent_io
 from .leases import DEAD_SUFFIX, Lease, LeaseInfo, LeaseRevoked, farmer_name
 from .ledger import CLAIM_READ, COMPACT_MARK
 from .lines import READ_CHUNK
+from .lines import append as append_lines
 from .listimport import Imported
 from .results import Outcome
 from .state import StateStore
@@ -100,6 +101,7 @@ __all__ = [
     "Outcome",
     "StateCounter",
     "StateStore",
+    "append_lines",
     "coherent_io",
     "farmer_name",
 ]

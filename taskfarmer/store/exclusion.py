@@ -42,8 +42,7 @@ import socket
 import time
 from typing import Callable, Tuple
 
-from ..errors import LockError
-from ..fsop import operation
+from ..errors import LockError, operation
 from .files import StateFiles
 
 #: How long a leftover ``open`` line of another process is watched before it counts as the

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Set
 
-from ..errors import FilesystemError
-from ..fsop import operation
-from ..identity import Identity
+from ..errors import FilesystemError, operation
+from ..hpc.identity import Identity
 from ..tasks import Task
 from .files import StateFiles
 from .ledger import Ledger

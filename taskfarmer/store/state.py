@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from filelock import BaseFileLock
 
-from ..identity import Identity
+from ..hpc.identity import Identity
 from ..tasks import Task, TaskList
 from .compaction import Compactor
 from .exclusion import ExclusionCheck

@@ -84,7 +84,7 @@ class Workdir:
         """
         files = self.files
         cut = []
-        # The job log (taskfarmer.joblog) is appended to like the state files.
+        # The job log (taskfarmer.logs.joblog) is appended to like the state files.
         for path in (files.toprocess, files.claims, files.finished, files.failed, files.attempts,
                      files.failed_requeue, files.workdir / "joblog"):
             fragment = cut_incomplete_line(path, files.torn)

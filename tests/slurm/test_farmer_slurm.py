@@ -20,7 +20,7 @@ import pytest
 from farmhelp import ids
 from tmpfs import Tmpfs
 
-from taskfarmer.trace_events import COUNTERS_PID
+from taskfarmer.timeline.events import COUNTERS_PID
 
 from .cluster import JobInfo, SlurmCluster, SlurmError
 

@@ -42,14 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
-from .errors import WorkdirError
-from .joblog import FINAL, Entry, read_backward, recent_executions
-from .store import DEAD_SUFFIX, Imported, LeaseInfo, StateStore
-
-EXIT_DONE = 0
-EXIT_DONE_FAILED = 1
-EXIT_NO_WORKDIR = 2
-EXIT_WORK_LEFT = 3
+from ..errors import ExitCode, WorkdirError
+from ..logs.joblog import FINAL, Entry, read_backward, recent_executions
+from ..store import DEAD_SUFFIX, Imported, LeaseInfo, StateStore
 
 #: Seconds of job log the rate is computed over.
 RATE_WINDOW = 300.0
@@ -139,11 +134,11 @@ class Status:
             and not self.stale_leases and self.unimported == 0
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """0 done without failures, 1 done with failures, 3 work left."""
         if not self.done:
-            return EXIT_WORK_LEFT
-        return EXIT_DONE_FAILED if self.failed else EXIT_DONE
+            return ExitCode.STOPPED
+        return ExitCode.FAILED if self.failed else ExitCode.OK
 
 
 @dataclass

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Set
 
-from .store import StateStore
-from .store.lines import lines, parse_task_line, task_line
-from .tasks import Task
+from ..tasks import Task
+from . import StateStore
+from .lines import lines, parse_task_line, task_line
 
 
 @dataclass(frozen=True)

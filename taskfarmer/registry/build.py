@@ -2,38 +2,27 @@
 
 ``default`` is the basic runner and the line-list handler unless an INI file defines it
 (``[default]``, as PyTaskFarmer allowed); every other name comes from the INI files of
-:mod:`taskfarmer.config`. A definition is imported and built only when asked for, so a broken
-one that the run does not use costs a warning (:meth:`Registry.warnings`), not the run.
+:mod:`taskfarmer.registry.catalog`. A definition is imported and built only when asked for, so
+a broken one that the run does not use costs a warning (:meth:`Registry.warnings`), not the run.
 Runner classes written for PyTaskFarmer (``run``/``terminate``) are wrapped in
-:class:`~taskfarmer.runners.legacy.LegacyRunner`.
+:class:`~taskfarmer.compat.runner.LegacyRunner`.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, TextIO
+from typing import Callable, List, Mapping, Optional, Sequence
 
-from rich.console import Console
-from rich.table import Table
-
-from . import task
-from .config import (
-    RUNNERS,
-    TASKLISTS,
-    Catalog,
-    Definition,
-    import_object,
-    keyword_problem,
-    search_directories,
-)
-from .errors import ConfigError
-from .legacy_tasklist import LegacyTaskList
-from .runners.base import Runner
-from .runners.legacy import LegacyRunner, is_legacy
-from .tasks import TaskList
-
-_HEADERS = ("NAME", "CLASS", "DEFINED IN", "NOTE")
+from .. import task
+from ..compat.runner import LegacyRunner, is_legacy
+from ..compat.tasklist import LegacyTaskList
+from ..errors import ConfigError
+from ..runners.base import Runner
+from ..tasks import TaskList
+from .catalog import RUNNERS, TASKLISTS, Catalog, Definition, search_directories
 
 
 class Registry:
@@ -123,21 +112,46 @@ def _construct(definition: Definition) -> object:
                                f"{reason}") from None
 
 
-def print_listing(catalog: Catalog, out: TextIO, terminal: bool) -> None:
-    """Print every definition of ``catalog``, where it comes from and what became of it.
+def import_object(path: str) -> object:
+    """Import ``module.Name`` and return ``Name``.
 
-    A rich table on a ``terminal``; otherwise aligned plain-text columns, a line each.
+    Raises:
+        ConfigError: ``path`` is not dotted, the module fails to import, or lacks ``Name``
+            (no file or section set: the caller knows them).
     """
-    rows = [(e.name, e.class_path, e.origin, e.note) for e in catalog.listing()]
-    if terminal:
-        table = Table(title=f"{catalog.kind.noun}s".capitalize())
-        for header in _HEADERS:
-            table.add_column(header, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        Console(file=out).print(table)
-        return
-    widths = [max(len(row[column]) for row in [_HEADERS, *rows]) for column in range(3)]
-    for row in [_HEADERS, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-        out.write("  ".join([*cells, row[3]]).rstrip() + "\n")
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name or not attribute:
+        raise ConfigError(f"{path!r} is not a module.Class path")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any error of the user's module: report it in one line
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ConfigError(f"cannot import {module_name}: {reason}") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"module {module_name} has no {attribute!r}") from None
+
+
+def keyword_problem(target: object, arguments: Sequence[str]) -> Optional[str]:
+    """Why calling ``target`` with these keyword names would fail, or None if it would not.
+
+    Only names are checked (every value is a string): unknown and missing arguments.
+    """
+    try:
+        signature = inspect.signature(target)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    parameters = signature.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    accepted = [name for name, p in parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [name for name in arguments if name not in accepted]
+    if unknown and not takes_any:
+        return (f"unknown argument {unknown[0]!r} (accepted: "
+                f"{', '.join(accepted) or 'none'})")
+    missing = [name for name in accepted
+               if parameters[name].default is parameters[name].empty and name not in arguments]
+    if missing:
+        return f"missing argument {missing[0]!r}"
+    return None

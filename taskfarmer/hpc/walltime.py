@@ -13,8 +13,9 @@ with ``--timeout``. :class:`Walltime` turns the limits into two times:
   exits with work left, instead of starting tasks that would be killed and run again by the
   next job.
 
-Durations come from a :class:`DurationSource`; :class:`JobLogDurations` reads the finished
-executions of the workdir's job log as it grows.
+Durations come from a :class:`DurationSource`;
+:class:`~taskfarmer.logs.joblog.JobLogDurations` reads the finished executions of the workdir's
+job log as it grows.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Deque, List, Mapping, Optional, Sequence
 
-from .joblog import parse_line
 from .resources import CommandOutput, command_output
 
 #: Default ``--stop-margin``: seconds before the job's end at which the farmer stops.
@@ -39,9 +38,6 @@ PERCENTILE = 90
 MIN_SAMPLES = 4
 #: The most recent durations kept (and read from the job log's tail at start).
 KEEP = 1000
-#: Bytes read from the end of ``joblog`` at first: enough for :data:`KEEP` lines of up to a
-#: kilobyte each, whatever the file's size.
-TAIL = 1 << 20
 
 _END_TIME = re.compile(r"\bEndTime=(\S+)")
 
@@ -79,41 +75,6 @@ class DurationSource:
     def new(self) -> List[float]:
         """Durations (seconds) that appeared since the last call."""
         raise NotImplementedError
-
-
-class JobLogDurations(DurationSource):
-    """Run times of the ``finished`` executions in ``WORKDIR/joblog`` (:mod:`taskfarmer.joblog`).
-
-    The job log only grows, by whole lines (one ``write(2)`` each batch, under the lock), so
-    each call reads the bytes appended since the last one and keeps an incomplete last line
-    for the next. The first call reads only the last :data:`TAIL` bytes.
-    """
-
-    def __init__(self, path: Path, tail: int = TAIL) -> None:
-        self.path = path
-        self.tail = tail
-        self.offset: Optional[int] = None
-
-    def new(self) -> List[float]:
-        """Run times of the ``finished`` executions logged since the last call."""
-        try:
-            with open(self.path, "rb") as handle:
-                size = handle.seek(0, 2)
-                start = self.offset
-                if start is None or start > size:  # first call, or the log was replaced
-                    start = max(0, size - self.tail)
-                handle.seek(start)
-                data = handle.read(size - start)
-        except FileNotFoundError:
-            return []
-        if start and self.offset is None:  # from a line's start
-            skip = data.find(b"\n") + 1
-            start, data = start + skip, data[skip:]
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset = start + len(complete)
-        entries = (parse_line(line) for line in complete.splitlines())
-        return [entry.runtime for entry in entries
-                if entry is not None and entry.outcome == "finished"]
 
 
 def percentile(values: Sequence[float], percent: float) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: PyTaskFarmer 0.1.0's long options.
 PYTASKFARMER_OPTIONS = ("--help", "--proc", "--timeout", "--workdir", "--verbose", "--runner",

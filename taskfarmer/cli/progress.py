@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .store import Counts
+from ..farm.display import Display, Snapshot
 
 #: Seconds between summary lines when not on a terminal.
 SUMMARY_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Counts plus this farmer's running tasks."""
-
-    counts: Counts
-    running: int
 
 
 def stamp(clock: Callable[[], float] = time.time) -> str:
@@ -51,7 +42,7 @@ class PlainDisplay:
                  clock: Callable[[], float] = time.time,
                  interval: float = SUMMARY_INTERVAL) -> None:
         self.name = name
-        self.out = out if out is not None else sys.stdout  # as it is now (outputs guards it)
+        self.out = out if out is not None else sys.stdout  # as it is now (cli.streams guards it)
         self.clock = clock
         self.interval = interval
         self._started = clock()
@@ -149,8 +140,8 @@ class RichDisplay(PlainDisplay):
         self.console.print(table)
 
 
-def make_display(name: str, out: Optional[TextIO] = None,
-                 clock: Callable[[], float] = time.time) -> PlainDisplay:
+def make_display(name: str, clock: Callable[[], float] = time.time,
+                 out: Optional[TextIO] = None) -> Display:
     """A :class:`RichDisplay` if ``out`` (default: ``sys.stdout`` now) is a terminal, else a
     :class:`PlainDisplay`."""
     out = out if out is not None else sys.stdout

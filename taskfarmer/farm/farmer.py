@@ -1,11 +1,11 @@
 """The farm: a farmer's main process and the pool of workers it supervises.
 
 The main process prepares the workdir, starts ``--proc`` worker processes
-(:mod:`taskfarmer.worker`), renews their leases, takes over the leases of dead farmers, refills
+(:mod:`taskfarmer.farm.worker`), renews their leases, takes over the leases of dead farmers, refills
 free worker slots while tasks are pending, imports lines appended to the tasklist (every
 :data:`IMPORT_POLL` seconds and whenever it runs out of work; see
 :mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal, ``--timeout`` or the
-SLURM job's end (:mod:`taskfarmer.walltime`) stops the workers (which put their tasks back) and
+SLURM job's end (:mod:`taskfarmer.hpc.walltime`) stops the workers (which put their tasks back) and
 exits; before a time limit it starts no task not expected to finish in time. It waits while
 other farmers still hold leases rather than exit: if one of them dies, its tasks come back and
 must be run.
@@ -25,24 +25,20 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .adopt import adopt, needs_adoption
-from .errors import TaskfarmerError, TasklistError
-from .farm_end import FarmEnding, as_error, worker_error
-from .identity import Identity
-from .progress import PlainDisplay, Snapshot, make_display
-from .resources import SlotResources, pin
+from ..errors import ExitCode, TaskfarmerError, TasklistError, as_error
+from ..hpc.identity import Identity
+from ..hpc.resources import SlotResources, pin
+from ..hpc.slurm import job_labels
+from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
+from ..logs.joblog import JobLogDurations
+from ..store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
+from ..store.adopt import adopt, needs_adoption
+from ..timeline.counts import TaskCounts
+from ..timeline.events import Event, choose_pid, counters, farmer_tracks, instant, process_title
+from .display import Display, DisplayFactory, Snapshot, quiet
+from .ending import FarmEnding, worker_error
 from .signals import StopRequest, die_with_parent
-from .slurm import job_labels
-from .store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
-from .timeline_state import TaskCounts
-from .trace_events import Event, choose_pid, counters, farmer_tracks, instant, process_title
-from .walltime import DEFAULT_MARGIN, JobLogDurations, TaskTime, Walltime, limits
 from .worker import Parts, Worker, WorkerConfig
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 3
 
 #: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
 #: that the tasks of a dead node come back within minutes.
@@ -80,7 +76,7 @@ class FarmConfig:
     accept_list: bool = False
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     logs: str = "flat"
-    #: Devices and CPUs of each worker slot (:func:`taskfarmer.resources.plan_slots`); empty:
+    #: Devices and CPUs of each worker slot (:func:`taskfarmer.hpc.resources.plan_slots`); empty:
     #: none assigned.
     slots: Sequence[SlotResources] = ()
     #: ``--task-time``: seconds a task is expected to take (None: learned from the timeline).
@@ -105,13 +101,13 @@ class FarmReport:
     error: Optional[str] = None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """0 all done; 1 done with failures; 2 error; 3 stopped with work left."""
         if self.error is not None:
-            return EXIT_USAGE
+            return ExitCode.ERROR
         if self.work_left:
-            return EXIT_STOPPED
-        return EXIT_FAILED if self.counts.failed else EXIT_OK
+            return ExitCode.STOPPED
+        return ExitCode.FAILED if self.counts.failed else ExitCode.OK
 
     @property
     def outcome(self) -> str:
@@ -141,7 +137,7 @@ class Farm(FarmEnding):
         parts: Parts,
         identity: Optional[Identity] = None,
         clock: Callable[[], float] = time.time,
-        display: Optional[PlainDisplay] = None,
+        display: DisplayFactory = quiet,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -154,7 +150,7 @@ class Farm(FarmEnding):
         self._main_pid = os.getpid()
         self.farmer = farmer_name(self.identity.node, self.identity.pid, os.urandom(3).hex())
         self.track = 0  # the timeline track's process id, chosen under the lock at start
-        self.display = display or make_display(self.name, clock=clock)
+        self.display: Display = display(self.name, clock)
         self.stop = StopRequest()
         self.counter = StateCounter(parts.store)
         self.workers: Dict[int, multiprocessing.Process] = {}

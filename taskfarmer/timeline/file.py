@@ -12,8 +12,8 @@ in one ``pwrite(2)``: O(1) per task, whatever the file's size, and the file is v
 before and after. A writer killed mid-way cannot tear one ``pwrite``; a node that crashed
 during one can leave a torn tail, which :meth:`Timeline.repair` cuts back to the last whole
 event. Every farmer on the workdir appends to the same file; what the events are is in
-:mod:`taskfarmer.trace_events`, the counts and track ids the writers share are in
-:mod:`taskfarmer.timeline_state` (``timeline.state`` beside it).
+:mod:`taskfarmer.timeline.events`, the counts and track ids the writers share are in
+:mod:`taskfarmer.timeline.counts` (``timeline.state`` beside it).
 
 A ``timeline.json`` in another layout (PyTaskFarmer writes one JSON array on one line, and
 rewrites it whole per task) is adopted, not truncated: :meth:`Timeline.repair` rewrites it
@@ -28,9 +28,9 @@ import os
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from .fsop import operation
-from .timeline_state import ProcessDescriptor, TimelineState
-from .trace_events import Event
+from ..errors import operation
+from .counts import ProcessDescriptor, TimelineState
+from .events import Event
 
 _END = b"\n]\n"
 _EMPTY = b"[" + _END

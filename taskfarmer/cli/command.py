@@ -1,34 +1,30 @@
-"""The ``farmer`` command: a thin click layer over :mod:`taskfarmer.farm`."""
+"""The ``farmer`` command: a thin click layer over :mod:`taskfarmer.farm.farmer`."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Optional
 
 import click
-from rich.console import Console
 
 import taskfarmer
 
-from . import coinstall
-from .argv import translate
-from .errors import TaskfarmerError
-from .farm import DEFAULT_LEASE, EXIT_USAGE, Farm, FarmConfig, workdir_for
-from .farm_end import as_error
-from .locking import LOCK_KINDS, lock_path, make_lock
-from .logs import LOG_LAYOUTS
-from .outputs import guard_standard_streams
-from .registry import Registry, print_listing
-from .resources import discover_devices, plan_slots
-from .signals import ignore_stop_signals
-from .slurm import default_proc
-from .store import StateStore, coherent_io
-from .timeline import Timeline
-from .walltime import DEFAULT_MARGIN, slurm_job_end
-from .worker import Parts
+from ..farm.farmer import DEFAULT_LEASE, Farm, FarmConfig, workdir_for
+from ..farm.signals import ignore_stop_signals
+from ..farm.worker import Parts
+from ..hpc.resources import discover_devices, plan_slots
+from ..hpc.slurm import default_proc
+from ..hpc.walltime import DEFAULT_MARGIN, slurm_job_end
+from ..logs.tasklogs import LOG_LAYOUTS
+from ..registry import Registry
+from ..store import StateStore, coherent_io
+from ..store.locking import LOCK_KINDS, make_lock
+from ..timeline.file import Timeline
+from .listing import print_listing
+from .progress import make_display
+from .status import status_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
@@ -164,66 +160,9 @@ def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
     store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ), coherent)
     parts = Parts(store, Timeline(config.workdir / "timeline.json", coherent), the_runner,
                   the_handler)
-    farm = Farm(config, parts)
+    farm = Farm(config, parts, display=make_display)
     report = farm.run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
     if report.error is not None:
         click.echo(f"{click.get_current_context().info_name}: error: {report.error}", err=True)
     sys.exit(report.exit_code)
-
-
-def status_command(workdir: Path, tasklist: Optional[Path], lock_kind: str, lease: float,
-                   as_json: bool, watch: bool, environ: Dict[str, str]) -> int:
-    """``--status``: print the status of ``workdir``; returns the exit code."""
-    # Imported here: every farm run would otherwise pay ~30 ms of start-up for them.
-    from . import status_view
-    from .status import StatusReader
-
-    lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
-    reader = StatusReader(StateStore(workdir, make_lock(workdir, lock_kind, environ)),
-                          lock_file, lease, tasklist=tasklist)
-    if as_json:
-        status = reader.read(time.time())
-        click.echo(status_view.to_json(status))
-    else:
-        console = Console()
-        if watch and console.is_terminal:
-            status = status_view.watch(lambda: reader.read(time.time()), console)
-        else:
-            status = reader.read(time.time())
-            console.print(status_view.render(status))
-    return status.exit_code
-
-
-def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
-         pytaskfarmer: bool = False) -> None:
-    """Console-script entry point: run the CLI, turn library errors into one-line messages.
-
-    Args:
-        argv: the arguments; default ``sys.argv[1:]``.
-        prog: the command's name in messages.
-        pytaskfarmer: parse as ``pytaskfarmer.py`` (``-v`` always takes a value).
-    """
-    guard_standard_streams()  # a closed stdout or stderr must not stop the farm (see outputs)
-    try:
-        coinstall.check(Path(taskfarmer.__file__).parent, sys.path)
-        known = [name for param in cli.params for name in (*param.opts, *param.secondary_opts)
-                 if name.startswith("--")]
-        args = translate(sys.argv[1:] if argv is None else argv, known, pytaskfarmer)
-        cli.main(args=args, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.ClickException as error:
-        click.echo(f"{prog}: error: {error.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.Abort:
-        click.echo(f"{prog}: aborted", err=True)
-        sys.exit(EXIT_USAGE)
-    except (TaskfarmerError, OSError) as error:
-        click.echo(f"{prog}: error: {as_error(error, Path.cwd())}", err=True)
-        sys.exit(EXIT_USAGE)
-
-
-def pytaskfarmer_main() -> None:
-    """The ``pytaskfarmer.py`` command: the same CLI, reading PyTaskFarmer's arguments."""
-    main(prog="pytaskfarmer.py", pytaskfarmer=True)

@@ -21,8 +21,8 @@ import sys
 import traceback
 from typing import Any, List, Mapping, NoReturn, Optional
 
-from ..signals import STOP_SIGNALS
-from .base import Runner, _inherit
+from ..farm.signals import STOP_SIGNALS
+from ..runners.base import Runner, inherit_environment
 
 
 def is_legacy(runner_class: type) -> bool:
@@ -97,7 +97,7 @@ def _helper(runner: Any, task_id: int, command: str, log_fd: int,
         # New stream objects: the worker's may hold buffered output of its own.
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
-        _inherit(env)
+        inherit_environment(env)
         if isinstance(runner, Runner):
             runner.own_session = False  # its task stays in this helper's group
         for sig in STOP_SIGNALS:

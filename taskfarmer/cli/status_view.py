@@ -1,4 +1,4 @@
-"""How ``farmer --status`` shows a :class:`~taskfarmer.status.Status`: rich tables, one JSON
+"""How ``farmer --status`` shows a :class:`~taskfarmer.status.reader.Status`: rich tables, one JSON
 document (``--json``), or tables refreshed in place (``--watch``)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .status import Status
+from ..status.reader import Status
 
 #: Seconds between refreshes of ``--watch``.
 WATCH_INTERVAL = 2.0

@@ -2,7 +2,7 @@
 
 Each worker has its own lease (``WORKDIR/leases/NAME``; see :mod:`taskfarmer.store`) and loops:
 under the lock, record the result of the task it just ran (then its job log line, see
-:mod:`taskfarmer.joblog`) and take the next one; then run it.
+:mod:`taskfarmer.logs.joblog`) and take the next one; then run it.
 One lock hold per task. On a stop signal it kills the task's process group, puts the task and
 any it had taken back into ``toprocess``, and drops its lease.
 """
@@ -17,16 +17,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Set
 
-from .errors import TaskfarmerError
-from .identity import Identity, group_has_live_members
-from .joblog import Entry, JobLog, exit_and_signal
-from .logs import TaskLogs
-from .runners.base import Process, Runner
+from ..errors import TaskfarmerError
+from ..hpc.identity import Identity, group_has_live_members
+from ..logs.joblog import Entry, JobLog, exit_and_signal
+from ..logs.tasklogs import TaskLogs
+from ..runners.base import Process, Runner
+from ..store import Lease, LeaseRevoked, Outcome, StateStore
+from ..tasks import Task, TaskList
+from ..timeline.events import Event, counters, execution
+from ..timeline.file import Timeline
 from .signals import StopRequest, died_of_stop_signal
-from .store import Lease, LeaseRevoked, Outcome, StateStore
-from .tasks import Task, TaskList
-from .timeline import Timeline
-from .trace_events import Event, counters, execution
 
 #: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
 KILL_GRACE = 2.0
@@ -490,7 +490,7 @@ class Worker:
 
 
 def outcome_word(outcome: Outcome, timed_out: bool) -> str:
-    """The job log's outcome for a recorded execution (see :mod:`taskfarmer.joblog`)."""
+    """The job log's outcome for a recorded execution (see :mod:`taskfarmer.logs.joblog`)."""
     if outcome is Outcome.FAILED and timed_out:
         return "timed out"
     return outcome.value

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .fsop import operation
+from ..errors import operation
 
 LOG_LAYOUTS = ("flat", "spread", "nonempty")
 #: Logs per directory in the ``spread`` layout.

@@ -19,29 +19,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Union
 
-from .errors import FilesystemError, TaskfarmerError
-from .progress import Snapshot
-from .store import DEAD_SUFFIX, Counts
-from .trace_events import instant
+from ..errors import TaskfarmerError, as_error
+from ..store import DEAD_SUFFIX, Counts
+from ..timeline.events import instant
+from .display import Snapshot
 from .worker import KILL_GRACE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .farm import Farm, FarmReport
+    from .farmer import Farm, FarmReport
 
 #: A worker's message line that starts with this carries the error it stopped on.
 ERROR_MARK = "\x01error\x01"
 
 
-def as_error(error: Union[TaskfarmerError, OSError], where: Path) -> TaskfarmerError:
-    """``error`` as a library error: an ``OSError`` no code turned into a
-    :class:`FilesystemError` names its own file (else ``where``) and the operation "access"."""
-    if isinstance(error, OSError):
-        return FilesystemError.from_oserror(Path(error.filename or where), "access", error)
-    return error
-
-
 class FarmEnding:
-    """The :class:`~taskfarmer.farm.Farm` methods that end a farm (a mixin)."""
+    """The :class:`~taskfarmer.farm.farmer.Farm` methods that end a farm (a mixin)."""
 
     def fail(self: Farm, error: Union[TaskfarmerError, OSError]) -> None:
         """Stop the farm on ``error`` (the first error is the one reported)."""
@@ -89,7 +81,7 @@ class FarmEnding:
             self.store.tidy()
 
     def _report(self: Farm) -> FarmReport:
-        from .farm import FarmReport
+        from .farmer import FarmReport
 
         work_left = True
         if self.error is None:

@@ -26,7 +26,7 @@ from typing import Mapping, Optional
 
 from filelock import AcquireReturnProxy, BaseFileLock, SoftFileLock, Timeout, UnixFileLock
 
-from .errors import ConfigError, FilesystemError
+from ..errors import ConfigError, FilesystemError
 
 LOCK_KINDS = ("flock", "soft")
 

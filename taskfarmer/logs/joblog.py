@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
-from .errors import FilesystemError
-from .store.lines import append
+from ..errors import FilesystemError
+from ..hpc.walltime import DurationSource
+from ..store import append_lines
 
 COLUMNS = ("id", "attempt", "node", "farmer", "slot", "start", "runtime", "exit", "signal",
            "outcome", "command")
@@ -140,7 +141,7 @@ class JobLog:
             empty = os.fstat(fd).st_size == 0
         except OSError as error:
             raise FilesystemError.from_oserror(self.path, "append", error) from None
-        append(fd, self.path, HEADER + data if empty else data)
+        append_lines(fd, self.path, HEADER + data if empty else data)
 
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():
@@ -247,3 +248,43 @@ def _first_line_after(handle: BinaryIO, size: int, when: float) -> int:
             return offset
         offset += len(line) + 1
     return offset
+
+
+#: Bytes read from the end of ``joblog`` at first: enough for
+#: :data:`~taskfarmer.hpc.walltime.KEEP` lines of up to a kilobyte each, whatever the file's size.
+TAIL = 1 << 20
+
+
+class JobLogDurations(DurationSource):
+    """Run times of the ``finished`` executions in ``WORKDIR/joblog``.
+
+    The job log only grows, by whole lines (one ``write(2)`` each batch, under the lock), so
+    each call reads the bytes appended since the last one and keeps an incomplete last line
+    for the next. The first call reads only the last :data:`TAIL` bytes.
+    """
+
+    def __init__(self, path: Path, tail: int = TAIL) -> None:
+        self.path = path
+        self.tail = tail
+        self.offset: Optional[int] = None
+
+    def new(self) -> List[float]:
+        """Run times of the ``finished`` executions logged since the last call."""
+        try:
+            with open(self.path, "rb") as handle:
+                size = handle.seek(0, 2)
+                start = self.offset
+                if start is None or start > size:  # first call, or the log was replaced
+                    start = max(0, size - self.tail)
+                handle.seek(start)
+                data = handle.read(size - start)
+        except FileNotFoundError:
+            return []
+        if start and self.offset is None:  # from a line's start
+            skip = data.find(b"\n") + 1
+            start, data = start + skip, data[skip:]
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset = start + len(complete)
+        entries = (parse_line(line) for line in complete.splitlines())
+        return [entry.runtime for entry in entries
+                if entry is not None and entry.outcome == "finished"]

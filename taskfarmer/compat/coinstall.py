@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import InstallError
+from ..errors import InstallError
 
 #: What to do about it.
 REPAIR = ("PyTaskFarmer is installed here too and both ship the package 'taskfarmer': run "

@@ -12,11 +12,13 @@ workers are forked, so they share the built handler): ``tasks`` become the lines
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
-from .config import Definition
-from .errors import ConfigError, TaskfarmerError, TasklistError
-from .tasks import Task, TaskList
+from ..errors import ConfigError, TaskfarmerError, TasklistError
+from ..tasks import Task, TaskList
+
+if TYPE_CHECKING:  # registry builds these handlers: importing it here would be a cycle
+    from ..registry.catalog import Definition
 
 
 class LegacyTaskList(TaskList):

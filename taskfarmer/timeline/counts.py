@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import List, NamedTuple, Optional
 
-from .fsop import operation
+from ..errors import operation
 
 _FORMAT = b"%15d %15d %15d %15d\n"  # four right-aligned numbers
 _RECORD = len(_FORMAT % (0, 0, 0, 0))

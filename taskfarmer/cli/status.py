@@ -1,0 +1,38 @@
+"""``farmer --status``: read a workdir's state without changing it, print it, exit with
+what it says."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import click
+from rich.console import Console
+
+from ..errors import ExitCode
+from ..store import StateStore
+from ..store.locking import lock_path, make_lock
+
+
+def status_command(workdir: Path, tasklist: Optional[Path], lock_kind: str, lease: float,
+                   as_json: bool, watch: bool, environ: Dict[str, str]) -> ExitCode:
+    """``--status``: print the status of ``workdir``; returns the exit code."""
+    # Imported here, not at the top: a farm run never needs them (tests/unit/cli pins that).
+    from ..status.reader import StatusReader
+    from . import status_view
+
+    lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
+    reader = StatusReader(StateStore(workdir, make_lock(workdir, lock_kind, environ)),
+                          lock_file, lease, tasklist=tasklist)
+    if as_json:
+        status = reader.read(time.time())
+        click.echo(status_view.to_json(status))
+    else:
+        console = Console()
+        if watch and console.is_terminal:
+            status = status_view.watch(lambda: reader.read(time.time()), console)
+        else:
+            status = reader.read(time.time())
+            console.print(status_view.render(status))
+    return status.exit_code
