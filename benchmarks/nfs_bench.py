@@ -30,7 +30,6 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -50,7 +49,7 @@ def ops_by_name(lab: NfsLab) -> Counter:
 
 
 def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int, limit: float
-             ) -> Dict[str, object]:
+             ) -> dict[str, object]:
     """One run: 2 farmers x -n 2 on each of ``nodes`` nodes, farmer code from ``code``."""
     directory = Path(tempfile.mkdtemp(prefix="bench-", dir=lab.export))
     tasklist = write_tasks(directory / "t", ["true"] * tasks)
@@ -85,7 +84,7 @@ def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int, limit: float
             "verdict": verdict}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=300, help="tasks per run [300]")
     parser.add_argument("--before", type=Path, help="checkout of the farmer to compare with")

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -42,7 +41,7 @@ def _epoch(text: str) -> float:
 
 
 def campaign(cluster: SlurmCluster, root: Path, flow: str, tasks: int, seconds: int,
-             margin: int) -> Dict[str, float]:
+             margin: int) -> dict[str, float]:
     """Run the campaign in one-minute jobs until done; return the flow's totals."""
     (root / "runs").mkdir(parents=True)
     (root / "task.sh").write_text(TASK_SH)
@@ -54,7 +53,7 @@ def campaign(cluster: SlurmCluster, root: Path, flow: str, tasks: int, seconds: 
     else:
         farmer = f"exec farmer tasks.txt --proc 2 --stop-margin {margin}"
         options = {}
-    jobs: List[Tuple[float, float]] = []
+    jobs: list[tuple[float, float]] = []
     for _ in range(10):
         job = cluster.sbatch(None, wrap=farmer, time="1", cwd=root,
                              output=str(root / "job-%j.out"), **options)  # type: ignore[arg-type]

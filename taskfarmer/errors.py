@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import functools
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, TypeVar
 
 
 class ExitCode(enum.IntEnum):
@@ -53,7 +53,7 @@ class TasklistError(TaskfarmerError):
         reason: what is wrong.
     """
 
-    def __init__(self, path: Path, reason: str, line: Optional[int] = None) -> None:
+    def __init__(self, path: Path, reason: str, line: int | None = None) -> None:
         self.path = path
         self.line = line
         self.reason = reason
@@ -71,8 +71,8 @@ class StateError(TaskfarmerError):
         line: 1-based number of the offending line, where known.
     """
 
-    def __init__(self, path: Path, reason: str, offset: Optional[int] = None,
-                 line: Optional[int] = None) -> None:
+    def __init__(self, path: Path, reason: str, offset: int | None = None,
+                 line: int | None = None) -> None:
         self.path = path
         self.reason = reason
         self.offset = offset
@@ -102,7 +102,7 @@ class FilesystemError(StateError):
     """
 
     def __init__(self, path: Path, operation: str, reason: str,
-                 errno: Optional[int] = None) -> None:
+                 errno: int | None = None) -> None:
         self.operation = operation
         self.errno = errno
         super().__init__(path, f"cannot {operation}: {reason}")
@@ -153,9 +153,9 @@ class ConfigError(TaskfarmerError):
     def __init__(
         self,
         reason: str,
-        path: Optional[Path] = None,
-        section: Optional[str] = None,
-        option: Optional[str] = None,
+        path: Path | None = None,
+        section: str | None = None,
+        option: str | None = None,
     ) -> None:
         self.reason = reason
         self.path = path
@@ -200,7 +200,7 @@ class InstallError(TaskfarmerError):
         super().__init__(f"{reason} (found {path})")
 
 
-def as_error(error: Union[TaskfarmerError, OSError], where: Path) -> TaskfarmerError:
+def as_error(error: TaskfarmerError | OSError, where: Path) -> TaskfarmerError:
     """``error`` as a library error: an ``OSError`` no code turned into a
     :class:`FilesystemError` names its own file (else ``where``) and the operation "access"."""
     if isinstance(error, OSError):

@@ -6,15 +6,13 @@ strings into what the class needs.
 
 from __future__ import annotations
 
-from typing import List, Union
-
 from .errors import ConfigError
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", ""}
 
 
-def flag(value: Union[bool, str], name: str) -> bool:
+def flag(value: bool | str, name: str) -> bool:
     """An INI boolean (``True``/``False``, ``yes``/``no``, ``1``/``0``, ``on``/``off``).
 
     Raises:
@@ -30,6 +28,6 @@ def flag(value: Union[bool, str], name: str) -> bool:
     raise ConfigError(f"{name} = {value!r}: expected True or False")
 
 
-def words(value: str) -> List[str]:
+def words(value: str) -> list[str]:
     """A space-separated INI list (``volumes = /a:/a /b:/b``) as a list."""
     return value.split()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
 
 from filelock import BaseFileLock
 
@@ -40,8 +39,8 @@ class TaskList:
     def __init__(self, path: str, workdir: str) -> None:
         self.path = path
         self.workdir = workdir
-        self.tasks: List[str] = []
-        self._lock: Optional[BaseFileLock] = None
+        self.tasks: list[str] = []
+        self._lock: BaseFileLock | None = None
 
     def lock(self) -> None:
         """Take the farmer's lock of the workdir (held already: nothing)."""

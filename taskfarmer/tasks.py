@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import shlex
 import string
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Dict, Iterable, Iterator, Union
+from typing import BinaryIO
 
 from .errors import ConfigError, FilesystemError, TasklistError
 from .ini import flag
@@ -140,7 +141,7 @@ class TemplateTaskList(TaskList):
             string.
     """
 
-    def __init__(self, command: str, quote: Union[bool, str] = True) -> None:
+    def __init__(self, command: str, quote: bool | str = True) -> None:
         self.template = command
         self.quote = flag(quote, "quote")
         try:
@@ -159,7 +160,7 @@ class TemplateTaskList(TaskList):
         except (ValueError, TypeError, LookupError) as error:  # a bad {id:spec}, say
             raise ConfigError(f"command = {command!r}: {error}") from None
 
-    def fields(self, task: Task) -> Dict[str, Union[int, str]]:
+    def fields(self, task: Task) -> dict[str, int | str]:
         """The placeholder values for ``task`` (strings shell-quoted if :attr:`quote`)."""
         path = PurePosixPath(task.text)
         values = {"line": task.text, "name": path.name, "stem": path.stem,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator
 
 import pytest
 
@@ -81,7 +81,7 @@ def docker_image(docker_daemon: _dockerd.DockerDaemon) -> str:
 @pytest.fixture
 def docker_env(
     docker_daemon: _dockerd.DockerDaemon, monkeypatch: pytest.MonkeyPatch
-) -> Dict[str, str]:
+) -> dict[str, str]:
     """Point this test's os.environ (and so every child process) at the private daemon."""
     for key in ("DOCKER_CONTEXT", "DOCKER_TLS", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
         monkeypatch.delenv(key, raising=False)

@@ -44,8 +44,9 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import IO, Union
 
 __all__ = [
     "APT_PACKAGES",
@@ -99,7 +100,7 @@ class BusyboxNotInstalledError(DockerdError):
     """No statically linked busybox is installed to build the test image from."""
 
 
-def find_dockerd() -> Optional[str]:
+def find_dockerd() -> str | None:
     """Return the path of ``dockerd``, or None if it is not installed.
 
     ``/usr/sbin`` is searched too, since it is not on every user's PATH.
@@ -113,7 +114,7 @@ def find_dockerd() -> Optional[str]:
     return None
 
 
-def find_docker_client() -> Optional[str]:
+def find_docker_client() -> str | None:
     """Return the ``docker`` client the tests use, or None.
 
     This is deliberately the ``docker`` found on PATH, i.e. the same binary the farmer's
@@ -157,13 +158,13 @@ def _is_static_elf(path: str) -> bool:
         return False
 
 
-def find_busybox() -> Optional[str]:
+def find_busybox() -> str | None:
     """Return the path of a *statically linked* busybox, or None.
 
     Debian's ``busybox-static`` installs it as ``/bin/busybox``; the dynamically linked
     ``busybox`` package uses the same path but would not run inside an empty image.
     """
-    candidates: List[str] = []
+    candidates: list[str] = []
     which = shutil.which("busybox")
     if which:
         candidates.append(which)
@@ -181,7 +182,7 @@ def _short_tmp_root() -> str:
 
 def _decode_mountinfo_path(field: str) -> str:
     # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
-    out: List[str] = []
+    out: list[str] = []
     index = 0
     while index < len(field):
         escape = field[index + 1 : index + 4]
@@ -194,10 +195,10 @@ def _decode_mountinfo_path(field: str) -> str:
     return "".join(out)
 
 
-def _mounts_under(roots: Sequence[Path]) -> List[str]:
+def _mounts_under(roots: Sequence[Path]) -> list[str]:
     """Mount points below any of *roots* (inclusive), deepest first."""
     prefixes = [str(root) for root in roots]
-    found: List[str] = []
+    found: list[str] = []
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
@@ -220,7 +221,7 @@ def _proc_cmdline(pid: int) -> str:
         return ""
 
 
-def _proc_ppid(pid: int) -> Optional[int]:
+def _proc_ppid(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read().decode("utf-8", "replace")
@@ -285,13 +286,13 @@ class DockerDaemon:
 
     def __init__(
         self,
-        base_dir: Optional[PathLike] = None,
+        base_dir: PathLike | None = None,
         *,
-        dockerd: Optional[str] = None,
-        docker: Optional[str] = None,
+        dockerd: str | None = None,
+        docker: str | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 30.0,
-        storage_driver: Optional[str] = None,
+        storage_driver: str | None = None,
         shutdown_timeout: int = 3,
     ) -> None:
         self._base_dir = Path(base_dir) if base_dir is not None else None
@@ -302,14 +303,14 @@ class DockerDaemon:
         self.storage_driver = storage_driver
         self.shutdown_timeout = shutdown_timeout
 
-        self._proc: Optional[subprocess.Popen[bytes]] = None
-        self._log_fh: Optional[IO[bytes]] = None
-        self._lock_fh: Optional[IO[bytes]] = None
-        self._run_dir: Optional[Path] = None
-        self._data_root: Optional[Path] = None
-        self._api_version: Optional[str] = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: IO[bytes] | None = None
+        self._lock_fh: IO[bytes] | None = None
+        self._run_dir: Path | None = None
+        self._data_root: Path | None = None
+        self._api_version: str | None = None
         #: Seconds from spawning dockerd until it answered (set by :meth:`start`).
-        self.startup_seconds: Optional[float] = None
+        self.startup_seconds: float | None = None
 
     # ----------------------------------------------------------------- properties
     def _require_started(self) -> Path:
@@ -373,11 +374,11 @@ class DockerDaemon:
         return client
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     # ----------------------------------------------------------------- environment
-    def env(self, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a ``docker`` client (or a farmer) that must use this daemon.
 
         A copy of *base* (default ``os.environ``) with ``DOCKER_HOST``,
@@ -391,7 +392,7 @@ class DockerDaemon:
         env.update(self.env_overrides())
         return env
 
-    def env_overrides(self) -> Dict[str, str]:
+    def env_overrides(self) -> dict[str, str]:
         """Only the variables :meth:`env` sets (handy for ``monkeypatch.setenv``)."""
         return {
             "DOCKER_HOST": self.host,
@@ -403,8 +404,8 @@ class DockerDaemon:
         self,
         *args: str,
         check: bool = False,
-        timeout: Optional[float] = 120.0,
-        stdin: Optional[str] = None,
+        timeout: float | None = 120.0,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``docker ARGS...`` against this daemon; stdout/stderr are captured as text."""
         proc = subprocess.run(
@@ -498,7 +499,7 @@ class DockerDaemon:
             return "(no dockerd log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def _ping(self) -> Optional[str]:
+    def _ping(self) -> str | None:
         """Return the API version if the daemon answers ``/_ping`` with OK, else None."""
         conn = _UnixHTTPConnection(str(self.socket_path), timeout=2.0)
         try:
@@ -600,7 +601,7 @@ class DockerDaemon:
 
     def _reap_orphan(self) -> None:
         """Stop an adopted daemon that is not our child, then clean up like stop()."""
-        pid: Optional[int] = None
+        pid: int | None = None
         with contextlib.suppress(OSError, ValueError):
             pid = int(self.pidfile.read_text().strip())
         # Check the command line, so a recycled PID is never signalled.
@@ -616,22 +617,22 @@ class DockerDaemon:
         self.stop()
 
     # ----------------------------------------------------------------- cleanup
-    def _container_ids(self) -> List[str]:
+    def _container_ids(self) -> list[str]:
         containers = self.data_root / "containers"
         try:
             return [entry.name for entry in containers.iterdir() if entry.is_dir()]
         except OSError:
             return []
 
-    def _leftover_pids(self) -> List[int]:
+    def _leftover_pids(self) -> list[int]:
         """PIDs of processes our daemon started that outlived it, children first.
 
         These are containerd and containerd-shim processes (found by our unique exec-root
         on their command line) and everything below them (the containers' processes).
         """
         marker = str(self.exec_root)
-        parents: Dict[int, Optional[int]] = {}
-        roots: Set[int] = set()
+        parents: dict[int, int | None] = {}
+        roots: set[int] = set()
         own = os.getpid()
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -642,7 +643,7 @@ class DockerDaemon:
             parents[pid] = _proc_ppid(pid)
             if marker in _proc_cmdline(pid):
                 roots.add(pid)
-        ordered: List[int] = []
+        ordered: list[int] = []
         for root in roots:
             subtree = [root]
             frontier = [root]
@@ -652,7 +653,7 @@ class DockerDaemon:
                 subtree += children
                 frontier += children
             ordered = subtree[::-1] + ordered  # deepest (container processes) first
-        seen: Set[int] = set()
+        seen: set[int] = set()
         return [pid for pid in ordered if not (pid in seen or seen.add(pid))]
 
     def _cleanup_leftovers(self) -> None:
@@ -692,7 +693,7 @@ class DockerDaemon:
                 warnings.warn(f"could not remove {path}", RuntimeWarning, stacklevel=3)
 
 
-def _busybox_applets(busybox: str) -> List[str]:
+def _busybox_applets(busybox: str) -> list[str]:
     proc = subprocess.run(
         [busybox, "--list"], capture_output=True, text=True, timeout=30, check=False
     )
@@ -706,7 +707,7 @@ def build_busybox_image(
     daemon: DockerDaemon,
     name: str = DEFAULT_IMAGE,
     *,
-    busybox: Optional[str] = None,
+    busybox: str | None = None,
 ) -> str:
     """Build a tiny busybox image with ``docker import`` (no registry needed); return its name.
 
@@ -756,7 +757,7 @@ def build_busybox_image(
     return name
 
 
-def reap_stale_daemons(tmp_root: Optional[PathLike] = None, *, min_age: float = 60.0) -> List[Path]:
+def reap_stale_daemons(tmp_root: PathLike | None = None, *, min_age: float = 60.0) -> list[Path]:
     """Stop and remove daemons left behind by test runs that died without cleaning up.
 
     A run directory (``/tmp/tfd-*``) is stale when no process holds its lock file any more:
@@ -769,12 +770,12 @@ def reap_stale_daemons(tmp_root: Optional[PathLike] = None, *, min_age: float = 
     only stops stale daemons from piling up.
     """
     root = Path(tmp_root) if tmp_root is not None else Path(_short_tmp_root())
-    reaped: List[Path] = []
+    reaped: list[Path] = []
     for run_dir in sorted(root.glob(_RUN_DIR_PREFIX + "*")):
         if run_dir.is_symlink() or not run_dir.is_dir():
             continue
         try:
-            lock_fh: Optional[IO[bytes]] = open(run_dir / _LOCK_NAME, "rb")
+            lock_fh: IO[bytes] | None = open(run_dir / _LOCK_NAME, "rb")
         except FileNotFoundError:
             try:
                 age = time.time() - run_dir.stat().st_mtime

@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable
 
 FARMER = [sys.executable, "-m", "taskfarmer"]
 
@@ -19,7 +20,7 @@ def write_tasklist(path: Path, lines: Sequence[str]) -> Path:
     return path
 
 
-def farmer_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def farmer_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Our environment without SLURM/SCRATCH influence, plus ``extra``.
 
     A ``PYTHONPATH`` in ``extra`` goes before ours: tests run with ``PYTHONPATH`` = the
@@ -35,14 +36,14 @@ def farmer_env(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def run_farmer(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
-               timeout: float = 120, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+def run_farmer(args: Sequence[str], env: Mapping[str, str] | None = None,
+               timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``farmer ARGS`` (in ``cwd``) to completion, capturing its output."""
     return subprocess.run([*FARMER, *args], capture_output=True, text=True, timeout=timeout,
                           env=farmer_env(env), stdin=subprocess.DEVNULL, cwd=cwd)
 
 
-def start_farmer(args: Sequence[str], env: Optional[Mapping[str, str]] = None,
+def start_farmer(args: Sequence[str], env: Mapping[str, str] | None = None,
                  **kwargs: object) -> subprocess.Popen:
     """Start ``farmer ARGS`` in the background (its own process group)."""
     return subprocess.Popen([*FARMER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -61,7 +62,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def ids(path: Path) -> List[int]:
+def ids(path: Path) -> list[int]:
     """Task IDs of an ``ID task`` state file, in file order."""
     if not path.exists():
         return []
@@ -77,7 +78,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def pids_in(directory: Path) -> List[int]:
+def pids_in(directory: Path) -> list[int]:
     """PIDs that tasks wrote into ``directory/*.pid``."""
     return [int(p.read_text().split()[0]) for p in directory.glob("*.pid")
             if p.read_text().strip()]
@@ -85,7 +86,7 @@ def pids_in(directory: Path) -> List[int]:
 
 def signal_tree(root: int, sig: int) -> None:
     """Send ``sig`` to ``root`` and all its descendants, like SLURM signalling a job step."""
-    children: Dict[int, List[int]] = {}
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -119,6 +120,6 @@ def no_traceback(*texts: str) -> None:
         assert "Exception ignored" not in text, text
 
 
-def error_lines(stderr: str) -> List[str]:
+def error_lines(stderr: str) -> list[str]:
     """The ``farmer: error:`` lines of ``stderr``."""
     return [line for line in stderr.splitlines() if line.startswith("farmer: error:")]

@@ -23,10 +23,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from farmhelp import FARMER, farmer_env, ids
 
@@ -46,10 +46,10 @@ class Farm:
     """A small farm to sweep: its options, and whether a task stops it (SIGTERM, once)."""
 
     name: str
-    options: Tuple[str, ...] = ("-n", "2")
-    stop_task: Optional[int] = None
+    options: tuple[str, ...] = ("-n", "2")
+    stop_task: int | None = None
 
-    def tasks(self, root: Path) -> List[str]:
+    def tasks(self, root: Path) -> list[str]:
         """The tasklist: ``echo``, every 7th fails; ``stop_task`` SIGTERMs the farmer once."""
         lines = []
         for task in range(1, TASKS + 1):
@@ -91,9 +91,9 @@ class Outcome:
     """What one faulted run and its reruns did."""
 
     fault: Fault
-    hit: Optional[Call]
-    codes: List[int] = field(default_factory=list)
-    problems: List[str] = field(default_factory=list)
+    hit: Call | None
+    codes: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line naming k, the fault, the call site and what went wrong."""
@@ -106,7 +106,7 @@ class Outcome:
 
 
 def _environment(root: Path, mode: str, k: int = 0, fault: str = "EIO",
-                 persist: bool = False, site: str = "") -> Dict[str, str]:
+                 persist: bool = False, site: str = "") -> dict[str, str]:
     return farmer_env({
         "FAULT_SITE": site,
         "PYTHONPATH": f"{INJECTOR}{os.pathsep}{REPO}",
@@ -143,7 +143,7 @@ def run(root: Path, farm: Farm, mode: str = "", k: int = 0, fault: str = "EIO",
                           start_new_session=True)
 
 
-def logged(root: Path) -> List[Call]:
+def logged(root: Path) -> list[Call]:
     """The calls the injector logged for the last run in ``root``."""
     path = Path(f"{root}.log")
     if not path.exists():
@@ -151,7 +151,7 @@ def logged(root: Path) -> List[Call]:
     return [Call.parse(line) for line in path.read_text().splitlines() if line]
 
 
-def count(root: Path, farm: Farm) -> List[Call]:
+def count(root: Path, farm: Farm) -> list[Call]:
     """Every filesystem call of one run of ``farm`` (which must succeed)."""
     prepare(root, farm)
     done = run(root, farm, "count")
@@ -170,8 +170,8 @@ class Fault:
     persist: bool = False
 
 
-def choose(calls: Sequence[Call], full: bool, covered: Set[str] = frozenset(),
-           extra: int = 6) -> List[Fault]:
+def choose(calls: Sequence[Call], full: bool, covered: set[str] = frozenset(),
+           extra: int = 6) -> list[Fault]:
     """The faults to try.
 
     Full mode: every call with each fault, and a persistent EIO from the first call of every
@@ -185,7 +185,7 @@ def choose(calls: Sequence[Call], full: bool, covered: Set[str] = frozenset(),
     if full:
         return [Fault(call.number, fault) for call in calls for fault in FAULTS] + \
             [Fault(1, "EIO", site, persist=True) for site in sites]
-    chosen: List[Fault] = []
+    chosen: list[Fault] = []
     for index, site in enumerate(site for site in sites if site not in covered):
         chosen.append(Fault(1, FAULTS[index % 2], site))
         if index % 4 == 3:
@@ -200,7 +200,7 @@ def choose(calls: Sequence[Call], full: bool, covered: Set[str] = frozenset(),
 
 
 def problems(root: Path, result: subprocess.CompletedProcess, fault: str,
-             hit: Optional[Call]) -> List[str]:
+             hit: Call | None) -> list[str]:
     """What is wrong with a faulted run's outcome (checked before the reruns)."""
     found = []
     if "Traceback" in result.stderr:
@@ -223,7 +223,7 @@ def problems(root: Path, result: subprocess.CompletedProcess, fault: str,
     return found
 
 
-def state_problems(root: Path) -> List[str]:
+def state_problems(root: Path) -> list[str]:
     """What is wrong with a workdir whose farm says it is done."""
     workdir = root / "wd"
     found = []
@@ -265,10 +265,10 @@ def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     return outcome
 
 
-def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3) -> Tuple[List[Call], List[Outcome]]:
+def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3) -> tuple[list[Call], list[Outcome]]:
     """Count ``farm``'s calls, then try the chosen faults ``jobs`` at a time."""
     calls = count(base / f"{farm.name}-count", farm)
-    covered: Set[str] = set()
+    covered: set[str] = set()
     if farm != FARMS[0] and not full:
         covered = {call.site for call in count(base / f"{FARMS[0].name}-count", FARMS[0])}
     plan = choose(calls, full, covered)

@@ -13,9 +13,10 @@ import functools
 import http.server
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -85,7 +86,7 @@ class PerfettoPage:
             " && !window.app.isLoadingTrace", timeout=LOAD_TIMEOUT_MS)
         return time.monotonic() - start
 
-    def query(self, sql: str) -> List[Dict[str, Any]]:
+    def query(self, sql: str) -> list[dict[str, Any]]:
         """Rows of an SQL query run by the page's trace processor."""
         return self.page.evaluate(_QUERY, sql)
 
@@ -95,7 +96,7 @@ class PerfettoPage:
         assert len(rows) == 1 and len(rows[0]) == 1, rows
         return next(iter(rows[0].values()))
 
-    def problems(self) -> List[Dict[str, Any]]:
+    def problems(self) -> list[dict[str, Any]]:
         """Import errors and data losses: the stats the UI counts as such (not ``info``),
         and the count its top bar reports ("N import or data loss errors detected")."""
         rows = self.query("select name, severity, value from stats "

@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
 
 VERSION = "0.1.0"
 
@@ -42,7 +42,7 @@ class PyTaskFarmer:
                              cwd=self.root)  # not ours, in the current directory
         return Path(out.stdout.strip())
 
-    def env(self, extra: Mapping[str, str], tmpdir: Optional[Path] = None) -> Dict[str, str]:
+    def env(self, extra: Mapping[str, str], tmpdir: Path | None = None) -> dict[str, str]:
         """An environment for PyTaskFarmer: none of our ``PYTHONPATH``, its lock files in
         ``tmpdir`` (its ``lock_area``: ``SCRATCH``, else ``TMP``, else ``TMPDIR``)."""
         env = {k: v for k, v in os.environ.items()
@@ -53,7 +53,7 @@ class PyTaskFarmer:
         env.update(extra)
         return env
 
-    def argv(self, args: Sequence[str]) -> List[str]:
+    def argv(self, args: Sequence[str]) -> list[str]:
         """``python pytaskfarmer.py ARGS``."""
         return [str(self.python), str(self.script), *args]
 

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 from farmhelp import farmer_env, ids, wait_for, write_tasklist
@@ -62,7 +61,7 @@ def test_nodes_killed_at_random_lose_and_duplicate_nothing(tmp_path: Path) -> No
         f"sleep 0.{rng.randint(1, 4)}; echo {i} >> {runs}" for i in range(TASKS)])
     workdir = tmp_path / "tasks.txt_workdir"
     log = tmp_path / "nodes.log"
-    nodes: List[subprocess.Popen] = [start_node(f"node{k}", tasks, log) for k in range(3)]
+    nodes: list[subprocess.Popen] = [start_node(f"node{k}", tasks, log) for k in range(3)]
     kills = 0
     try:
         for round_ in range(12):

@@ -7,14 +7,13 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
 pytestmark = pytest.mark.docker
 
 
-def _docker(env: Dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def _docker(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the same `docker` client the farmer would run (the first on PATH)."""
     client = shutil.which("docker", path=env.get("PATH")) or "/usr/bin/docker"
     return subprocess.run(
@@ -22,7 +21,7 @@ def _docker(env: Dict[str, str], *args: str, timeout: float = 60) -> subprocess.
     )
 
 
-def _names(env: Dict[str, str], *ps_args: str) -> List[str]:
+def _names(env: dict[str, str], *ps_args: str) -> list[str]:
     proc = _docker(env, "ps", *ps_args, "--format", "{{.Names}}")
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()

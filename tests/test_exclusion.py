@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import List
 
 import pytest
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
@@ -20,7 +19,7 @@ class FakeTime:
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.on_sleep: List = []
+        self.on_sleep: list = []
 
     def monotonic(self) -> float:
         return self.now

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import List
 
 import pytest
 from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
@@ -22,7 +21,7 @@ from taskfarmer.logs.joblog import (
 )
 
 
-def rows(workdir: Path) -> List[List[str]]:
+def rows(workdir: Path) -> list[list[str]]:
     """The job log's lines split into columns, the header first."""
     return [line.split("\t") for line in (workdir / "joblog").read_text().splitlines()]
 

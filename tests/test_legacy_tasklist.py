@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
-from typing import Dict
 
 import pytest
 from farmhelp import ids, run_farmer, write_tasklist
@@ -80,7 +79,7 @@ output = RDO
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Dict[str, str]:
+def setup(tmp_path: Path) -> dict[str, str]:
     """The handler module and its INI file (in HOME/.pytaskfarmer/tasklists.d); the farmer's
     environment."""
     modules = tmp_path / "modules"
@@ -92,7 +91,7 @@ def setup(tmp_path: Path) -> Dict[str, str]:
     return {"HOME": str(tmp_path / "home"), "PYTHONPATH": str(modules)}
 
 
-def test_handler_overriding_getitem(setup: Dict[str, str], tmp_path: Path) -> None:
+def test_handler_overriding_getitem(setup: dict[str, str], tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "tasks", ["a", "# not a task", "", "b"])
     result = run_farmer([str(tasks), "-t", "echo", "-n", "2"], env=setup, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -101,7 +100,7 @@ def test_handler_overriding_getitem(setup: Dict[str, str], tmp_path: Path) -> No
     assert (workdir / "logs" / "log_1").read_text() == "hello b 1\n"
 
 
-def test_handler_rebuilding_its_tasks(setup: Dict[str, str], tmp_path: Path) -> None:
+def test_handler_rebuilding_its_tasks(setup: dict[str, str], tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "tasks", ["x", "y"])
     result = run_farmer([str(tasks), "-t", "repeat", "-n", "2"], env=setup, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -116,7 +115,7 @@ def test_handler_rebuilding_its_tasks(setup: Dict[str, str], tmp_path: Path) -> 
     assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3]
 
 
-def test_pytaskfarmer_list_handler_resolves(setup: Dict[str, str], tmp_path: Path) -> None:
+def test_pytaskfarmer_list_handler_resolves(setup: dict[str, str], tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "tasks", ["exit 0", "exit 4"])
     result = run_farmer([str(tasks), "-t", "plain"], env=setup, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
@@ -129,7 +128,7 @@ def test_pytaskfarmer_list_handler_resolves(setup: Dict[str, str], tmp_path: Pat
     ("digi", r"mine\.ini \[digi\]: taskfarmer\.atlas\.TransformTaskList \(PyTaskFarmer's "
              r"ATLAS handler\) needs ATLAS software"),
 ])
-def test_handler_errors_are_one_line(setup: Dict[str, str], tmp_path: Path, name: str,
+def test_handler_errors_are_one_line(setup: dict[str, str], tmp_path: Path, name: str,
                                      message: str) -> None:
     tasks = write_tasklist(tmp_path / "tasks", ["true"])
     result = run_farmer([str(tasks), "-t", name], env=setup, cwd=tmp_path)
@@ -140,7 +139,7 @@ def test_handler_errors_are_one_line(setup: Dict[str, str], tmp_path: Path, name
     assert ids(tmp_path / "tasks_workdir" / "finished") == []
 
 
-def test_missing_tasklist_with_a_legacy_handler(setup: Dict[str, str], tmp_path: Path) -> None:
+def test_missing_tasklist_with_a_legacy_handler(setup: dict[str, str], tmp_path: Path) -> None:
     result = run_farmer([str(tmp_path / "nothing"), "-t", "echo"], env=setup, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr == f"farmer: error: {tmp_path / 'nothing'}: no such tasklist\n"

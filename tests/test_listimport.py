@@ -6,8 +6,8 @@ import os
 import select
 import signal
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
 

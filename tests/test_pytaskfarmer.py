@@ -13,7 +13,6 @@ import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 from farmhelp import farmer_env, ids, run_farmer, wait_for, write_tasklist
@@ -95,7 +94,7 @@ greeting = hi
 
 
 @pytest.fixture
-def user(tmp_path: Path) -> Dict[str, str]:
+def user(tmp_path: Path) -> dict[str, str]:
     """HOME with the INI files in ~/.pytaskfarmer, the module on PYTHONPATH: the environment
     both farmers run with."""
     modules = tmp_path / "modules"
@@ -108,7 +107,7 @@ def user(tmp_path: Path) -> Dict[str, str]:
     return {"HOME": str(home), "PYTHONPATH": str(modules)}
 
 
-def outcome(workdir: Path) -> Dict[str, object]:
+def outcome(workdir: Path) -> dict[str, object]:
     """What a run left that both farmers write alike: finished, failed, the logs."""
     return {
         "finished": sorted((workdir / "finished").read_text().splitlines()),
@@ -118,7 +117,7 @@ def outcome(workdir: Path) -> Dict[str, object]:
 
 
 @pytest.mark.parametrize("runner", ["tagged", "wrapped", "default"])
-def test_user_classes_run_unchanged(pytaskfarmer: PyTaskFarmer, user: Dict[str, str],
+def test_user_classes_run_unchanged(pytaskfarmer: PyTaskFarmer, user: dict[str, str],
                                     tmp_path: Path, runner: str) -> None:
     tasks = write_tasklist(tmp_path / "names", ["alice", "bob", "fail", "# nobody", "carol"])
     args = [str(tasks), "--runner", runner, "--tasklist", "greetings", "--proc", "2"]
@@ -186,7 +185,7 @@ def continue_and_check(tmp_path: Path, count: int) -> None:
     assert ids(workdir / "finished") == after
 
 
-def session_members(sid: int) -> List[int]:
+def session_members(sid: int) -> list[int]:
     """The live processes of session ``sid``."""
     members = []
     for entry in os.listdir("/proc"):
@@ -250,7 +249,7 @@ def test_adoption_reconciles_a_messy_workdir(tmp_path: Path) -> None:
     tasks = half_done_list(tmp_path, count, 0)
     workdir = tmp_path / "tasks_workdir"
     workdir.mkdir()
-    lines: List[str] = tasks.read_text().splitlines()
+    lines: list[str] = tasks.read_text().splitlines()
     (workdir / "toprocess").write_text("".join(f"{i} {lines[i]}\n" for i in (2, 3, 6)))
     (workdir / "finished").write_text("".join(f"{i} {lines[i]}\n" for i in (0, 2, 0)))
     (workdir / "failed").write_text(f"1 {lines[1]}\n")

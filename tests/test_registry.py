@@ -9,7 +9,6 @@ import io
 import shutil
 import textwrap
 from pathlib import Path
-from typing import Dict
 
 import pytest
 from farmhelp import run_farmer, write_tasklist
@@ -203,7 +202,7 @@ def test_pytaskfarmer_tasklist_file_and_interpolation(home: Path) -> None:
 # -- errors ----------------------------------------------------------------------------------
 
 #: (INI text, the error's reason contains). Each defines the runner "bad".
-BROKEN: Dict[str, tuple] = {
+BROKEN: dict[str, tuple] = {
     "no-section-header": ("Runner = taskfarmer.runners.BasicRunner\n[bad]\n",
                           "comes before any [section]"),
     "garbage-line": ("[bad]\nRunner = taskfarmer.runners.BasicRunner\nthis is not ini\n",

@@ -11,8 +11,8 @@ which exist.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import pytest
 from farmhelp import run_farmer, write_tasklist
@@ -46,11 +46,11 @@ GPU[1]		: Device ID: 		0x740c
 """
 
 
-def _commands(outputs: Dict[str, Optional[str]]):
+def _commands(outputs: dict[str, str | None]):
     """A stand-in for running device commands: output by program name (None: missing)."""
-    calls: List[str] = []
+    calls: list[str] = []
 
-    def run(argv: Sequence[str]) -> Optional[str]:
+    def run(argv: Sequence[str]) -> str | None:
         calls.append(argv[0])
         return outputs.get(argv[0])
     run.calls = calls  # type: ignore[attr-defined]
@@ -72,7 +72,7 @@ def _commands(outputs: Dict[str, Optional[str]]):
     ({"CUDA_VISIBLE_DEVICES": ""}, Devices((), NVIDIA, "CUDA_VISIBLE_DEVICES")),
     ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, Devices((), NVIDIA, "CUDA_VISIBLE_DEVICES")),
 ])
-def test_devices_from_variables_without_running_commands(environ: Dict[str, str],
+def test_devices_from_variables_without_running_commands(environ: dict[str, str],
                                                          expected: Devices) -> None:
     run = _commands({"nvidia-smi": NVIDIA_SMI_L})
     assert discover_devices(environ, run) == expected
@@ -168,13 +168,13 @@ def _campaign(tmp_path: Path, tasks: int, together: int) -> Path:
                            for i in range(tasks)])
 
 
-def _records(tmp_path: Path) -> Dict[int, List[str]]:
+def _records(tmp_path: Path) -> dict[int, list[str]]:
     return {int(p.name): p.read_text().split() for p in (tmp_path / "runs").iterdir()
             if not p.name.endswith(".tmp")}
 
 
 @pytest.fixture
-def standin_nvidia_smi(tmp_path: Path) -> Dict[str, str]:
+def standin_nvidia_smi(tmp_path: Path) -> dict[str, str]:
     """PATH with a stand-in ``nvidia-smi`` that lists 4 GPUs; no CUDA_VISIBLE_DEVICES."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -201,7 +201,7 @@ def test_farmer_gives_each_slot_its_own_gpus(tmp_path: Path, per_task: int, sets
     assert all(r[2] == "unset" for r in records.values())  # no --cpus-per-task: no OMP
 
 
-def test_farmer_finds_gpus_with_nvidia_smi(tmp_path: Path, standin_nvidia_smi: Dict[str, str],
+def test_farmer_finds_gpus_with_nvidia_smi(tmp_path: Path, standin_nvidia_smi: dict[str, str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("ROCR_VISIBLE_DEVICES", raising=False)
@@ -210,7 +210,7 @@ def test_farmer_finds_gpus_with_nvidia_smi(tmp_path: Path, standin_nvidia_smi: D
     assert result.returncode == 0, result.stderr
     records = _records(tmp_path)
     assert len(records) == 6
-    by_slot: Dict[str, set] = {}
+    by_slot: dict[str, set] = {}
     for slot, devices, _, _ in records.values():
         by_slot.setdefault(slot, set()).add(devices)
     assert by_slot == {"0": {"0,1"}, "1": {"2,3"}}  # a slot keeps its set, task after task
@@ -224,8 +224,8 @@ def test_farmer_finds_gpus_with_nvidia_smi(tmp_path: Path, standin_nvidia_smi: D
     (["--gpus-per-task", "1"], {"CUDA_VISIBLE_DEVICES": ""}, "has none (CUDA_VISIBLE_DEVICES)"),
     (["--cpus-per-task", str(len(os.sched_getaffinity(0)) + 1)], {}, "--cpus-per-task: "),
 ])
-def test_farmer_rejects_impossible_requests(tmp_path: Path, args: List[str],
-                                            env: Dict[str, str], words: str) -> None:
+def test_farmer_rejects_impossible_requests(tmp_path: Path, args: list[str],
+                                            env: dict[str, str], words: str) -> None:
     tasklist = write_tasklist(tmp_path / "tasks.txt", ["true"])
     result = run_farmer([str(tasklist), *args], env=env)
     assert result.returncode == 2
@@ -234,8 +234,8 @@ def test_farmer_rejects_impossible_requests(tmp_path: Path, args: List[str],
     assert not (tmp_path / "tasks.txt_workdir").exists()
 
 
-def _cpu_list(text: str) -> List[int]:
-    cpus: List[int] = []
+def _cpu_list(text: str) -> list[int]:
+    cpus: list[int] = []
     for part in text.split(","):
         first, _, last = part.partition("-")
         cpus += range(int(first), int(last or first) + 1)
@@ -249,7 +249,7 @@ def test_farmer_pins_each_slot_to_its_own_cpus(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     records = _records(tmp_path)
     mine = os.sched_getaffinity(0)
-    by_slot: Dict[str, set] = {}
+    by_slot: dict[str, set] = {}
     for slot, _, omp, cpus in records.values():
         assert omp == "1"
         assert len(_cpu_list(cpus)) == 1 and set(_cpu_list(cpus)) <= mine

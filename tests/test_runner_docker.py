@@ -12,7 +12,6 @@ import signal
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_tasklist
@@ -20,7 +19,7 @@ from farmhelp import ids, run_farmer, start_farmer, stop, wait_for, write_taskli
 pytestmark = pytest.mark.docker
 
 
-def our_containers(daemon: object, *flags: str) -> List[str]:
+def our_containers(daemon: object, *flags: str) -> list[str]:
     """Names of the containers a DockerRunner made (``taskfarmer-...``)."""
     done = daemon.docker("ps", *flags, "--filter", "name=taskfarmer-",  # type: ignore[attr-defined]
                          "--format", "{{.Names}}")
@@ -28,7 +27,7 @@ def our_containers(daemon: object, *flags: str) -> List[str]:
     return done.stdout.split()
 
 
-def exit_codes(workdir: Path) -> Dict[int, int]:
+def exit_codes(workdir: Path) -> dict[int, int]:
     """Task ID to exit code, from the timeline."""
     events = json.loads((workdir / "timeline.json").read_text())
     return {e["args"]["id"]: e["args"]["exit"] for e in events if e["ph"] == "X"}
@@ -52,7 +51,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_setup_volumes_proc_number_and_exit_codes(
-        docker_daemon: object, docker_image: str, docker_env: Dict[str, str], home: Path,
+        docker_daemon: object, docker_image: str, docker_env: dict[str, str], home: Path,
         tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -82,7 +81,7 @@ def test_setup_volumes_proc_number_and_exit_codes(
 
 
 def test_failing_setup_skips_the_task(docker_daemon: object, docker_image: str,
-                                      docker_env: Dict[str, str], home: Path,
+                                      docker_env: dict[str, str], home: Path,
                                       tmp_path: Path) -> None:
     define(tmp_path, docker_image, "setup = exit 4\n")
     tasks = write_tasklist(tmp_path / "tasks", ["echo ran > ran"])
@@ -93,7 +92,7 @@ def test_failing_setup_skips_the_task(docker_daemon: object, docker_image: str,
 
 
 def test_stop_removes_every_container_and_requeues(
-        docker_daemon: object, docker_image: str, docker_env: Dict[str, str], home: Path,
+        docker_daemon: object, docker_image: str, docker_env: dict[str, str], home: Path,
         tmp_path: Path) -> None:
     define(tmp_path, docker_image)
     # Task 1 ignores SIGTERM: its container outlives the killed client until `docker rm -f`.
@@ -126,7 +125,7 @@ def test_stop_removes_every_container_and_requeues(
 
 
 def test_task_timeout_removes_the_container(
-        docker_daemon: object, docker_image: str, docker_env: Dict[str, str], home: Path,
+        docker_daemon: object, docker_image: str, docker_env: dict[str, str], home: Path,
         tmp_path: Path) -> None:
     define(tmp_path, docker_image)
     # Ignores SIGTERM: only `docker rm -f` ends it. 8 s leave a loaded machine time to start it.
@@ -142,7 +141,7 @@ def test_task_timeout_removes_the_container(
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
-def test_cpus_and_slot_reach_the_container(docker_image: str, docker_env: Dict[str, str],
+def test_cpus_and_slot_reach_the_container(docker_image: str, docker_env: dict[str, str],
                                            home: Path, tmp_path: Path) -> None:
     """--cpus-per-task 1: the daemon starts the container, so only --cpuset-cpus pins it;
     TASKFARMER_SLOT and OMP_NUM_THREADS are passed with --env."""

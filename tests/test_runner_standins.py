@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 from farmhelp import alive, ids, pids_in, run_farmer, start_farmer, stop, wait_for, write_tasklist
@@ -48,7 +47,7 @@ SCRATCH = """
 
 
 @pytest.fixture
-def place(tmp_path: Path) -> Dict[str, str]:
+def place(tmp_path: Path) -> dict[str, str]:
     """Stand-ins in tmp_path/bin, a record directory, a HOME; the farmer's extra environment."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -67,11 +66,11 @@ def define(directory: Path, text: str) -> None:
     (directory / "runners.d" / "test.ini").write_text(textwrap.dedent(text))
 
 
-def recorded(tmp_path: Path, program: str, task_id: int) -> List[str]:
+def recorded(tmp_path: Path, program: str, task_id: int) -> list[str]:
     return (tmp_path / "record" / f"{program}.{task_id}").read_text().split("\0")[:-1]
 
 
-def test_shifter_runner(tmp_path: Path, place: Dict[str, str]) -> None:
+def test_shifter_runner(tmp_path: Path, place: dict[str, str]) -> None:
     define(tmp_path, """
         [shift]
         Runner = taskfarmer.runners.ShifterRunner
@@ -108,7 +107,7 @@ def test_shifter_runner(tmp_path: Path, place: Dict[str, str]) -> None:
     assert not (tmp_path / "never").exists()
 
 
-def test_shifter_tempdir(tmp_path: Path, place: Dict[str, str]) -> None:
+def test_shifter_tempdir(tmp_path: Path, place: dict[str, str]) -> None:
     define(tmp_path, SCRATCH)
     out = tmp_path / "out"
     out.mkdir()
@@ -126,7 +125,7 @@ def test_shifter_tempdir(tmp_path: Path, place: Dict[str, str]) -> None:
 
 
 def test_shifter_stop_kills_tasks_and_removes_tempdirs(tmp_path: Path,
-                                                       place: Dict[str, str]) -> None:
+                                                       place: dict[str, str]) -> None:
     define(tmp_path, SCRATCH)
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -148,7 +147,7 @@ def test_shifter_stop_kills_tasks_and_removes_tempdirs(tmp_path: Path,
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_apptainer_runner(tmp_path: Path, place: Dict[str, str]) -> None:
+def test_apptainer_runner(tmp_path: Path, place: dict[str, str]) -> None:
     define(tmp_path, """
         [app]
         Runner = taskfarmer.runners.ApptainerRunner
@@ -174,7 +173,7 @@ def test_apptainer_runner(tmp_path: Path, place: Dict[str, str]) -> None:
 
 
 def test_missing_container_program_fails_the_task(tmp_path: Path,
-                                                  place: Dict[str, str]) -> None:
+                                                  place: dict[str, str]) -> None:
     define(tmp_path, """
         [nowhere]
         Runner = taskfarmer.runners.ApptainerRunner

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Tuple
 
 from farmhelp import (
     FARMER,
@@ -24,13 +23,13 @@ from farmhelp import (
 )
 
 
-def status(*args: str) -> Tuple[int, dict]:
+def status(*args: str) -> tuple[int, dict]:
     done = run_farmer([*args, "--status", "--json"])
     assert done.stderr == "", done.stderr
     return done.returncode, json.loads(done.stdout)
 
 
-def tree(directory: Path) -> Dict[str, Tuple[int, int]]:
+def tree(directory: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``directory`` with its size and mtime."""
     return {str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
             for path in sorted(directory.rglob("*"))}

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 from farmhelp import ids, start_farmer, wait_for, write_tasklist
@@ -33,7 +32,7 @@ def make_store(workdir: Path, tasks: list, coherent: bool) -> StateStore:
     return store
 
 
-def open_in(directory: Path) -> List[str]:
+def open_in(directory: Path) -> list[str]:
     """Names of the state files in ``directory`` this process has a descriptor of (the lock
     file, ``WORKDIR/lock`` without SCRATCH, is held open by design)."""
     found = []

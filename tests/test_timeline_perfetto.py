@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List
 
 import pytest
 from conftest import need
@@ -39,13 +39,13 @@ def _task(runs: Path, number: int, body: str) -> str:
     return f"echo . >> {runs}/{number}; n=$(wc -l < {runs}/{number}); {body}"
 
 
-def _tasklist(tmp_path: Path, bodies: List[str]) -> Path:
+def _tasklist(tmp_path: Path, bodies: list[str]) -> Path:
     runs = tmp_path / "runs"
     runs.mkdir()
     return write_tasklist(tmp_path / "t", [_task(runs, i, body) for i, body in enumerate(bodies)])
 
 
-def _executions(tmp_path: Path) -> Dict[int, int]:
+def _executions(tmp_path: Path) -> dict[int, int]:
     """Task number -> how many times it started (the tasks' own count)."""
     return {int(p.name): len(p.read_text().split()) for p in (tmp_path / "runs").iterdir()}
 
@@ -165,7 +165,7 @@ def test_stopped_by_sigusr1_and_resumed_in_perfetto(tmp_path: Path, browser) -> 
     _shoot(ui, tmp_path)
 
 
-def _slurm_env(node: str, restart: str) -> Dict[str, str]:
+def _slurm_env(node: str, restart: str) -> dict[str, str]:
     return {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURMD_NODENAME": node,
             "SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "2",
             "SLURM_RESTART_COUNT": restart}

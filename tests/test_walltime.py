@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from farmhelp import ids, run_farmer, start_farmer, wait_for, write_tasklist
 
@@ -37,10 +37,10 @@ def test_parse_slurm_time() -> None:
 
 
 def test_slurm_job_end_sources() -> None:
-    calls: List[List[str]] = []
+    calls: list[list[str]] = []
 
     def run(outputs: dict):
-        def command(argv: Sequence[str]) -> Optional[str]:
+        def command(argv: Sequence[str]) -> str | None:
             calls.append(list(argv))
             return outputs.get(argv[0])
         return command
@@ -95,10 +95,10 @@ def test_joblog_durations_reads_only_the_tail_at_first(tmp_path: Path) -> None:
 
 
 class _Fixed(DurationSource):
-    def __init__(self, *batches: List[float]) -> None:
+    def __init__(self, *batches: list[float]) -> None:
         self.batches = list(batches)
 
-    def new(self) -> List[float]:
+    def new(self) -> list[float]:
         return self.batches.pop(0) if self.batches else []
 
 
@@ -146,7 +146,7 @@ fi
 """
 
 
-def _tasks(tmp_path: Path, kinds: List[str]) -> Path:
+def _tasks(tmp_path: Path, kinds: list[str]) -> Path:
     (tmp_path / "runs").mkdir()
     (tmp_path / "task.sh").write_text(TASK_SH)
     return write_tasklist(tmp_path / "t", [f"sh {tmp_path}/task.sh {tmp_path} {kind} {i}"
@@ -177,7 +177,7 @@ def _gate_closes_while_tasks_run(tmp_path: Path, gated: int, quick: int) -> str:
     tasks = _tasks(tmp_path, ["gated"] * gated + ["quick"] * quick)
     farmer = start_farmer([str(tasks), "-n", str(gated), "--timeout", "60",
                            "--task-time", "57"])
-    lines: List[str] = []
+    lines: list[str] = []
     assert farmer.stdout is not None
     wait_for(lambda: lines.append(farmer.stdout.readline()) or "starting no more" in lines[-1],
              timeout=50, what="the gate to close")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import List, Tuple
 
 from farmhelp import ids, start_farmer, stop, wait_for, write_tasklist
 
@@ -17,7 +16,7 @@ from taskfarmer.tasks import ListTaskList
 from taskfarmer.timeline.file import Timeline
 
 
-def worker_with_clock(workdir: Path, lines: List[str]) -> Tuple[Worker, StopRequest, List[float]]:
+def worker_with_clock(workdir: Path, lines: list[str]) -> tuple[Worker, StopRequest, list[float]]:
     now = [100.0]
     store = StateStore(workdir, make_lock(workdir, "flock", {}))
     store.prepare()
@@ -94,7 +93,7 @@ def test_a_slot_is_busy_exactly_while_its_task_runs(tmp_path: Path) -> None:
     store.prepare()
     with store.locked():
         store.initialize(["true", "sleep 0.5"])
-    marks: List[int] = []
+    marks: list[int] = []
     parts = Parts(store, Timeline(tmp_path / "timeline.json"), BasicRunner(), ListTaskList())
     worker = Worker(WorkerConfig(slot=0, farmer="f", track=1, node="n"), parts, StopRequest(),
                     say=lambda text: None, on_change=lambda slot, task_id: marks.append(task_id))

@@ -6,8 +6,8 @@ status view. No farm logic lives here: :mod:`.command` turns options into a
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import click
 
@@ -22,7 +22,7 @@ from .streams import guard_standard_streams
 __all__ = ["cli", "main", "pytaskfarmer_main"]
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: str = "farmer",
+def main(argv: Sequence[str] | None = None, prog: str = "farmer",
          pytaskfarmer: bool = False) -> None:
     """Console-script entry point: run the CLI, turn library errors into one-line messages.
 

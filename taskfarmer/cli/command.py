@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import click
 
@@ -106,12 +106,12 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 # PyTaskFarmer's empty __init__.py may have replaced ours: main() then says so (coinstall).
 @click.version_option(getattr(taskfarmer, "__version__", "unknown"), "--version",
                       prog_name="farmer")
-def cli(tasklist: Optional[Path], proc: Optional[int], timeout: Optional[float],
-        workdir: Optional[Path], verbose: bool, runner: str, handler: str, lease: float,
-        retries: int, task_timeout: Optional[float], requeue_failed: bool, follow: bool,
+def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
+        workdir: Path | None, verbose: bool, runner: str, handler: str, lease: float,
+        retries: int, task_timeout: float | None, requeue_failed: bool, follow: bool,
         accept_list: bool, lock_kind: str, logs: str, show_status: bool, as_json: bool,
-        watch: bool, task_time: Optional[float], stop_margin: float,
-        gpus_per_task: Optional[int], cpus_per_task: Optional[int]) -> None:
+        watch: bool, task_time: float | None, stop_margin: float,
+        gpus_per_task: int | None, cpus_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.

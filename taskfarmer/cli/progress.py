@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional, TextIO
+from typing import Callable, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -27,7 +27,7 @@ def stamp(clock: Callable[[], float] = time.time) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clock()))
 
 
-def summary_text(snapshot: Snapshot, rate: Optional[float]) -> str:
+def summary_text(snapshot: Snapshot, rate: float | None) -> str:
     """``12 finished, 1 failed, 2 running, 85 remaining (3.4 tasks/s)``."""
     counts = snapshot.counts
     text = (f"{counts.finished} finished, {counts.failed} failed, {snapshot.running} running, "
@@ -38,7 +38,7 @@ def summary_text(snapshot: Snapshot, rate: Optional[float]) -> str:
 class PlainDisplay:
     """Timestamped lines for logs that are not terminals."""
 
-    def __init__(self, name: str, out: Optional[TextIO] = None,
+    def __init__(self, name: str, out: TextIO | None = None,
                  clock: Callable[[], float] = time.time,
                  interval: float = SUMMARY_INTERVAL) -> None:
         self.name = name
@@ -47,9 +47,9 @@ class PlainDisplay:
         self.interval = interval
         self._started = clock()
         self._next = self._started + interval
-        self._first_done: Optional[int] = None
+        self._first_done: int | None = None
 
-    def _rate(self, snapshot: Snapshot) -> Optional[float]:
+    def _rate(self, snapshot: Snapshot) -> float | None:
         done = snapshot.counts.finished + snapshot.counts.failed
         if self._first_done is None:
             self._first_done = done
@@ -141,7 +141,7 @@ class RichDisplay(PlainDisplay):
 
 
 def make_display(name: str, clock: Callable[[], float] = time.time,
-                 out: Optional[TextIO] = None) -> Display:
+                 out: TextIO | None = None) -> Display:
     """A :class:`RichDisplay` if ``out`` (default: ``sys.stdout`` now) is a terminal, else a
     :class:`PlainDisplay`."""
     out = out if out is not None else sys.stdout

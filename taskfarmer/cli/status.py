@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, Optional
 
 import click
 from rich.console import Console
@@ -15,8 +14,8 @@ from ..store import StateStore
 from ..store.locking import lock_path, make_lock
 
 
-def status_command(workdir: Path, tasklist: Optional[Path], lock_kind: str, lease: float,
-                   as_json: bool, watch: bool, environ: Dict[str, str]) -> ExitCode:
+def status_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: float,
+                   as_json: bool, watch: bool, environ: dict[str, str]) -> ExitCode:
     """``--status``: print the status of ``workdir``; returns the exit code."""
     # Imported here, not at the top: a farm run never needs them (tests/unit/cli pins that).
     from ..status.reader import StatusReader

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Callable, List, Optional
+from typing import Callable
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -19,7 +19,7 @@ from ..status.reader import Status
 WATCH_INTERVAL = 2.0
 
 
-def duration(seconds: Optional[float]) -> str:
+def duration(seconds: float | None) -> str:
     """``42s``, ``3m05s``, ``2h10m``; ``-`` for None."""
     if seconds is None:
         return "-"
@@ -47,7 +47,7 @@ def _state(status: Status) -> str:
 
 def render(status: Status) -> RenderableType:
     """Totals, farmers, leases about to be taken over, running and failed tasks."""
-    parts: List[RenderableType] = []
+    parts: list[RenderableType] = []
     rate = f"{status.rate:.1f} tasks/s" if status.rate is not None else "-"
     head = Text.assemble(
         (f"{status.workdir}: {_state(status)}\n", "bold"),

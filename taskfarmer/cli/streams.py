@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, TextIO
 
 STREAMS = ("stdout", "stderr")
 
@@ -42,7 +42,7 @@ class GuardedStream(io.TextIOBase):
         self._stream = stream
         self._name = name
         self._warn = warn
-        self.failure: Optional[OSError] = None
+        self.failure: OSError | None = None
 
     def _give_up(self, error: OSError) -> None:
         if self.failure is not None:
@@ -91,7 +91,7 @@ class GuardedStream(io.TextIOBase):
         return self._stream.encoding
 
     @property
-    def errors(self) -> Optional[str]:  # type: ignore[override]
+    def errors(self) -> str | None:  # type: ignore[override]
         """The wrapped stream's error handler."""
         return self._stream.errors
 

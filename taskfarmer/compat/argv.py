@@ -17,7 +17,7 @@ true or false word (``farmer -v tasks.txt`` keeps its tasklist). As ``pytaskfarm
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 from ..errors import UsageError
 
@@ -48,7 +48,7 @@ def expand(option: str, known: Sequence[str]) -> str:
 
 
 def translate(argv: Sequence[str], known: Sequence[str], always_value: bool = False
-              ) -> List[str]:
+              ) -> list[str]:
     """``argv`` with abbreviations expanded and verbose values turned into the flag.
 
     Args:
@@ -59,7 +59,7 @@ def translate(argv: Sequence[str], known: Sequence[str], always_value: bool = Fa
     Raises:
         UsageError: an ambiguous abbreviation.
     """
-    out: List[str] = []
+    out: list[str] = []
     items = list(argv)
     index = 0
     while index < len(items):

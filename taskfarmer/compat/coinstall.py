@@ -10,8 +10,8 @@ PyTaskFarmer, then reinstall taskfarmer.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ..errors import InstallError
 
@@ -20,7 +20,7 @@ REPAIR = ("PyTaskFarmer is installed here too and both ship the package 'taskfar
           "'pip uninstall PyTaskFarmer' then 'pip install --force-reinstall taskfarmer'")
 
 
-def pytaskfarmer_file(package: Path, path: Sequence[str]) -> Optional[Path]:
+def pytaskfarmer_file(package: Path, path: Sequence[str]) -> Path | None:
     """A file of PyTaskFarmer's next to our ``package`` directory or on ``path``, or None.
 
     Looks for its ``taskfarmer/runners.py`` module (we ship a ``runners`` package instead) and

@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any, List, Mapping, NoReturn, Optional
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 from ..farm.signals import STOP_SIGNALS
 from ..runners.base import Runner, inherit_environment
@@ -36,7 +37,7 @@ class ForkedTask:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.returncode: Optional[int] = None
+        self.returncode: int | None = None
 
     def wait(self) -> int:
         """Reap the helper; its exit code, or ``-N`` if signal N killed it (as Popen's)."""
@@ -56,7 +57,7 @@ class LegacyRunner(Runner):
     def __init__(self, legacy: Any) -> None:
         self.legacy = legacy
 
-    def argv(self, task_id: int, command: str) -> List[str]:
+    def argv(self, task_id: int, command: str) -> list[str]:
         """No argument vector: the helper is a fork of the worker, not a program."""
         raise NotImplementedError("a PyTaskFarmer-style runner runs in a forked helper")
 
@@ -128,7 +129,7 @@ def _terminate(runner: Any) -> None:
         os.killpg(0, signal.SIGKILL)
 
 
-def _exit_code(returncode: Optional[int]) -> int:
+def _exit_code(returncode: int | None) -> int:
     """The helper's exit code for what ``run`` returned (a signal ends the helper itself)."""
     if returncode is None:
         return 1

@@ -11,8 +11,9 @@ workers are forked, so they share the built handler): ``tasks`` become the lines
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, TaskfarmerError, TasklistError
 from ..tasks import Task, TaskList
@@ -33,7 +34,7 @@ class LegacyTaskList(TaskList):
         self.handler_class = handler_class
         self.definition = definition
         self.arguments: Mapping[str, str] = definition.arguments
-        self.legacy: Optional[Any] = None
+        self.legacy: Any | None = None
 
     def prepare(self, tasklist: Path, workdir: Path) -> None:
         """Build the handler for ``tasklist`` farmed in ``workdir`` (which exists).

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import TaskfarmerError, as_error
 from ..store import DEAD_SUFFIX, Counts
@@ -35,7 +35,7 @@ ERROR_MARK = "\x01error\x01"
 class FarmEnding:
     """The :class:`~taskfarmer.farm.farmer.Farm` methods that end a farm (a mixin)."""
 
-    def fail(self: Farm, error: Union[TaskfarmerError, OSError]) -> None:
+    def fail(self: Farm, error: TaskfarmerError | OSError) -> None:
         """Stop the farm on ``error`` (the first error is the one reported)."""
         if self.error is None:
             self.error = str(as_error(error, self.config.workdir))
@@ -151,6 +151,6 @@ class FarmEnding:
                     pass
 
 
-def worker_error(error: Union[TaskfarmerError, OSError], where: Path) -> str:
+def worker_error(error: TaskfarmerError | OSError, where: Path) -> str:
     """The message line a worker sends when it stops on ``error``."""
     return ERROR_MARK + str(as_error(error, where))

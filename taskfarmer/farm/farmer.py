@@ -20,10 +20,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable
 
 from ..errors import ExitCode, TaskfarmerError, TasklistError, as_error
 from ..hpc.identity import Identity
@@ -66,10 +67,10 @@ class FarmConfig:
     tasklist: Path
     workdir: Path
     proc: int
-    timeout: Optional[float] = None
+    timeout: float | None = None
     verbose: bool = False
     lease: float = DEFAULT_LEASE
-    task_timeout: Optional[float] = None
+    task_timeout: float | None = None
     retries: int = 0
     requeue_failed: bool = False
     follow: bool = False
@@ -80,11 +81,11 @@ class FarmConfig:
     #: none assigned.
     slots: Sequence[SlotResources] = ()
     #: ``--task-time``: seconds a task is expected to take (None: learned from the timeline).
-    task_time: Optional[float] = None
+    task_time: float | None = None
     #: ``--stop-margin``: stop this long before the SLURM job's end.
     stop_margin: float = DEFAULT_MARGIN
     #: When the SLURM job ends (seconds since the epoch), if it has a limit.
-    job_end: Optional[float] = None
+    job_end: float | None = None
 
     def slot(self, slot: int) -> SlotResources:
         """What worker slot ``slot`` owns."""
@@ -96,9 +97,9 @@ class FarmReport:
     """How a farmer run ended."""
 
     counts: Counts
-    stopped_by: Optional[str]
+    stopped_by: str | None
     work_left: bool
-    error: Optional[str] = None
+    error: str | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -135,7 +136,7 @@ class Farm(FarmEnding):
         self,
         config: FarmConfig,
         parts: Parts,
-        identity: Optional[Identity] = None,
+        identity: Identity | None = None,
         clock: Callable[[], float] = time.time,
         display: DisplayFactory = quiet,
     ) -> None:
@@ -153,9 +154,9 @@ class Farm(FarmEnding):
         self.display: Display = display(self.name, clock)
         self.stop = StopRequest()
         self.counter = StateCounter(parts.store)
-        self.workers: Dict[int, multiprocessing.Process] = {}
+        self.workers: dict[int, multiprocessing.Process] = {}
         self.crashes = 0
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.list_changed = False
         self._context = multiprocessing.get_context("fork")
         self._busy = self._context.RawArray("i", [-1] * config.proc)
@@ -167,7 +168,7 @@ class Farm(FarmEnding):
         self._known = self._context.RawValue("b", 0)
         self._longest = self._context.RawArray("d", config.proc)
         self._task_started = 0.0  # in a worker: when its current task started
-        self.draining: Optional[str] = None  # why no task starts any more
+        self.draining: str | None = None  # why no task starts any more
         self._next_estimate = 0.0
         self._messages_r, self._messages_w = os.pipe()
         os.set_blocking(self._messages_r, False)
@@ -290,7 +291,7 @@ class Farm(FarmEnding):
             self.timeline.append(events)
         self._take_over_expired()
 
-    def _timeline_start(self, appended: int, requeued: int) -> List[Event]:
+    def _timeline_start(self, appended: int, requeued: int) -> list[Event]:
         """*locked* Choose our track, recount the tasks if no farmer runs; the start events."""
         state = self.timeline.state
         if not self.store.any_leases():  # no task is running: the files tell every count
@@ -316,7 +317,7 @@ class Farm(FarmEnding):
         return instant("tasks appended", now, self.track,
                        {"tasks": count, "tasklist": str(self.config.tasklist)})
 
-    def _counters(self, now: float, **delta: int) -> List[Event]:
+    def _counters(self, now: float, **delta: int) -> list[Event]:
         """*locked* Apply ``delta`` to the workdir's task counts; their counter event."""
         counts = self.timeline.state.change(**delta)
         if counts is None:
@@ -450,7 +451,7 @@ class Farm(FarmEnding):
                                      f"pid {info.owner.pid}: {count} task(s) back in "
                                      "toprocess")
 
-    def _revoke(self, name: str, owner: Dict[str, Any]) -> int:
+    def _revoke(self, name: str, owner: dict[str, Any]) -> int:
         """*locked* Take over lease ``name`` and mark it on our track; how many tasks came back."""
         tasks = self.store.revoke(name)
         now = self.clock()
@@ -495,7 +496,7 @@ class Farm(FarmEnding):
         return Snapshot(self.counter.counts(), running)
 
 
-def idle_backoff(idle_poll: float, waiting: bool) -> Tuple[float, float]:
+def idle_backoff(idle_poll: float, waiting: bool) -> tuple[float, float]:
     """(How long the main loop sleeps now, the next ``idle_poll``).
 
     Working (``waiting`` false): :data:`POLL`, and the back-off starts over. Waiting for other
@@ -506,7 +507,7 @@ def idle_backoff(idle_poll: float, waiting: bool) -> Tuple[float, float]:
     return idle_poll, min(idle_poll * 2, POLL)
 
 
-def workdir_for(tasklist: Path, workdir: Optional[Path]) -> Path:
+def workdir_for(tasklist: Path, workdir: Path | None) -> Path:
     """``--workdir`` or PyTaskFarmer's default ``TASKLIST_workdir``."""
     return workdir if workdir is not None else Path(str(tasklist) + "_workdir")
 

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from types import FrameType
-from typing import Callable, List, Optional
+from typing import Callable
 
 #: SIGHUP's default action would kill the farmer at once and leave its tasks running, unrecorded
 #: (they run in process groups of their own, which a hang-up does not reach).
@@ -51,11 +51,11 @@ class StopRequest:
     """Remembers the first stop signal and runs callbacks when one arrives."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.signum: Optional[int] = None
-        self.reason: Optional[str] = None
-        self.at: Optional[float] = None  # when the first stop was requested (``clock``)
+        self.signum: int | None = None
+        self.reason: str | None = None
+        self.at: float | None = None  # when the first stop was requested (``clock``)
         self._clock = clock
-        self._callbacks: List[Callable[[], None]] = []
+        self._callbacks: list[Callable[[], None]] = []
 
     @property
     def requested(self) -> bool:
@@ -66,7 +66,7 @@ class StopRequest:
         """Call ``callback`` (from the signal handler) whenever a stop is requested."""
         self._callbacks.append(callback)
 
-    def handle(self, signum: int, frame: Optional[FrameType] = None) -> None:
+    def handle(self, signum: int, frame: FrameType | None = None) -> None:
         """The signal handler: record the signal and run the callbacks."""
         if self.signum is None:
             self.signum = signum

@@ -14,8 +14,9 @@ import select
 import signal
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Set
+from typing import Callable
 
 from ..errors import TaskfarmerError
 from ..hpc.identity import Identity, group_has_live_members
@@ -48,7 +49,7 @@ class WorkerConfig:
     track: int  # the farmer's timeline track (process id); this worker's tid is slot + 1
     node: str
     verbose: bool = False
-    task_timeout: Optional[float] = None
+    task_timeout: float | None = None
     retries: int = 0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     logs: str = "flat"
@@ -76,7 +77,7 @@ class Result:
     end: float
     ended_at: float  # monotonic clock, for RESULT_HOLD
     timed_out: bool = False
-    stopped: Optional[str] = None  # the stop that cut it short: it goes back to toprocess
+    stopped: str | None = None  # the stop that cut it short: it goes back to toprocess
     rerun: bool = False  # an earlier execution of the task exists (timeline.started)
 
     @property
@@ -87,7 +88,7 @@ class Result:
 
 #: How recording an outcome changes the workdir's task counts.
 #: (An execution leaves ``running`` when it ends, before its result is recorded.)
-_OUTCOME_DELTAS: Dict[Outcome, Dict[str, int]] = {
+_OUTCOME_DELTAS: dict[Outcome, dict[str, int]] = {
     Outcome.FINISHED: {"done": 1},
     Outcome.FAILED: {"failed": 1},
     Outcome.RETRY: {"pending": 1},
@@ -106,7 +107,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] = print,
-        on_change: Optional[Callable[[int, int], None]] = None,
+        on_change: Callable[[int, int], None] | None = None,
         may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
@@ -118,14 +119,14 @@ class Worker:
         self.clock = clock
         self.monotonic = monotonic
         self.say = say
-        self.results: List[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
-        self._events: List[Event] = []  # timeline events of this lock hold
-        self._delta: Dict[str, int] = {}  # how this lock hold changed the task counts
-        self._reruns: Set[int] = set()  # queued tasks that were started before
+        self.results: list[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
+        self._events: list[Event] = []  # timeline events of this lock hold
+        self._delta: dict[str, int] = {}  # how this lock hold changed the task counts
+        self._reruns: set[int] = set()  # queued tasks that were started before
         self.on_change = on_change
         self.may_start = may_start  # asked before each claim: False takes no more tasks
-        self.queue: Deque[Task] = deque()
-        self._process: Optional[Process] = None
+        self.queue: deque[Task] = deque()
+        self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
         self._timed_out = False
@@ -133,7 +134,7 @@ class Worker:
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, f"{config.farmer}.w{config.slot}")
         self.joblog = JobLog(self.store.workdir / "joblog", coherent=self.store.files.coherent)
-        self.stopped: List[Result] = []  # cut short by a stop: logged once back in toprocess
+        self.stopped: list[Result] = []  # cut short by a stop: logged once back in toprocess
         stop.on_stop(self._terminate)
 
     # -- signals -----------------------------------------------------------------------------
@@ -295,7 +296,7 @@ class Worker:
             ready = 0
             while ready < len(self.results) and self.results[ready].ended_at <= too_young:
                 ready += 1
-        logged: List[Entry] = []
+        logged: list[Entry] = []
         settled, self.results = self.results[:ready], self.results[ready:]
         for result in settled:
             if result.stopped:  # back into toprocess with the queue, when the worker leaves
@@ -325,7 +326,7 @@ class Worker:
                           f"{self.config.retries + 1}): back in toprocess")
         self.joblog.append(logged)
 
-    def _log(self, results: List[Result], outcome: str) -> None:
+    def _log(self, results: list[Result], outcome: str) -> None:
         """*locked* Job log lines for executions whose result was not recorded."""
         self.joblog.append([self._entry(result, outcome,
                                         self.store.attempt_count(result.task.id) + 1)
@@ -337,7 +338,7 @@ class Worker:
                      self.config.slot, result.start, result.end - result.start, code, signum,
                      outcome, result.command)
 
-    def _event(self, result: Result, outcome: str, attempt: int = 0) -> List[Event]:
+    def _event(self, result: Result, outcome: str, attempt: int = 0) -> list[Event]:
         args = {"exit": result.returncode, "host": self.config.node}
         if attempt:
             args["failed_attempts"] = attempt
@@ -348,7 +349,7 @@ class Worker:
         return execution(result.task.id, result.command, result.start, result.end,
                          self.config.track, self.config.slot + 1, outcome, result.rerun, args)
 
-    def _take(self, tasks: List[Task]) -> None:
+    def _take(self, tasks: list[Task]) -> None:
         """*locked* Queue claimed tasks: they count as running, and tell whether they ran
         before (``timeline.started``)."""
         for task in tasks:
@@ -467,7 +468,7 @@ class Worker:
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
 
     def _finish(self, task: Task, command: str, returncode: int, start: float, rerun: bool,
-                stopped: Optional[str] = None) -> Result:
+                stopped: str | None = None) -> Result:
         result = Result(task, command, returncode, start, self.clock(), self.monotonic(),
                         self._timed_out, stopped, rerun)
         if self.config.verbose and not stopped:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional
 
 
 def _read(path: str) -> str:
@@ -36,7 +36,7 @@ def pid_namespace() -> str:
         return ""
 
 
-def process_start_time(pid: int) -> Optional[str]:
+def process_start_time(pid: int) -> str | None:
     """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat).
 
     Returns None when no such process runs in this PID namespace: absent, or a zombie (it has
@@ -81,14 +81,14 @@ class Identity:
     boot: str
     pidns: str
     start: str
-    extra: Dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def current(
         cls,
-        environ: Optional[Mapping[str, str]] = None,
-        hostname: Optional[str] = None,
-        extra: Optional[Dict[str, str]] = None,
+        environ: Mapping[str, str] | None = None,
+        hostname: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> Identity:
         """Identity of the calling process; hostname and environment can be injected."""
         environ = os.environ if environ is None else environ

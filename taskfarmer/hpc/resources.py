@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 from ..errors import ConfigError
 
@@ -29,7 +30,7 @@ ANY = "any"
 #: on top of ``ROCR_VISIBLE_DEVICES`` (indices into the devices ROCr left), so AMD tasks get
 #: only ``ROCR_VISIBLE_DEVICES``; for devices of unknown vendor (SLURM's variables without
 #: ``CUDA_``/``ROCR_VISIBLE_DEVICES``) the NVIDIA, Intel (Level Zero) and OpenCL ones.
-DEVICE_VARIABLES: Dict[str, Tuple[str, ...]] = {
+DEVICE_VARIABLES: dict[str, tuple[str, ...]] = {
     NVIDIA: ("CUDA_VISIBLE_DEVICES",),
     AMD: ("ROCR_VISIBLE_DEVICES",),
     ANY: ("CUDA_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "GPU_DEVICE_ORDINAL"),
@@ -59,7 +60,7 @@ class Devices:
         source: where they were found (a variable name or a command), for messages.
     """
 
-    ids: Tuple[str, ...]
+    ids: tuple[str, ...]
     vendor: str
     source: str
 
@@ -76,36 +77,36 @@ class SlotResources:
     """
 
     slot: int
-    devices: Tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
     vendor: str = NVIDIA
-    cpus: Tuple[int, ...] = ()
+    cpus: tuple[int, ...] = ()
 
-    def device_variables(self) -> Dict[str, str]:
+    def device_variables(self) -> dict[str, str]:
         """The variables that select the slot's devices (none without devices)."""
         if not self.devices:
             return {}
         return {name: ",".join(self.devices) for name in DEVICE_VARIABLES[self.vendor]}
 
-    def variables(self, environ: Mapping[str, str]) -> Dict[str, str]:
+    def variables(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The variables a task of this slot gets on top of ``environ``."""
         added = {"TASKFARMER_SLOT": str(self.slot), **self.device_variables()}
         if self.cpus and "OMP_NUM_THREADS" not in environ:
             added["OMP_NUM_THREADS"] = str(len(self.cpus))
         return added
 
-    def environment(self, environ: Mapping[str, str]) -> Dict[str, str]:
+    def environment(self, environ: Mapping[str, str]) -> dict[str, str]:
         """``environ`` with :meth:`variables` set."""
         return {**environ, **self.variables(environ)}
 
 
-def _split(value: str) -> Tuple[str, ...]:
+def _split(value: str) -> tuple[str, ...]:
     """Device ids of a variable: comma-separated; SLURM's "no devices" markers are none."""
     if value.strip() in _NO_DEVICES:
         return ()
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def command_output(argv: Sequence[str]) -> Optional[str]:
+def command_output(argv: Sequence[str]) -> str | None:
     """The standard output of ``argv``, or None if it is missing, fails or hangs."""
     try:
         done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
@@ -134,14 +135,14 @@ def discover_devices(environ: Mapping[str, str],
                                "variable, nvidia-smi or rocm-smi")
 
 
-def _sets(items: Sequence, size: int) -> List[Tuple]:
+def _sets(items: Sequence, size: int) -> list[tuple]:
     """Consecutive disjoint groups of ``size`` items (the rest is left over)."""
     return [tuple(items[i:i + size]) for i in range(0, len(items) - size + 1, size)]
 
 
-def plan_slots(proc: Optional[int], default_proc: int, gpus_per_task: Optional[int] = None,
-               devices: Optional[Devices] = None, cpus_per_task: Optional[int] = None,
-               cpus: Sequence[int] = ()) -> List[SlotResources]:
+def plan_slots(proc: int | None, default_proc: int, gpus_per_task: int | None = None,
+               devices: Devices | None = None, cpus_per_task: int | None = None,
+               cpus: Sequence[int] = ()) -> list[SlotResources]:
     """One :class:`SlotResources` per worker slot; their number is ``--proc``.
 
     ``--proc`` defaults to the number of device sets and/or CPU sets (the smaller), else to
@@ -149,8 +150,8 @@ def plan_slots(proc: Optional[int], default_proc: int, gpus_per_task: Optional[i
     cannot be met: more devices or CPUs per task than there are, or a ``--proc`` larger
     than the number of sets.
     """
-    device_sets: Optional[List[Tuple]] = None
-    cpu_sets: Optional[List[Tuple]] = None
+    device_sets: list[tuple] | None = None
+    cpu_sets: list[tuple] | None = None
     limits = []
     if gpus_per_task is not None:
         found = devices.ids if devices is not None else ()

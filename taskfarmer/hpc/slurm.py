@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional
+from collections.abc import Mapping
 
 
-def _positive_int(value: Optional[str]) -> Optional[int]:
+def _positive_int(value: str | None) -> int | None:
     try:
         number = int((value or "").split("(")[0])
     except ValueError:
@@ -14,7 +14,7 @@ def _positive_int(value: Optional[str]) -> Optional[int]:
     return number if number > 0 else None
 
 
-def default_proc(environ: Mapping[str, str], affinity: Optional[int] = None) -> int:
+def default_proc(environ: Mapping[str, str], affinity: int | None = None) -> int:
     """The default ``--proc``: the CPUs this process may use.
 
     That is the CPU affinity mask; inside a SLURM allocation, no more than the CPUs SLURM gave
@@ -28,7 +28,7 @@ def default_proc(environ: Mapping[str, str], affinity: Optional[int] = None) -> 
     return max(1, min(affinity, limit) if limit else affinity)
 
 
-def job_labels(environ: Mapping[str, str]) -> Dict[str, str]:
+def job_labels(environ: Mapping[str, str]) -> dict[str, str]:
     """SLURM job, array and step ids, for the timeline's track labels.
 
     ``restart`` is the number of times a requeued job was started again: it tells the runs of

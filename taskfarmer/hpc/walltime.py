@@ -24,8 +24,9 @@ import math
 import re
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Deque, List, Mapping, Optional, Sequence
+from typing import Callable
 
 from .resources import CommandOutput, command_output
 
@@ -42,7 +43,7 @@ KEEP = 1000
 _END_TIME = re.compile(r"\bEndTime=(\S+)")
 
 
-def parse_slurm_time(text: str) -> Optional[float]:
+def parse_slurm_time(text: str) -> float | None:
     """Seconds since the epoch of SLURM's ``2026-11-28T05:12:00`` (local time); None for
     ``Unknown``, ``N/A``, ``NONE`` or anything else that is not such a time."""
     try:
@@ -52,7 +53,7 @@ def parse_slurm_time(text: str) -> Optional[float]:
 
 
 def slurm_job_end(environ: Mapping[str, str], run: CommandOutput = command_output
-                  ) -> Optional[float]:
+                  ) -> float | None:
     """When SLURM will end this job (seconds since the epoch), or None: not in a job, no
     time limit, or SLURM cannot be asked."""
     value = environ.get("SLURM_JOB_END_TIME", "").strip()
@@ -72,7 +73,7 @@ def slurm_job_end(environ: Mapping[str, str], run: CommandOutput = command_outpu
 class DurationSource:
     """Where durations of finished task executions come from."""
 
-    def new(self) -> List[float]:
+    def new(self) -> list[float]:
         """Durations (seconds) that appeared since the last call."""
         raise NotImplementedError
 
@@ -92,12 +93,12 @@ class TaskTime:
         source: where finished durations come from when learning.
     """
 
-    def __init__(self, fixed: Optional[float], source: Optional[DurationSource] = None) -> None:
+    def __init__(self, fixed: float | None, source: DurationSource | None = None) -> None:
         self.fixed = fixed
         self.source = source
-        self.samples: Deque[float] = deque(maxlen=KEEP)
+        self.samples: deque[float] = deque(maxlen=KEEP)
 
-    def expected(self) -> Optional[float]:
+    def expected(self) -> float | None:
         """Seconds, or None while there are fewer than :data:`MIN_SAMPLES` durations."""
         if self.fixed is not None:
             return self.fixed
@@ -124,8 +125,8 @@ class Limit:
     reason: str
 
 
-def limits(start: float, timeout: Optional[float], job_end: Optional[float],
-           margin: float) -> List[Limit]:
+def limits(start: float, timeout: float | None, job_end: float | None,
+           margin: float) -> list[Limit]:
     """The limits of a run started at ``start``: ``--timeout``, the SLURM job's end."""
     found = []
     if timeout is not None:
@@ -148,7 +149,7 @@ class Walltime:
 
     @classmethod
     def earliest(cls, found: Sequence[Limit], task_time: TaskTime,
-                 clock: Callable[[], float] = time.time) -> Optional[Walltime]:
+                 clock: Callable[[], float] = time.time) -> Walltime | None:
         """The walltime of the earliest limit; None without limits."""
         if not found:
             return None

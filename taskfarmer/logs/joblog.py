@@ -37,9 +37,10 @@ file on the farmers' hot path (``--status`` reads its tail: :func:`read_backward
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
+from typing import BinaryIO
 
 from ..errors import FilesystemError
 from ..hpc.walltime import DurationSource
@@ -85,7 +86,7 @@ def format_line(entry: Entry) -> bytes:
     return ("\t".join(fields) + "\n").encode("utf-8", "surrogateescape")
 
 
-def parse_line(line: bytes) -> Optional[Entry]:
+def parse_line(line: bytes) -> Entry | None:
     """The entry of one line (without newline); None for the header or a malformed line."""
     fields = line.decode("utf-8", "replace").split("\t", len(COLUMNS) - 1)
     if len(fields) != len(COLUMNS) or not fields[0].isdigit():
@@ -98,7 +99,7 @@ def parse_line(line: bytes) -> Optional[Entry]:
         return None
 
 
-def exit_and_signal(returncode: int) -> Tuple[int, int]:
+def exit_and_signal(returncode: int) -> tuple[int, int]:
     """``(exit, signal)`` columns of a ``Popen`` return code (negative: killed by a signal)."""
     if returncode < 0:
         return 128 - returncode, -returncode
@@ -117,10 +118,10 @@ class JobLog:
     def __init__(self, path: Path, coherent: bool = False) -> None:
         self.path = path
         self.coherent = coherent
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
         self._pid = -1
 
-    def append(self, entries: List[Entry]) -> None:
+    def append(self, entries: list[Entry]) -> None:
         """*locked* Append the lines of ``entries`` in one ``write(2)``.
 
         The header is written with the first line, by whoever finds the file empty: under the
@@ -134,7 +135,7 @@ class JobLog:
             if self.coherent:
                 self.close()
 
-    def _append(self, entries: List[Entry]) -> None:
+    def _append(self, entries: list[Entry]) -> None:
         fd = self._descriptor()
         data = b"".join(format_line(entry) for entry in entries)
         try:
@@ -197,7 +198,7 @@ class Recent:
 
     done: int  # finished, failed or timed out
     span: float  # seconds: the window, or less if the first of them started later
-    per_farmer: Dict[str, int]  # executions (of any outcome) per farmer
+    per_farmer: dict[str, int]  # executions (of any outcome) per farmer
 
 
 def recent_executions(path: Path, now: float, window: float) -> Recent:
@@ -217,7 +218,7 @@ def recent_executions(path: Path, now: float, window: float) -> Recent:
     first = parse_line(region[: region.find(b"\n")])
     span = now - max(now - window, first.start if first else now - window)
     done = sum(region.count(b"\t%s\t" % outcome.encode()) for outcome in FINAL)
-    per_farmer: Dict[str, int] = {}
+    per_farmer: dict[str, int] = {}
     for line in region.split(b"\n")[:-1]:
         fields = line.split(b"\t", 4)
         if len(fields) == 5:
@@ -266,9 +267,9 @@ class JobLogDurations(DurationSource):
     def __init__(self, path: Path, tail: int = TAIL) -> None:
         self.path = path
         self.tail = tail
-        self.offset: Optional[int] = None
+        self.offset: int | None = None
 
-    def new(self) -> List[float]:
+    def new(self) -> list[float]:
         """Run times of the ``finished`` executions logged since the last call."""
         try:
             with open(self.path, "rb") as handle:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import Callable
 
 from .. import task
 from ..compat.runner import LegacyRunner, is_legacy
@@ -33,8 +34,8 @@ class Registry:
         cwd: the current directory (``./runners.d``, ``./tasklists.d``); default the process's.
     """
 
-    def __init__(self, environ: Optional[Mapping[str, str]] = None,
-                 cwd: Optional[Path] = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         environ = os.environ if environ is None else environ
         cwd = Path.cwd() if cwd is None else cwd
         self.runners = Catalog.load(RUNNERS, search_directories(RUNNERS, environ, cwd))
@@ -75,7 +76,7 @@ class Registry:
                                    "taskfarmer.task.ListTaskList)")
         return made
 
-    def warnings(self) -> List[ConfigError]:
+    def warnings(self) -> list[ConfigError]:
         """Every problem met in the INI files, for a run that did not need the broken parts."""
         return self.runners.warnings() + self.tasklists.warnings()
 
@@ -91,7 +92,7 @@ def _import(definition: Definition) -> Callable[..., object]:
     return target
 
 
-def _check_arguments(definition: Definition, target: object, given: List[str]) -> None:
+def _check_arguments(definition: Definition, target: object, given: list[str]) -> None:
     """Raise if ``target`` would not accept the INI arguments (besides ``given`` ones)."""
     problem = keyword_problem(target, [*given, *definition.arguments])
     if problem is not None:
@@ -133,7 +134,7 @@ def import_object(path: str) -> object:
         raise ConfigError(f"module {module_name} has no {attribute!r}") from None
 
 
-def keyword_problem(target: object, arguments: Sequence[str]) -> Optional[str]:
+def keyword_problem(target: object, arguments: Sequence[str]) -> str | None:
     """Why calling ``target`` with these keyword names would fail, or None if it would not.
 
     Only names are checked (every value is a string): unknown and missing arguments.

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Union
 
 from ..errors import ConfigError
 
@@ -61,7 +61,7 @@ class Definition:
     name: str
     class_path: str
     arguments: Mapping[str, str]
-    path: Optional[Path]
+    path: Path | None
 
     @property
     def origin(self) -> str:
@@ -88,10 +88,10 @@ class Catalog:
     """The definitions of one kind read from a sequence of directories (later wins)."""
 
     kind: Kind
-    definitions: Dict[str, Definition] = field(default_factory=dict)
-    broken: Dict[str, ConfigError] = field(default_factory=dict)
+    definitions: dict[str, Definition] = field(default_factory=dict)
+    broken: dict[str, ConfigError] = field(default_factory=dict)
     #: Every definition and every problem, in the order read.
-    history: List[Union[Definition, ConfigError]] = field(default_factory=list)
+    history: list[Definition | ConfigError] = field(default_factory=list)
 
     @classmethod
     def load(cls, kind: Kind, directories: Iterable[Path]) -> Catalog:
@@ -171,11 +171,11 @@ class Catalog:
                               option=self.kind.option)
         return self.definitions[name]
 
-    def warnings(self) -> List[ConfigError]:
+    def warnings(self) -> list[ConfigError]:
         """Every problem met while reading, in order (for a run that did not need them)."""
         return [item for item in self.history if isinstance(item, ConfigError)]
 
-    def listing(self) -> List[Entry]:
+    def listing(self) -> list[Entry]:
         """Every definition read, in order, with ``default`` first and a note saying whether
         it is the one in use, replaced by a later one, or broken."""
         default = self.definitions.get(DEFAULT_NAME) or self.broken.get(DEFAULT_NAME)
@@ -197,7 +197,7 @@ class Catalog:
         return entries
 
 
-def _section_names(text: str) -> List[str]:
+def _section_names(text: str) -> list[str]:
     """The ``[section]`` headers of an INI text, found line by line as configparser does."""
     names = []
     for line in text.splitlines():
@@ -230,7 +230,7 @@ def _describe(error: Exception) -> str:
 # -- where definitions live ----------------------------------------------------------------------
 
 
-def shipped_directory(name: str) -> Optional[Path]:
+def shipped_directory(name: str) -> Path | None:
     """The directory ``name`` (``runners.d``, ``tasklists.d``) shipped with taskfarmer.
 
     In a source checkout (editable install included) that is the repository's top-level
@@ -253,7 +253,7 @@ def shipped_directory(name: str) -> Optional[Path]:
     return None
 
 
-def search_directories(kind: Kind, environ: Mapping[str, str], cwd: Path) -> List[Path]:
+def search_directories(kind: Kind, environ: Mapping[str, str], cwd: Path) -> list[Path]:
     """The directories definitions of ``kind`` are read from, earliest (weakest) first."""
     home = Path(environ.get("HOME") or os.path.expanduser("~"))
     shipped = shipped_directory(kind.directory)

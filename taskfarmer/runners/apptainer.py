@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping
+from collections.abc import Mapping
 
 from ..hpc.resources import AMD, NVIDIA
 from ..ini import words
@@ -36,7 +36,7 @@ class ApptainerRunner(ContainerRunner):
         super().__init__(image, setup, options, shell, engine)
         self.binds = words(binds)
 
-    def argv(self, task_id: int, command: str) -> List[str]:
+    def argv(self, task_id: int, command: str) -> list[str]:
         """``apptainer exec --bind=... [--nv|--rocm] OPTIONS IMAGE SHELL -c "SETUP && TASK"``:
         ``--nv`` (``--rocm``) when the worker slot has NVIDIA (AMD) GPUs and the options do not
         already say it."""
@@ -46,7 +46,7 @@ class ApptainerRunner(ContainerRunner):
         return [self.engine, "exec", *binds, *gpus, *self.options, self.image,
                 *self.inner_argv(command)]
 
-    def environment(self, task_id: int, environ: Mapping[str, str]) -> Dict[str, str]:
+    def environment(self, task_id: int, environ: Mapping[str, str]) -> dict[str, str]:
         """Ours plus ``PROC_NUMBER``; it and the worker slot's variables (``TASKFARMER_SLOT``,
         ``CUDA_VISIBLE_DEVICES`` ...) also for inside a clean environment."""
         env = super().environment(task_id, environ)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import IO, ClassVar, Dict, List, Mapping, Optional, Protocol
+from collections.abc import Mapping
+from typing import IO, ClassVar, Protocol
 
 from ..hpc.resources import SlotResources
 
@@ -27,10 +28,10 @@ class _Inherited:
     """``os.environ`` as :func:`inherit_environment` last left it, in the process that set it."""
 
     pid = -1
-    values: ClassVar[Dict[str, str]] = {}
+    values: ClassVar[dict[str, str]] = {}
 
 
-_null: Dict[int, int] = {}  # pid -> descriptor of /dev/null opened by that process
+_null: dict[int, int] = {}  # pid -> descriptor of /dev/null opened by that process
 
 
 def inherit_environment(env: Mapping[str, str]) -> None:
@@ -78,7 +79,7 @@ class Runner:
     """
 
     own_session = True
-    execute: Optional[subprocess.Popen] = None
+    execute: subprocess.Popen | None = None
     #: The worker slot's devices and CPUs (:meth:`assign`); slot 0 with none until then.
     resources: SlotResources = SlotResources(0)
 
@@ -89,11 +90,11 @@ class Runner:
         :meth:`argv`."""
         self.resources = resources
 
-    def argv(self, task_id: int, command: str) -> List[str]:
+    def argv(self, task_id: int, command: str) -> list[str]:
         """The argument vector that runs ``command`` (pure: no side effects)."""
         raise NotImplementedError
 
-    def environment(self, task_id: int, environ: Mapping[str, str]) -> Dict[str, str]:
+    def environment(self, task_id: int, environ: Mapping[str, str]) -> dict[str, str]:
         """The task's environment: ours plus ``PROC_NUMBER`` = the task ID."""
         env = dict(environ)
         env["PROC_NUMBER"] = str(task_id)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from .base import Runner
 
 
-def shell_argv(command: str, shell: str = "/bin/sh") -> List[str]:
+def shell_argv(command: str, shell: str = "/bin/sh") -> list[str]:
     """``/bin/sh -c COMMAND``: pipes, redirections, quotes and ``$VARS`` work."""
     return [shell, "-c", command]
 
@@ -15,6 +13,6 @@ def shell_argv(command: str, shell: str = "/bin/sh") -> List[str]:
 class BasicRunner(Runner):
     """Runs each task with ``/bin/sh -c`` in the farmer's environment."""
 
-    def argv(self, task_id: int, command: str) -> List[str]:
+    def argv(self, task_id: int, command: str) -> list[str]:
         """``/bin/sh -c COMMAND``."""
         return shell_argv(command)

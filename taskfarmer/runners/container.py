@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import socket
-from typing import List
 
 from ..errors import ConfigError
 from .base import Runner
@@ -27,7 +26,7 @@ def with_setup(setup: str, command: str) -> str:
     return f"{setup} && {{ {command}\n}}" if setup else command
 
 
-def split_options(value: str, name: str = "options") -> List[str]:
+def split_options(value: str, name: str = "options") -> list[str]:
     """Extra command-line arguments, split as a shell would (quotes group words).
 
     Raises:
@@ -73,6 +72,6 @@ class ContainerRunner(Runner):
         :meth:`cleanup`: host, a random part drawn once per farmer run, worker PID, task ID."""
         return f"taskfarmer-{self.tag}-{os.getpid()}-{task_id}"
 
-    def inner_argv(self, command: str) -> List[str]:
+    def inner_argv(self, command: str) -> list[str]:
         """``SHELL -c "SETUP && TASK"``: what runs inside the container."""
         return shell_argv(with_setup(self.setup, command), self.shell)

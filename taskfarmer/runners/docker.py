@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Dict, List, Mapping, Optional
+from collections.abc import Mapping
 
 from ..hpc.resources import AMD, NVIDIA, SlotResources
 from ..ini import words
@@ -26,7 +26,7 @@ REMOVE_TIMEOUT = 8.0
 _GONE = re.compile(r"no such container|already in progress", re.IGNORECASE)
 
 
-def resource_options(resources: SlotResources, engine: str) -> List[str]:
+def resource_options(resources: SlotResources, engine: str) -> list[str]:
     """``docker run`` arguments that give the container its worker slot's devices and CPUs.
 
     The container does not see the client's environment, nor is it a child of the worker
@@ -78,7 +78,7 @@ class DockerRunner(ContainerRunner):
     """
 
     def __init__(self, image: str, setup: str = "", volumes: str = "", env: str = "",
-                 workdir: Optional[str] = None, user: Optional[str] = None,
+                 workdir: str | None = None, user: str | None = None,
                  options: str = "", engine: str = "docker", shell: str = "/bin/sh") -> None:
         super().__init__(image, setup, options, shell, engine)
         self.volumes = words(volumes)
@@ -86,9 +86,9 @@ class DockerRunner(ContainerRunner):
         self.bind_workdir = workdir is None
         self.workdir = os.getcwd() if workdir is None else workdir.strip()
         self.user = f"{os.getuid()}:{os.getgid()}" if user is None else user.strip()
-        self._environ: Optional[Dict[str, str]] = None
+        self._environ: dict[str, str] | None = None
 
-    def argv(self, task_id: int, command: str) -> List[str]:
+    def argv(self, task_id: int, command: str) -> list[str]:
         """``docker run --rm --init --name NAME --env=PROC_NUMBER=ID`` :func:`resource_options`
         ``... IMAGE SHELL -c ...``."""
         argv = [self.engine, "run", "--rm", "--init", f"--name={self.execution_name(task_id)}",

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, List, Mapping, Optional, Union
+from collections.abc import Mapping
 
 from ..ini import flag, words
 from .container import ContainerRunner
@@ -30,20 +30,20 @@ class ShifterRunner(ContainerRunner):
     """
 
     def __init__(self, image: str, setup: str = "", volumes: str = "", modules: str = "",
-                 tempdir: Union[bool, str] = False, options: str = "",
+                 tempdir: bool | str = False, options: str = "",
                  shell: str = "/bin/bash") -> None:
         super().__init__(image, setup, options, shell, engine="shifter")
         self.volumes = words(volumes)
         self.modules = words(modules)
-        self.tempdir: Optional[str] = tempfile.gettempdir() if flag(tempdir, "tempdir") else None
+        self.tempdir: str | None = tempfile.gettempdir() if flag(tempdir, "tempdir") else None
 
-    def task_directory(self, task_id: int) -> Optional[str]:
+    def task_directory(self, task_id: int) -> str | None:
         """The directory this execution of the task runs in with ``tempdir``, else None."""
         if self.tempdir is None:
             return None
         return os.path.join(self.tempdir, self.execution_name(task_id))
 
-    def argv(self, task_id: int, command: str) -> List[str]:
+    def argv(self, task_id: int, command: str) -> list[str]:
         """``shifter --image=IMAGE ... -- /bin/bash -c "SETUP && TASK"``."""
         argv = [self.engine, f"--image={self.image}"]
         directory = self.task_directory(task_id)
@@ -53,7 +53,7 @@ class ShifterRunner(ContainerRunner):
         argv += [f"--module={module}" for module in self.modules]
         return [*argv, *self.options, "--", *self.inner_argv(command)]
 
-    def environment(self, task_id: int, environ: Mapping[str, str]) -> Dict[str, str]:
+    def environment(self, task_id: int, environ: Mapping[str, str]) -> dict[str, str]:
         """Ours plus ``PROC_NUMBER``, with ``BASH_ENV`` empty (as PyTaskFarmer did)."""
         env = super().environment(task_id, environ)
         env["BASH_ENV"] = ""

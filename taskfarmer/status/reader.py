@@ -37,10 +37,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
+from typing import BinaryIO
 
 from ..errors import ExitCode, WorkdirError
 from ..logs.joblog import FINAL, Entry, read_backward, recent_executions
@@ -66,7 +67,7 @@ class FarmerRow:
     workers: int
     heartbeat_age: float
     recent: int  # executions it recorded within the rate window
-    rate: Optional[float]  # per second, over the rate window
+    rate: float | None  # per second, over the rate window
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class RunningTask:
     id: int
     node: str
     farmer: str
-    age: Optional[float]
+    age: float | None
     line: str
 
 
@@ -96,8 +97,8 @@ class FailedTask:
     """A task recorded in ``failed``."""
 
     id: int
-    exit: Optional[int]
-    signal: Optional[int]
+    exit: int | None
+    signal: int | None
     attempts: int
     log: str
     last_line: str
@@ -115,13 +116,13 @@ class Status:
     pending: int
     total: int
     percent: float
-    rate: Optional[float]  # tasks/s over the rate window, all farmers
-    eta: Optional[float]  # seconds
-    farmers: List[FarmerRow] = field(default_factory=list)
-    stale_leases: List[LeaseRow] = field(default_factory=list)
-    running_tasks: List[RunningTask] = field(default_factory=list)
+    rate: float | None  # tasks/s over the rate window, all farmers
+    eta: float | None  # seconds
+    farmers: list[FarmerRow] = field(default_factory=list)
+    stale_leases: list[LeaseRow] = field(default_factory=list)
+    running_tasks: list[RunningTask] = field(default_factory=list)
     running_more: int = 0
-    failed_tasks: List[FailedTask] = field(default_factory=list)
+    failed_tasks: list[FailedTask] = field(default_factory=list)
     failed_more: int = 0
     consistent: bool = True  # read under the lock
     now: float = 0.0
@@ -145,14 +146,14 @@ class Status:
 class _Snapshot:
     """Open descriptors and sizes fixed under the lock."""
 
-    files: Dict[str, Tuple[BinaryIO, int]]
+    files: dict[str, tuple[BinaryIO, int]]
     cursor: int
-    leases: List[str]
-    imported: Optional[Imported]
+    leases: list[str]
+    imported: Imported | None
 
 
 @contextmanager
-def _shared_flock(path: Optional[Path]) -> Iterator[bool]:
+def _shared_flock(path: Path | None) -> Iterator[bool]:
     """Hold ``flock`` on an existing lock file if possible; yields whether it is held."""
     fd = -1
     # Read-write if we may (NFS emulates flock with POSIX locks, whose exclusive kind needs a
@@ -206,8 +207,8 @@ def _line_ending_at(handle: BinaryIO, end: int) -> str:
 class StatusReader:
     """Reads a :class:`Status` of one workdir (see the module docstring for what it reads)."""
 
-    def __init__(self, store: StateStore, lock_file: Optional[Path], lease: float,
-                 limit: int = 10, tasklist: Optional[Path] = None) -> None:
+    def __init__(self, store: StateStore, lock_file: Path | None, lease: float,
+                 limit: int = 10, tasklist: Path | None = None) -> None:
         self.store = store
         self.tasklist = tasklist
         self.lock_file = lock_file
@@ -296,7 +297,7 @@ class StatusReader:
             failed_tasks=failed, failed_more=max(0, counts["failed"] - len(failed)),
             consistent=consistent, now=now, unimported=self._unimported(imported))
 
-    def _unimported(self, imported: Optional[Imported]) -> int:
+    def _unimported(self, imported: Imported | None) -> int:
         """Complete lines of TASKLIST after its imported part (reads only those)."""
         if self.tasklist is None or imported is None or imported.fixed:
             return 0
@@ -309,9 +310,9 @@ class StatusReader:
 
     # -- running tasks -----------------------------------------------------------------------
 
-    def _last_claims(self, snapshot: _Snapshot, names: List[str]) -> Dict[str, Tuple[int, int]]:
+    def _last_claims(self, snapshot: _Snapshot, names: list[str]) -> dict[str, tuple[int, int]]:
         """``lease -> (task ID, END)`` of each lease's last line in ``claims``."""
-        found: Dict[str, Tuple[int, int]] = {}
+        found: dict[str, tuple[int, int]] = {}
         if "claims" not in snapshot.files or not names:
             return found
         handle, position = snapshot.files["claims"]
@@ -332,8 +333,8 @@ class StatusReader:
                     found[name] = (int(match.group(1)), int(match.group(3)))
         return found
 
-    def _running(self, snapshot: _Snapshot, infos: List[LeaseInfo], now: float
-                 ) -> List[RunningTask]:
+    def _running(self, snapshot: _Snapshot, infos: list[LeaseInfo], now: float
+                 ) -> list[RunningTask]:
         claims = self._last_claims(snapshot, [info.name for info in infos])
         if not claims:
             return []
@@ -355,11 +356,11 @@ class StatusReader:
                 now - start if start is not None else None, _line_ending_at(toprocess, end)))
         return tasks
 
-    def _slot_starts(self, leases: Dict[str, LeaseInfo]) -> Dict[str, float]:
+    def _slot_starts(self, leases: dict[str, LeaseInfo]) -> dict[str, float]:
         """When each lease's current task started: its slot's last job log line, or the lease's
         registration, whichever is later."""
-        starts: Dict[str, float] = {}
-        wanted: Dict[Tuple[str, int], str] = {}
+        starts: dict[str, float] = {}
+        wanted: dict[tuple[str, int], str] = {}
         for name, info in leases.items():
             try:
                 starts[name] = float(info.owner.extra["since"])
@@ -380,9 +381,9 @@ class StatusReader:
 
     # -- rates -------------------------------------------------------------------------------
 
-    def _farmers(self, infos: List[LeaseInfo], recent: Dict[str, int], span: float,
-                 now: float) -> List[FarmerRow]:
-        groups: Dict[str, List[LeaseInfo]] = {}
+    def _farmers(self, infos: list[LeaseInfo], recent: dict[str, int], span: float,
+                 now: float) -> list[FarmerRow]:
+        groups: dict[str, list[LeaseInfo]] = {}
         for info in infos:
             if not info.dead:
                 groups.setdefault(info.owner.extra.get("farmer", info.name), []).append(info)
@@ -397,7 +398,7 @@ class StatusReader:
                 count / span if count and span > 0 else None))
         return rows
 
-    def _stale(self, infos: List[LeaseInfo], now: float) -> List[LeaseRow]:
+    def _stale(self, infos: list[LeaseInfo], now: float) -> list[LeaseRow]:
         """Leases that missed two renewals (a farmer renews every ``min(lease/4, 30)`` s)."""
         period = min(self.lease / 4, 30.0)
         return [LeaseRow(info.name, info.owner.node, now - info.heartbeat,
@@ -406,7 +407,7 @@ class StatusReader:
 
     # -- failed tasks ------------------------------------------------------------------------
 
-    def _failed(self, failed: Optional[Tuple[BinaryIO, int]], count: int) -> List[FailedTask]:
+    def _failed(self, failed: tuple[BinaryIO, int] | None, count: int) -> list[FailedTask]:
         if failed is None or count == 0:
             return []
         handle, size = failed
@@ -417,7 +418,7 @@ class StatusReader:
             if head.isdigit():
                 tasks.append((int(head), text.decode("utf-8", "replace")))
         attempts = self._attempts({task_id for task_id, _ in tasks})
-        exits: Dict[int, Entry] = {}
+        exits: dict[int, Entry] = {}
         for entry in read_backward(self.joblog, JOBLOG_SEARCH):
             if entry.id in attempts and entry.id not in exits and entry.outcome in FINAL:
                 exits[entry.id] = entry
@@ -432,7 +433,7 @@ class StatusReader:
                                      str(log), _last_log_line(log), text))
         return result
 
-    def _attempts(self, ids: Set[int]) -> Dict[int, int]:
+    def _attempts(self, ids: set[int]) -> dict[int, int]:
         """Failed attempts of ``ids`` (the last ``attempts`` line of each counts)."""
         counts = dict.fromkeys(ids, 1)
         try:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Set
 
 from ..tasks import Task
 from . import StateStore
@@ -50,7 +50,7 @@ def needs_adoption(store: StateStore) -> bool:
     return store.toprocess.exists() and not store.claims.exists()
 
 
-def _texts(path: Path) -> Dict[int, str]:
+def _texts(path: Path) -> dict[int, str]:
     """``ID -> task`` of an ``ID task`` file (the last line of an ID wins)."""
     return {task.id: task.text
             for task in (parse_task_line(line, path, offset) for offset, line in lines(path))}
@@ -71,7 +71,7 @@ def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
     finished = _ids(store.finished)
     failed = _ids(store.failed)
     listed = _texts(store.toprocess)
-    recorded: Set[int] = set(finished) | set(failed)
+    recorded: set[int] = set(finished) | set(failed)
     todo = {task_id: text for task_id, text in listed.items() if task_id not in recorded}
     put_back = 0
     for task_id, text in enumerate(tasklist):

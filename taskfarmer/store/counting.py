@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .state import StateStore
@@ -18,7 +18,7 @@ class LineCounter:
         self.offset = 0
         self.count = 0
 
-    def update(self, end: Optional[int] = None) -> int:
+    def update(self, end: int | None = None) -> int:
         """Count complete lines up to ``end`` (default: the end of the file).
 
         Without the lock, the file can be replaced while we read it (a compaction on another

@@ -40,7 +40,7 @@ import multiprocessing
 import os
 import socket
 import time
-from typing import Callable, Tuple
+from typing import Callable
 
 from ..errors import LockError, operation
 from .files import StateFiles
@@ -146,7 +146,7 @@ class ExclusionCheck:
         return _error(self.lock_file, line)
 
 
-def _fields(line: bytes) -> Tuple[bytes, bytes, bytes]:
+def _fields(line: bytes) -> tuple[bytes, bytes, bytes]:
     """(state, HOST:PID:NONCE, lock file) of a ``holder`` line."""
     state, _, rest = line.partition(b" ")
     who, _, rest = rest.partition(b" ")

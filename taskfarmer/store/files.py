@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Tuple
 
 from ..errors import FilesystemError
 
@@ -40,7 +39,7 @@ class StateFiles:
         self.failed_requeue = workdir / "failed.requeue"
         self.leases = workdir / "leases"
         self.logs = workdir / "logs"
-        self._fds: Dict[Path, Tuple[int, int]] = {}  # path -> (fd, pid that opened it)
+        self._fds: dict[Path, tuple[int, int]] = {}  # path -> (fd, pid that opened it)
         self._toprocess_ino = -1
 
     def fd(self, path: Path) -> int:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 from ..errors import ConfigError
 
@@ -58,7 +58,7 @@ class _StatFs(ctypes.Structure):
     _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 120)]
 
 
-def filesystem_magic(path: Path) -> Optional[int]:
+def filesystem_magic(path: Path) -> int | None:
     """``f_type`` of the filesystem holding ``path`` (or its nearest existing ancestor)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     probe = path.absolute()

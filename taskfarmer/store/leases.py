@@ -6,7 +6,6 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Set
 
 from ..errors import FilesystemError, operation
 from ..hpc.identity import Identity
@@ -57,7 +56,7 @@ class Leases:
         self.files = files
         self.directory = files.leases
         self.ledger = ledger
-        self._held: Set[str] = set()  # leases found alive during the current lock hold
+        self._held: set[str] = set()  # leases found alive during the current lock hold
 
     def begin_hold(self) -> None:
         """*locked* Forget what the previous lock hold found out."""
@@ -111,7 +110,7 @@ class Leases:
         self._held.discard(lease.name)
         lease.path.unlink(missing_ok=True)
 
-    def abandon(self, prefix: str) -> List[str]:
+    def abandon(self, prefix: str) -> list[str]:
         """Without the lock: rename our lease files (names starting with ``prefix``) to
         ``NAME.dead``, the commit point of :meth:`revoke`, which the next lock holder finishes
         at once. Only for a farmer whose lock did not exclude, after its tasks are gone
@@ -128,7 +127,7 @@ class Leases:
         return renamed
 
     @operation("list", lambda self: self.directory)
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         """The names of the lease files, live or half-revoked (``NAME.dead``): one listing,
         no file read (heartbeats run on parallel filesystems, where each read costs)."""
         try:
@@ -136,7 +135,7 @@ class Leases:
         except FileNotFoundError:
             return []
 
-    def infos(self) -> List[LeaseInfo]:
+    def infos(self) -> list[LeaseInfo]:
         """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
         infos = []
         for name in self.names():
@@ -158,7 +157,7 @@ class Leases:
         """*locked* True if any lease file (live or half-revoked) exists."""
         return bool(self.names())
 
-    def revoke(self, name: str) -> List[Task]:
+    def revoke(self, name: str) -> list[Task]:
         """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``.
 
         First the lease file is renamed to ``NAME.dead`` — atomic, and the commit point: from

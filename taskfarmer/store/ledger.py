@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from collections.abc import Iterable
+from typing import Callable
 
 from ..errors import StateError
 from ..tasks import Task
@@ -37,7 +38,7 @@ class Ledger:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.files = files
         self.monotonic = monotonic
-        self._incomplete: Optional[Tuple[int, float]] = None  # (size of toprocess, seen since)
+        self._incomplete: tuple[int, float] | None = None  # (size of toprocess, seen since)
 
     def cursor(self) -> int:
         """*locked* Byte offset in ``toprocess`` of the first task not yet taken."""
@@ -55,7 +56,7 @@ class Ledger:
         except (IndexError, ValueError):
             raise StateError(claims, f"malformed last line {last[:60]!r}", size) from None
 
-    def peek_cursor(self) -> Optional[int]:
+    def peek_cursor(self) -> int | None:
         """The cursor read without the lock, for displays; None during a compaction."""
         try:
             with open(self.files.claims, "rb") as handle:
@@ -106,15 +107,15 @@ class Ledger:
         cut_incomplete_line(toprocess, self.files.torn)
         return self.files.size(toprocess) > cursor
 
-    def take(self, name: str, count: int) -> List[Task]:
+    def take(self, name: str, count: int) -> list[Task]:
         """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for lease
         ``name``: read a chunk at the cursor, append one claim line per task."""
         toprocess = self.files.toprocess
         cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(toprocess)
         size = os.fstat(fd).st_size
-        tasks: List[Task] = []
-        records: List[bytes] = []
+        tasks: list[Task] = []
+        records: list[bytes] = []
         lease = name.encode()
         chunk = CLAIM_READ
         while cursor < size and len(tasks) < count:
@@ -143,18 +144,18 @@ class Ledger:
         if data:
             append(self.files.fd(self.files.toprocess), self.files.toprocess, data)
 
-    def queued_ids(self) -> Set[int]:
+    def queued_ids(self) -> set[int]:
         """*locked* The IDs of the tasks after the cursor."""
         return set(line_ids(self.files.toprocess, start=self.cursor()))
 
-    def running_tasks(self, name: str) -> List[Task]:
+    def running_tasks(self, name: str) -> list[Task]:
         """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued.
 
         Scans ``claims``, ``finished``, ``failed`` and ``toprocess``: O(size of the state), done
         only when recovering a lease, never per task.
         """
         files = self.files
-        owned: Set[int] = set()
+        owned: set[int] = set()
         wanted = name.encode()
         for offset, line in lines(files.claims):
             if line == COMPACT_MARK:
@@ -172,7 +173,7 @@ class Ledger:
             owned.difference_update(line_ids(path))
         cursor = self.cursor()
         owned.difference_update(line_ids(files.toprocess, start=cursor))
-        found: Dict[int, Task] = {}
+        found: dict[int, Task] = {}
         for offset, line in lines(files.toprocess, end=cursor):
             head = line.partition(b" ")[0]
             if head.isdigit() and int(head) in owned:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Tuple
+from typing import BinaryIO
 
 from ..errors import FilesystemError, StateError
 from ..tasks import Task
@@ -110,7 +111,7 @@ def parse_task_line(line: bytes, path: Path, offset: int) -> Task:
                          line_number(path, offset)) from None
 
 
-def line_number(path: Path, offset: int) -> Optional[int]:
+def line_number(path: Path, offset: int) -> int | None:
     """The 1-based number of the line that starts at byte ``offset`` of ``path`` (for error
     messages: reads the file up to there); None if it cannot be read."""
     try:
@@ -132,7 +133,7 @@ def task_line(task: Task) -> bytes:
     return b"%d %s\n" % (task.id, task.text.encode("utf-8"))
 
 
-def lines(path: Path, start: int = 0, end: Optional[int] = None) -> Iterator[Tuple[int, bytes]]:
+def lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, line)`` for the complete lines of ``path`` in ``[start, end)``."""
     try:
         handle = open(path, "rb")
@@ -163,7 +164,7 @@ def complete_end(fd: int, floor: int, size: int) -> int:
     return floor
 
 
-def cut_incomplete_line(path: Path, torn: Path) -> Optional[bytes]:
+def cut_incomplete_line(path: Path, torn: Path) -> bytes | None:
     """*locked* Cut an incomplete last line (no newline) off ``path``, keep it in ``torn``.
 
     Returns the fragment, or None if ``path`` is missing, empty or ends with a newline.
@@ -184,7 +185,7 @@ def cut_incomplete_line(path: Path, torn: Path) -> Optional[bytes]:
     return fragment
 
 
-def line_ids(path: Path, start: int = 0, end: Optional[int] = None) -> Iterator[int]:
+def line_ids(path: Path, start: int = 0, end: int | None = None) -> Iterator[int]:
     """The IDs of the ``ID ...`` lines of ``path`` in ``[start, end)`` (others are skipped)."""
     for _, line in lines(path, start, end):
         head = line.partition(b" ")[0]

@@ -29,9 +29,10 @@ say, and only lines after them are new.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Optional, Tuple
+from typing import BinaryIO
 
 from ..errors import StateError, TasklistError
 from ..tasks import Task, TaskList
@@ -75,7 +76,7 @@ class ListImport:
 
     # -- the state file ------------------------------------------------------------------------
 
-    def state(self) -> Optional[Imported]:
+    def state(self) -> Imported | None:
         """What ``imported`` says, or None if there is no such file."""
         try:
             text = self.state_path.read_text()
@@ -166,7 +167,7 @@ class ListImport:
             tmp.unlink(missing_ok=True)
         return lines
 
-    def _copy_prefix(self, handle: BinaryIO, end: int, tmp: Optional[Path] = None) -> int:
+    def _copy_prefix(self, handle: BinaryIO, end: int, tmp: Path | None = None) -> int:
         """Write the list's first ``end`` bytes to ``tmp`` (default ``tasklist.tmp``,
         fsynced, to be renamed into place); returns their number of lines."""
         lines = 0
@@ -185,7 +186,7 @@ class ListImport:
         return counted.count
 
     def _batch(self, tasklist: Path, handle: BinaryIO, state: Imported
-               ) -> Tuple[int, Imported]:
+               ) -> tuple[int, Imported]:
         """Import up to :data:`BATCH` bytes of complete lines after ``state``; (-1, state) if
         there are none."""
         size = os.fstat(handle.fileno()).st_size
@@ -271,7 +272,7 @@ class ListImport:
             f"{now!r}): use a new --workdir, or --accept-list to take the list as it is now"),
             line=line)
 
-    def _first_difference(self, handle: BinaryIO, start: int, end: int) -> Optional[int]:
+    def _first_difference(self, handle: BinaryIO, start: int, end: int) -> int | None:
         """Offset of the first byte in ``[start, end)`` where the list and the copy differ."""
         try:
             copy = open(self.copy_path, "rb")

@@ -21,8 +21,8 @@ import hashlib
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 from filelock import AcquireReturnProxy, BaseFileLock, SoftFileLock, Timeout, UnixFileLock
 
@@ -87,7 +87,7 @@ class BlockingFlockLock(UnixFileLock):
     ``timeout`` and ``blocking`` are accepted for the interface and ignored.
     """
 
-    _fd: Optional[int] = None
+    _fd: int | None = None
     _depth = 0
 
     def _descriptor(self) -> int:
@@ -110,7 +110,7 @@ class BlockingFlockLock(UnixFileLock):
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def acquire(self, timeout: Optional[float] = None, poll_interval: float = 0.05,
+    def acquire(self, timeout: float | None = None, poll_interval: float = 0.05,
                 **kwargs: object) -> AcquireReturnProxy:
         """Block until this process holds the lock (or count one more nested hold)."""
         if self._depth == 0:
@@ -169,7 +169,7 @@ class WarningSoftFileLock(SoftFileLock):
         by the user, whom :meth:`acquire` tells which file it is.
         """
 
-    def acquire(self, timeout: Optional[float] = None, poll_interval: float = 0.005,
+    def acquire(self, timeout: float | None = None, poll_interval: float = 0.005,
                 **kwargs: object) -> AcquireReturnProxy:
         waited = 0.0
         while True:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Dict
 
 from ..tasks import Task
 from .files import StateFiles
@@ -27,7 +26,7 @@ class Results:
     def __init__(self, files: StateFiles, ledger: Ledger) -> None:
         self.files = files
         self.ledger = ledger
-        self._attempts: Dict[int, int] = {}
+        self._attempts: dict[int, int] = {}
         self._attempts_read = 0
 
     def record(self, task: Task, succeeded: bool, retries: int) -> Outcome:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple
 
 from filelock import BaseFileLock
 
@@ -126,11 +126,11 @@ class StateStore:
         """Bytes of TASKLIST not imported yet (no lock: a cheap test before importing)."""
         return self.list_import.unimported_bytes(tasklist)
 
-    def imported(self) -> Optional[Imported]:
+    def imported(self) -> Imported | None:
         """How much of the tasklist is imported (None: not known, e.g. PyTaskFarmer's)."""
         return self.list_import.state()
 
-    def repair(self) -> List[Tuple[Path, bytes]]:
+    def repair(self) -> list[tuple[Path, bytes]]:
         """*locked* Move half-written last lines to ``torn`` (:meth:`Workdir.repair`) and
         finish an interrupted ``--requeue-failed``. Returns what was cut."""
         cut = self.workdir_setup.repair()
@@ -144,7 +144,7 @@ class StateStore:
         """*locked* Byte offset in ``toprocess`` of the first task not yet taken."""
         return self.ledger.cursor()
 
-    def peek_cursor(self) -> Optional[int]:
+    def peek_cursor(self) -> int | None:
         """The cursor read without the lock, for displays; None during a compaction."""
         return self.ledger.peek_cursor()
 
@@ -180,16 +180,16 @@ class StateStore:
         the lock no more."""
         return self.exclusion.failed
 
-    def abandon(self, prefix: str) -> List[str]:
+    def abandon(self, prefix: str) -> list[str]:
         """Without the lock, after :attr:`lock_failed`: hand our leases (``prefix``) over to
         the next lock holder (:meth:`Leases.abandon`). Returns the names."""
         return self.lease_files.abandon(prefix)
 
-    def lease_names(self) -> List[str]:
+    def lease_names(self) -> list[str]:
         """The names of the lease files, live or half-revoked (``NAME.dead``)."""
         return self.lease_files.names()
 
-    def lease_infos(self) -> List[LeaseInfo]:
+    def lease_infos(self) -> list[LeaseInfo]:
         """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
         return self.lease_files.infos()
 
@@ -197,18 +197,18 @@ class StateStore:
         """*locked* True if any lease file (live or half-revoked) exists."""
         return self.lease_files.any()
 
-    def revoke(self, name: str) -> List[Task]:
+    def revoke(self, name: str) -> list[Task]:
         """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``
         (:meth:`Leases.revoke`). Returns them."""
         return self.lease_files.revoke(name)
 
-    def running_tasks(self, name: str) -> List[Task]:
+    def running_tasks(self, name: str) -> list[Task]:
         """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued."""
         return self.ledger.running_tasks(name)
 
     # -- taking and recording tasks ----------------------------------------------------------
 
-    def claim(self, lease: Lease, count: int) -> List[Task]:
+    def claim(self, lease: Lease, count: int) -> list[Task]:
         """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for ``lease``.
 
         Raises:

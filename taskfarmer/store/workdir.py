@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List, Tuple
 
 from ..errors import WorkdirError
 from .files import StateFiles, private_tmp
@@ -53,7 +53,7 @@ class Workdir:
         tmp = private_tmp(files.toprocess)
         try:
             with open(tmp, "wb") as out:
-                buffer: List[bytes] = []
+                buffer: list[bytes] = []
                 for task_id, text in enumerate(lines):
                     buffer.append(b"%d %s\n" % (task_id, text.encode("utf-8")))
                     if len(buffer) >= 4096:
@@ -75,7 +75,7 @@ class Workdir:
             tmp.unlink(missing_ok=True)
         return True
 
-    def repair(self) -> List[Tuple[Path, bytes]]:
+    def repair(self) -> list[tuple[Path, bytes]]:
         """*locked* Move half-written last lines (left by a crashed node) to ``torn``.
 
         Every writer appends whole lines in one ``write(2)``, so a last line without its

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 from ..errors import operation
 
@@ -53,7 +53,7 @@ class TaskCounts(NamedTuple):
         return _FORMAT % (self.done, self.failed, self.running, self.pending)
 
     @staticmethod
-    def decode(data: bytes) -> Optional[TaskCounts]:
+    def decode(data: bytes) -> TaskCounts | None:
         """A record read back; None if missing or torn."""
         if len(data) != _RECORD or not data.endswith(b"\n"):
             return None
@@ -123,7 +123,7 @@ class TimelineState:
         return True
 
     @operation("read", lambda self: self.path)
-    def counts(self) -> Optional[TaskCounts]:
+    def counts(self) -> TaskCounts | None:
         """*locked* The counts; None if never written or torn."""
         return TaskCounts.decode(os.pread(self._descriptor(), _RECORD, 0))
 
@@ -137,7 +137,7 @@ class TimelineState:
 
     @operation("update", lambda self, *_, **__: self.path)
     def change(self, done: int = 0, failed: int = 0, running: int = 0,
-               pending: int = 0) -> Optional[TaskCounts]:
+               pending: int = 0) -> TaskCounts | None:
         """*locked* Apply deltas; the new counts, or None while they are unknown."""
         old = self.counts()
         if old is None:
@@ -147,7 +147,7 @@ class TimelineState:
         return new
 
     @operation("read", lambda self: self.path)
-    def track_ids(self) -> List[int]:
+    def track_ids(self) -> list[int]:
         """*locked* The process ids of the tracks of every farmer so far, in start order."""
         fd = self._descriptor()
         size = os.fstat(fd).st_size

@@ -33,9 +33,10 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
 from __future__ import annotations
 
 import zlib
-from typing import Any, Collection, Dict, List, Mapping, Optional
+from collections.abc import Collection, Mapping
+from typing import Any
 
-Event = Dict[str, Any]
+Event = dict[str, Any]
 
 #: The process track of the workdir-wide counters (never a farmer's: see :func:`choose_pid`).
 COUNTERS_PID = 1
@@ -79,9 +80,9 @@ def process_title(node: str, labels: Mapping[str, str], own_pid: bool) -> str:
 
 
 def farmer_tracks(pid: int, title: str, labels: Mapping[str, str], order: int,
-                  proc: int) -> List[Event]:
+                  proc: int) -> list[Event]:
     """Metadata of a farmer's process track and its worker threads (tids 1..``proc``)."""
-    events: List[Event] = [
+    events: list[Event] = [
         {"name": "process_name", "ph": "M", "pid": pid, "args": {"name": title}},
         {"name": "process_sort_index", "ph": "M", "pid": pid, "args": {"sort_index": order}},
     ]
@@ -99,7 +100,7 @@ def farmer_tracks(pid: int, title: str, labels: Mapping[str, str], order: int,
 
 
 def execution(task_id: int, command: str, start: float, end: float, pid: int, tid: int,
-              outcome: str, rerun: bool, args: Dict[str, Any]) -> List[Event]:
+              outcome: str, rerun: bool, args: dict[str, Any]) -> list[Event]:
     """The slice of one execution, its flow ends and, unless it finished, its end marker.
 
     ``rerun``: an earlier execution of this task exists (its slice has the flow's start).
@@ -123,7 +124,7 @@ def execution(task_id: int, command: str, start: float, end: float, pid: int, ti
     return events
 
 
-def instant(name: str, at: float, pid: int, args: Optional[Dict[str, Any]] = None) -> Event:
+def instant(name: str, at: float, pid: int, args: dict[str, Any] | None = None) -> Event:
     """A marker on a farmer's process track (farmer start/end, stop signal, takeover)."""
     return {"name": name, "ph": "i", "s": "p", "ts": _us(at), "pid": pid,
             "args": dict(args or {})}

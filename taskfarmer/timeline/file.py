@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List, Optional
 
 from ..errors import operation
 from .counts import ProcessDescriptor, TimelineState
@@ -131,7 +131,7 @@ class Timeline:
         os.ftruncate(fd, 0)
         return True
 
-    def _replace(self, events: Optional[List[Event]]) -> None:
+    def _replace(self, events: list[Event] | None) -> None:
         """Put ``events`` in this layout in place of the file (None: it is unreadable).
 
         Written to a temporary file and renamed over the old one: a crash leaves either the
@@ -161,7 +161,7 @@ def _encode(event: Event) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
-def _foreign_events(path: Path) -> Optional[List[Event]]:
+def _foreign_events(path: Path) -> list[Event] | None:
     """The events of a trace file in another layout (an array, or ``traceEvents`` of an
     object); None if it is not readable as one."""
     try:

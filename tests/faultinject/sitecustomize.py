@@ -33,7 +33,7 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 _ROOT = os.environ.get("FAULT_ROOT", "")
 _MODE = os.environ.get("FAULT_MODE", "")
@@ -51,7 +51,7 @@ _real_readlink = os.readlink
 _busy = False  # our own bookkeeping calls are not counted
 
 
-def _path_of(target: Any) -> Optional[str]:
+def _path_of(target: Any) -> str | None:
     """The path a call acts on, or None if it is not under ``FAULT_ROOT``."""
     if isinstance(target, int):
         try:
@@ -192,7 +192,7 @@ def _wrap_close() -> None:
 class _FaultFileIO(io.FileIO):
     """A raw file whose reads, writes and truncations count."""
 
-    def write(self, data: Any) -> Optional[int]:  # type: ignore[override]
+    def write(self, data: Any) -> int | None:  # type: ignore[override]
         try:
             _check("write", self.name)
         except OSError as error:
@@ -201,11 +201,11 @@ class _FaultFileIO(io.FileIO):
             raise
         return super().write(data)
 
-    def readinto(self, buffer: Any) -> Optional[int]:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int | None:  # type: ignore[override]
         _check("read", self.name)
         return super().readinto(buffer)
 
-    def truncate(self, size: Optional[int] = None) -> int:
+    def truncate(self, size: int | None = None) -> int:
         _check("ftruncate", self.name)
         return super().truncate(size)
 
@@ -213,8 +213,8 @@ class _FaultFileIO(io.FileIO):
 _real_io_open = io.open
 
 
-def _open(file: Any, mode: str = "r", buffering: int = -1, encoding: Optional[str] = None,
-          errors: Optional[str] = None, newline: Optional[str] = None, closefd: bool = True,
+def _open(file: Any, mode: str = "r", buffering: int = -1, encoding: str | None = None,
+          errors: str | None = None, newline: str | None = None, closefd: bool = True,
           opener: Any = None) -> Any:
     if isinstance(file, int) or _busy or not _MODE or _path_of(file) is None:
         return _real_io_open(file, mode, buffering, encoding, errors, newline, closefd, opener)

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Set
 
 RB_POWER_OFF = 0x4321FEDC
 
@@ -56,8 +55,8 @@ class Agent:
         self.cmd = node_dir / "cmd"
         self.out = node_dir / "out"
         self.out.mkdir(exist_ok=True)
-        self.seen: Set[str] = set()
-        self.jobs: Dict[int, str] = {}  # pid -> request name
+        self.seen: set[str] = set()
+        self.jobs: dict[int, str] = {}  # pid -> request name
         # Everything alive now (rpcbind, rpc.statd) belongs to the node, not to a test.
         self.system = {int(p) for p in os.listdir("/proc") if p.isdigit()}
 

@@ -20,8 +20,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator
 
 import pytest
 
@@ -30,7 +30,7 @@ from .lab import APT_PACKAGES, MountOptions, NfsLab, missing_requirements
 _HERE = Path(__file__).resolve().parent
 
 #: Measurements reported at the end of the run ("name" -> seconds).
-TIMINGS: Dict[str, float] = {}
+TIMINGS: dict[str, float] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
 
 from .lab import Job, NfsLab, Node, Result
 
@@ -46,9 +46,9 @@ class Farmer:
 
 
 def start_farmers(lab: NfsLab, tasklist: Path, args: Sequence[str], per_node: int = 2,
-                  nodes: Optional[Sequence[Node]] = None,
-                  env: Optional[Mapping[str, str]] = None,
-                  node_env: Optional[Mapping[str, Mapping[str, str]]] = None) -> List[Farmer]:
+                  nodes: Sequence[Node] | None = None,
+                  env: Mapping[str, str] | None = None,
+                  node_env: Mapping[str, Mapping[str, str]] | None = None) -> list[Farmer]:
     """Start ``per_node`` farmers on each node (A and B by default), interleaved A, B, A, B.
 
     ``node_env`` adds variables per node name (``{"A": {"SCRATCH": ...}}``).
@@ -56,18 +56,18 @@ def start_farmers(lab: NfsLab, tasklist: Path, args: Sequence[str], per_node: in
     farmers = []
     for _ in range(per_node):
         for node in nodes or (lab.a, lab.b):
-            variables: Dict[str, str] = {**(env or {}), **(node_env or {}).get(node.name, {})}
+            variables: dict[str, str] = {**(env or {}), **(node_env or {}).get(node.name, {})}
             farmers.append(Farmer(node, node.spawn(farmer_command(lab, tasklist, args),
                                                    env=variables)))
     return farmers
 
 
-def wait_all(farmers: Sequence[Farmer], timeout: float = 240) -> List[Result]:
+def wait_all(farmers: Sequence[Farmer], timeout: float = 240) -> list[Result]:
     """Wait for every farmer; their results in start order."""
     return [farmer.wait(timeout) for farmer in farmers]
 
 
-def ids(path: Path) -> List[int]:
+def ids(path: Path) -> list[int]:
     """Task IDs of an ``ID ...`` state file, in file order (none if it does not exist)."""
     if not path.exists():
         return []
@@ -82,10 +82,10 @@ def no_nul(workdir: Path) -> None:
             assert b"\0" not in path.read_bytes(), f"NUL bytes in {path}"
 
 
-def timeline_outcomes(workdir: Path) -> Dict[int, List[str]]:
+def timeline_outcomes(workdir: Path) -> dict[int, list[str]]:
     """Task ID -> outcomes of its executions in ``timeline.json`` (which must be valid JSON)."""
     events = json.loads((workdir / "timeline.json").read_text())
-    outcomes: Dict[int, List[str]] = {}
+    outcomes: dict[int, list[str]] = {}
     for event in events:
         if event.get("ph") == "X" and "id" in event.get("args", {}):
             outcomes.setdefault(event["args"]["id"], []).append(event["args"].get("outcome", ""))

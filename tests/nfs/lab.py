@@ -30,9 +30,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -62,7 +62,7 @@ class LabError(RuntimeError):
     """The lab could not be started or a node did not answer."""
 
 
-def missing_requirements() -> List[str]:
+def missing_requirements() -> list[str]:
     """What this machine lacks to run the lab (empty: it can run)."""
     missing = [name for name in PROGRAMS if shutil.which(name) is None]
     if not glob.glob(FSAL_VFS_GLOB):
@@ -153,14 +153,14 @@ exec ganesha.nfsd -F -f {state}/ganesha.conf -L {state}/ganesha.log -p {state}/g
 """
 
 
-def in_namespaces(netns: str, argv: Sequence[str], *, mount_ns: bool = False) -> List[str]:
+def in_namespaces(netns: str, argv: Sequence[str], *, mount_ns: bool = False) -> list[str]:
     """``argv`` in network namespace ``netns`` and a new PID namespace, killed with its parent."""
     return ["setpriv", "--pdeathsig", "KILL", "ip", "netns", "exec", netns,
             "unshare", "--pid", "--fork", "--kill-child", *(["--mount"] if mount_ns else []),
             *argv]
 
 
-def uml_command(node_dir: Path, tap: str) -> List[str]:
+def uml_command(node_dir: Path, tap: str) -> list[str]:
     """Boot a UML node: hostfs root read-only, ``node_init.sh`` as init, one tap interface."""
     return ["linux", f"mem={NODE_MEM_MB}M", "root=/dev/root", "rootfstype=hostfs",
             "rootflags=/", "ro", f"init={HERE / 'node_init.sh'}",
@@ -177,7 +177,7 @@ def node_env_file(name: str, addr: str) -> str:
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
 
-def node_environment() -> Dict[str, str]:
+def node_environment() -> dict[str, str]:
     """Environment of commands on a node: this Python first on PATH, this repository's code."""
     return {
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/sbin",
@@ -188,9 +188,9 @@ def node_environment() -> Dict[str, str]:
     }
 
 
-def mountstats_ops(text: str, mountpoint: str = MOUNTPOINT) -> Dict[str, int]:
+def mountstats_ops(text: str, mountpoint: str = MOUNTPOINT) -> dict[str, int]:
     """Operation counts of the mount at ``mountpoint`` in a ``/proc/self/mountstats`` text."""
-    ops: Dict[str, int] = {}
+    ops: dict[str, int] = {}
     current = False
     in_ops = False
     for line in text.splitlines():
@@ -266,7 +266,7 @@ class Node:
         self.dir = directory
         self.netns = netns
         self.tap = f"tap{name}"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -285,7 +285,7 @@ class Node:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_file(self, path: Path, timeout: float, what: str,
-                  partial: Optional[Job] = None) -> None:
+                  partial: Job | None = None) -> None:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if self.proc is not None and self.proc.poll() is not None:
@@ -309,14 +309,14 @@ class Node:
         name = self._request(request)
         self.wait_file(self.dir / "out" / f"{name}.rc", timeout, f"agent op {request}")
 
-    def spawn(self, command: str, env: Optional[Mapping[str, str]] = None,
-              cwd: Optional[str] = None) -> Job:
+    def spawn(self, command: str, env: Mapping[str, str] | None = None,
+              cwd: str | None = None) -> Job:
         """Start shell ``command`` on the node (own session) and return at once."""
         full_env = {**node_environment(), **(env or {})}
         return Job(self, self._request({"sh": command, "env": full_env, "cwd": cwd}), command)
 
-    def run(self, command: str, timeout: float = 120, env: Optional[Mapping[str, str]] = None,
-            cwd: Optional[str] = None, check: bool = False) -> Result:
+    def run(self, command: str, timeout: float = 120, env: Mapping[str, str] | None = None,
+            cwd: str | None = None, check: bool = False) -> Result:
         """Run shell ``command`` on the node to completion."""
         result = self.spawn(command, env, cwd).wait(timeout)
         if check and result.rc != 0:
@@ -327,7 +327,7 @@ class Node:
         """Kill every process a test started on this node (tasks of killed farmers too)."""
         self.control({"op": "killall"})
 
-    def mountstats(self) -> Dict[str, int]:
+    def mountstats(self) -> dict[str, int]:
         """Operation counts of this node's NFS client on the export since it was mounted."""
         return mountstats_ops(self.run("cat /proc/self/mountstats", check=True).out)
 
@@ -393,10 +393,10 @@ class NfsLab:
         self.state = root / "server"
         self.netns = f"tfnfs-{os.getpid()}-{NfsLab._count}"
         self.nodes = {name: Node(name, root / f"node{name}", self.netns) for name in NODE_ADDRS}
-        self.server: Optional[subprocess.Popen] = None
-        self.mounted: Optional[MountOptions] = None
+        self.server: subprocess.Popen | None = None
+        self.mounted: MountOptions | None = None
         self.netns_made = False
-        self.start_seconds: Optional[float] = None
+        self.start_seconds: float | None = None
 
     @property
     def a(self) -> Node:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable
 
 import pytest
 
@@ -82,7 +82,7 @@ def one_line_lock_error(result: Result) -> None:
     assert "did not keep out another farmer" in lines[0], result
 
 
-def stopped_on_lock_errors(results: List[Result]) -> List[Result]:
+def stopped_on_lock_errors(results: list[Result]) -> list[Result]:
     """The farmers that stopped on the lock error (at least one; the others ended done, 0);
     none with a traceback."""
     for result in results:

@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar, Union
+from typing import Callable, TypeVar, Union
 
 CLUSTER_SH = Path(__file__).resolve().with_name("cluster.sh")
 NODES = ("n1", "n2")

@@ -13,8 +13,9 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable
 
 import pytest
 from farmhelp import ids
@@ -59,19 +60,19 @@ class Campaign:
                                          for i, kind in enumerate(kinds)))
 
     @property
-    def all(self) -> List[int]:
+    def all(self) -> list[int]:
         return self.quick + self.gated
 
     def open_gate(self) -> None:
         (self.root / "gate").touch()
 
-    def execution_counts(self) -> Dict[int, int]:
+    def execution_counts(self) -> dict[int, int]:
         """Task ID -> how many times it ran."""
         return {task: len(records) for task, records in self.executions().items()}
 
-    def executions(self) -> Dict[int, List[Dict[str, str]]]:
+    def executions(self) -> dict[int, list[dict[str, str]]]:
         """Task ID -> one record per execution: node, job, array, restart."""
-        runs: Dict[int, List[Dict[str, str]]] = {}
+        runs: dict[int, list[dict[str, str]]] = {}
         for path in (self.root / "runs").iterdir():
             for line in path.read_text().split("\n")[:-1]:  # whole lines only
                 node, *fields = line.split()
@@ -79,16 +80,16 @@ class Campaign:
                 runs.setdefault(int(path.name), []).append({"node": node, **record})
         return runs
 
-    def started(self, restart: int = 0) -> Dict[int, Dict[str, str]]:
+    def started(self, restart: int = 0) -> dict[int, dict[str, str]]:
         """Gated tasks that started in run ``restart`` of the job: ID -> the record."""
         return {task: record for task, records in self.executions().items()
                 for record in records
                 if task in self.gated and record["restart"] == str(restart)}
 
-    def state(self, name: str) -> List[int]:
+    def state(self, name: str) -> list[int]:
         return ids(self.workdir / name)
 
-    def leases(self) -> List[str]:
+    def leases(self) -> list[str]:
         return sorted(p.name for p in (self.workdir / "leases").iterdir())
 
     def output(self) -> str:
@@ -96,7 +97,7 @@ class Campaign:
         return "\n".join(p.read_text(errors="replace")
                          for p in sorted(self.root.glob("job-*.out")))
 
-    def timeline(self) -> List[dict]:
+    def timeline(self) -> list[dict]:
         return json.loads((self.workdir / "timeline.json").read_text())
 
     def assert_complete(self) -> None:
@@ -111,7 +112,7 @@ class Campaign:
 def make_campaign(slurm: SlurmCluster, tmp_path: Path) -> Iterator[Callable[..., Campaign]]:
     """``make_campaign(quick=, gated=)``: a campaign in a new directory under the test's tmp
     dir. Opens every gate afterwards, so that no gated task outlives a failed test."""
-    campaigns: List[Campaign] = []
+    campaigns: list[Campaign] = []
 
     def make(quick: int = 0, gated: int = 0) -> Campaign:
         root = tmp_path / f"campaign{len(campaigns)}"
@@ -125,9 +126,9 @@ def make_campaign(slurm: SlurmCluster, tmp_path: Path) -> Iterator[Callable[...,
 
 
 def _wait_started(slurm: SlurmCluster, campaign: Campaign, count: int, restart: int = 0,
-                  timeout: float = 60) -> Dict[int, Dict[str, str]]:
+                  timeout: float = 60) -> dict[int, dict[str, str]]:
     """Wait until ``count`` gated tasks of run ``restart`` have started; return them."""
-    def enough() -> Optional[Dict[int, Dict[str, str]]]:
+    def enough() -> dict[int, dict[str, str]] | None:
         started = campaign.started(restart)
         return started if len(started) >= count else None
 
@@ -144,7 +145,7 @@ def _submit(slurm: SlurmCluster, script: str, campaign: Campaign, farmer_opts: s
 
 
 def _wait_done(slurm: SlurmCluster, job: str, campaign: Campaign,
-               states: Tuple[str, ...] = ("COMPLETED",), timeout: float = 90) -> List[JobInfo]:
+               states: tuple[str, ...] = ("COMPLETED",), timeout: float = 90) -> list[JobInfo]:
     """Wait until every record of ``job`` (every array element) is in ``states``."""
     try:
         return slurm.wait_jobs(job, states, timeout=timeout)
@@ -152,9 +153,9 @@ def _wait_done(slurm: SlurmCluster, job: str, campaign: Campaign,
         raise AssertionError(f"{error}\n{campaign.output()}") from error
 
 
-def _farmer_tracks(events: List[dict]) -> Dict[int, Dict[str, object]]:
+def _farmer_tracks(events: list[dict]) -> dict[int, dict[str, object]]:
     """Farmer track id -> its name, labels and worker tids, from the metadata events."""
-    tracks: Dict[int, Dict[str, object]] = {}
+    tracks: dict[int, dict[str, object]] = {}
     for event in events:
         if event["ph"] != "M" or event["pid"] == COUNTERS_PID:
             continue
@@ -279,7 +280,7 @@ def test_usr1_to_the_job_step_puts_running_tasks_back(slurm: SlurmCluster, make_
 
 
 def _run_requeued_campaign(slurm: SlurmCluster, campaign: Campaign, job: str, running: int,
-                           *signal_args: str) -> Set[int]:
+                           *signal_args: str) -> set[int]:
     """Signal the job (``scancel SIGNAL_ARGS``) once ``running`` gated tasks run; let it requeue
     itself and finish. Returns the tasks that were in flight at the signal."""
     in_flight = set(_wait_started(slurm, campaign, running))
@@ -304,7 +305,7 @@ def _run_requeued_campaign(slurm: SlurmCluster, campaign: Campaign, job: str, ru
 
 
 def test_requeue_example_continues_after_usr1(slurm: SlurmCluster, make_campaign: Make,
-                                              slurm_timings: Dict[str, float]) -> None:
+                                              slurm_timings: dict[str, float]) -> None:
     """slurm_requeue.sh signalled as ``--signal=B:USR1@T`` does (``scancel --batch``): the
     batch script passes USR1 to the farmer, requeues the job, and the campaign completes."""
     campaign = make_campaign(quick=2, gated=6)

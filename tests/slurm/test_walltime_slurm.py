@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import pytest
 from farmhelp import ids
@@ -31,11 +30,11 @@ echo "end $(date +%s)" >> "$1/runs/$PROC_NUMBER"
 """
 
 
-def _executions(root: Path) -> Dict[int, List[Tuple[int, str, bool]]]:
+def _executions(root: Path) -> dict[int, list[tuple[int, str, bool]]]:
     """Task ID -> its executions: (start, job id, ended)."""
-    found: Dict[int, List[Tuple[int, str, bool]]] = {}
+    found: dict[int, list[tuple[int, str, bool]]] = {}
     for path in (root / "runs").iterdir():
-        runs: List[Tuple[int, str, bool]] = []
+        runs: list[tuple[int, str, bool]] = []
         for line in path.read_text().splitlines():
             word, stamp, *job = line.split()
             if word == "start":
@@ -50,7 +49,7 @@ def _epoch(text: str) -> float:
     return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
 
 
-def _job(slurm: SlurmCluster, root: Path, options: str) -> Tuple[JobInfo, str]:
+def _job(slurm: SlurmCluster, root: Path, options: str) -> tuple[JobInfo, str]:
     """Run the farmer in a one-minute job, directly in the batch shell (no srun, no
     --signal); return the job's record and output."""
     job = slurm.sbatch(None, wrap=f"exec farmer tasks.txt --proc 2 --stop-margin {MARGIN} "
@@ -81,7 +80,7 @@ def _check_stopped_in_time(root: Path, info: JobInfo, output: str, source: str) 
 
 
 def test_one_minute_jobs_start_only_tasks_that_fit(slurm: SlurmCluster, tmp_path: Path,
-                                                  slurm_timings: Dict[str, float]) -> None:
+                                                  slurm_timings: dict[str, float]) -> None:
     began = time.monotonic()
     root = tmp_path
     (root / "runs").mkdir()
