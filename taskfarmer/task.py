@@ -23,9 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from filelock import BaseFileLock
-
-from .store.locking import make_lock
+from .store import WorkdirLock, make_lock
 
 
 class TaskList:
@@ -40,7 +38,7 @@ class TaskList:
         self.path = path
         self.workdir = workdir
         self.tasks: list[str] = []
-        self._lock: BaseFileLock | None = None
+        self._lock: WorkdirLock | None = None
 
     def lock(self) -> None:
         """Take the farmer's lock of the workdir (held already: nothing)."""

@@ -30,7 +30,7 @@ from tmpfs import Tmpfs
 
 from taskfarmer.errors import FilesystemError
 from taskfarmer.logs.joblog import Entry, JobLog
-from taskfarmer.store.lines import append
+from taskfarmer.store import append_lines as append
 
 # -- SCRATCH ------------------------------------------------------------------------------------
 

@@ -15,9 +15,8 @@ from farmhelp import ids, start_farmer, wait_for, write_tasklist
 from taskfarmer.errors import ConfigError
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.logs.joblog import Entry, JobLog
-from taskfarmer.store import LineCounter, StateStore, coherent_io
+from taskfarmer.store import LineCounter, StateStore, append_lines, coherent_io
 from taskfarmer.store.ledger import INCOMPLETE_WAIT
-from taskfarmer.store.lines import append
 from taskfarmer.store.locking import make_lock
 from taskfarmer.timeline.counts import TaskCounts
 from taskfarmer.timeline.events import execution
@@ -249,7 +248,7 @@ def test_an_append_after_a_half_written_line_moves_the_half_line_to_torn(tmp_pat
     path.write_bytes(b"1 echo a\n2 echo")
     fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
-        append(fd, path, b"3 echo c\n")
+        append_lines(fd, path, b"3 echo c\n")
     finally:
         os.close(fd)
     assert path.read_bytes() == b"1 echo a\n3 echo c\n"

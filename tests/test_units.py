@@ -1,16 +1,14 @@
-"""Unit tests of the small pure pieces: timeline file, displays, SLURM env, argv, locks."""
+"""Unit tests of the small pure pieces: timeline file, displays, SLURM env, argv (the locks:
+tests/unit/store)."""
 
 from __future__ import annotations
 
 import io
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from filelock import SoftFileLock, Timeout
 from rich.console import Console
 
 from taskfarmer.cli.progress import PlainDisplay, RichDisplay
@@ -22,7 +20,6 @@ from taskfarmer.farm.signals import StopRequest, died_of_stop_signal
 from taskfarmer.hpc.slurm import default_proc, job_labels
 from taskfarmer.runners.basic import shell_argv
 from taskfarmer.store import Counts
-from taskfarmer.store.locking import lock_path, make_lock
 from taskfarmer.timeline.events import choose_pid, execution, process_title
 from taskfarmer.timeline.file import Timeline
 
@@ -149,41 +146,6 @@ def test_argparse_style_abbreviations() -> None:
         translate(["--list"], KNOWN)
 
 
-def test_lock_path_uses_scratch_and_the_absolute_workdir(tmp_path: Path) -> None:
-    assert lock_path(tmp_path / "w", {}) == tmp_path / "w" / "lock"
-    scratch = lock_path(tmp_path / "w", {"SCRATCH": "/scratch"})
-    assert scratch.parent == Path("/scratch") and scratch.name.startswith("taskfarmer_")
-    relative = lock_path(Path("w"), {"SCRATCH": "/scratch"})
-    assert relative != scratch  # a different absolute workdir
-
-
-def test_flock_lock_excludes_other_processes_counts_nesting_and_force_releases(
-    tmp_path: Path,
-) -> None:
-    lock = make_lock(tmp_path, "flock", {})
-    probe = ("import fcntl, os, sys\n"
-             "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
-             "except BlockingIOError:\n    sys.exit(1)\n")
-
-    def free() -> bool:
-        """Could another process take the lock now? (It lets go at once.)"""
-        return subprocess.run([sys.executable, "-c", probe, str(tmp_path / "lock")]).returncode == 0
-
-    with lock:
-        assert not free()
-        with lock:
-            assert lock.lock_counter == 2
-        assert lock.is_locked and not free()  # the inner release kept it
-    assert not lock.is_locked and free()
-    lock.acquire()
-    lock.acquire()
-    lock.release(force=True)
-    assert lock.lock_counter == 0 and free()
-    lock.release()  # one too many: nothing happens
-    assert free()
-
-
 def test_stop_request_handler_records_the_first_signal_and_calls_back() -> None:
     calls = []
     stop = StopRequest()
@@ -219,14 +181,6 @@ def test_shell_argv() -> None:
     assert shell_argv("echo 'a b' | wc") == ["/bin/sh", "-c", "echo 'a b' | wc"]
 
 
-def test_farmer_names_are_safe_path_components() -> None:
-    from taskfarmer.store import farmer_name
-
-    assert farmer_name("n1", 12, "ab") == "n1.12-ab"
-    assert farmer_name("rack 3/node", 7, "cd") == "rack_3_node.7-cd"
-    assert farmer_name("", 7, "cd") == "node.7-cd"
-
-
 def test_waiting_for_other_farmers_backs_off_from_a_short_poll_to_the_long_one() -> None:
     sleeps, idle = [], IDLE_POLL_FIRST
     for _ in range(8):
@@ -235,13 +189,3 @@ def test_waiting_for_other_farmers_backs_off_from_a_short_poll_to_the_long_one()
     assert sleeps[0] == IDLE_POLL_FIRST and sleeps[-1] == POLL
     assert all(b == min(2 * a, POLL) for a, b in zip(sleeps, sleeps[1:]))
     assert idle_backoff(idle, waiting=False) == (POLL, IDLE_POLL_FIRST)  # working: start over
-
-
-def test_soft_lock_never_breaks_a_lock_file_it_cannot_read(tmp_path: Path) -> None:
-    """filelock >= 4 takes over a malformed lock file unchanged for 2 s; on NFS that judgement
-    comes from stale caches and let two farmers in at once. Ours waits (and warns)."""
-    lock = make_lock(tmp_path, "soft", {})
-    Path(lock.lock_file).write_text("not a lock record\n")
-    with pytest.raises(Timeout):
-        SoftFileLock.acquire(lock, timeout=3.5, poll_interval=0.05)
-    assert Path(lock.lock_file).read_text() == "not a lock record\n"

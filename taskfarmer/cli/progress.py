@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from typing import IO, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -38,7 +38,7 @@ def summary_text(snapshot: Snapshot, rate: float | None) -> str:
 class PlainDisplay:
     """Timestamped lines for logs that are not terminals."""
 
-    def __init__(self, name: str, out: TextIO | None = None,
+    def __init__(self, name: str, out: IO[str] | None = None,
                  clock: Callable[[], float] = time.time,
                  interval: float = SUMMARY_INTERVAL) -> None:
         self.name = name
@@ -141,7 +141,7 @@ class RichDisplay(PlainDisplay):
 
 
 def make_display(name: str, clock: Callable[[], float] = time.time,
-                 out: TextIO | None = None) -> Display:
+                 out: IO[str] | None = None) -> Display:
     """A :class:`RichDisplay` if ``out`` (default: ``sys.stdout`` now) is a terminal, else a
     :class:`PlainDisplay`."""
     out = out if out is not None else sys.stdout

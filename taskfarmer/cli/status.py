@@ -10,15 +10,14 @@ import click
 from rich.console import Console
 
 from ..errors import ExitCode
-from ..store import StateStore
-from ..store.locking import lock_path, make_lock
+from ..store import StateStore, lock_path, make_lock
 
 
 def status_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: float,
                    as_json: bool, watch: bool, environ: dict[str, str]) -> ExitCode:
     """``--status``: print the status of ``workdir``; returns the exit code."""
     # Imported here, not at the top: a farm run never needs them (tests/unit/cli pins that).
-    from ..status.reader import StatusReader
+    from ..status import StatusReader
     from . import status_view
 
     lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None

@@ -1,4 +1,4 @@
-"""How ``farmer --status`` shows a :class:`~taskfarmer.status.reader.Status`: rich tables, one JSON
+"""How ``farmer --status`` shows a :class:`~taskfarmer.status.Status`: rich tables, one JSON
 document (``--json``), or tables refreshed in place (``--watch``)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..status.reader import Status
+from ..status import Status
 
 #: Seconds between refreshes of ``--watch``.
 WATCH_INTERVAL = 2.0
@@ -85,18 +85,19 @@ def render(status: Status) -> RenderableType:
         table = Table(title=f"running tasks, longest first{more}", title_justify="left")
         for column in ("ID", "node", "age", "command"):
             table.add_column(column, justify="right" if column in ("ID", "age") else "left")
-        for task in status.running_tasks:
-            table.add_row(str(task.id), task.node, duration(task.age), task.line)
+        for running in status.running_tasks:
+            table.add_row(str(running.id), running.node, duration(running.age), running.line)
         parts.append(table)
     if status.failed_tasks:
         more = f" (and {status.failed_more} more)" if status.failed_more else ""
         table = Table(title=f"failed tasks, latest first{more}", title_justify="left")
         for column in ("ID", "exit", "attempts", "log", "last line of log"):
             table.add_column(column, justify="right" if column in ("ID", "attempts") else "left")
-        for task in status.failed_tasks:
-            how = ("?" if task.exit is None else f"signal {task.signal}" if task.signal
-                   else str(task.exit))
-            table.add_row(str(task.id), how, str(task.attempts), task.log, task.last_line)
+        for failed in status.failed_tasks:
+            how = ("?" if failed.exit is None else f"signal {failed.signal}" if failed.signal
+                   else str(failed.exit))
+            table.add_row(str(failed.id), how, str(failed.attempts), failed.log,
+                          failed.last_line)
         parts.append(table)
     return Group(*parts)
 

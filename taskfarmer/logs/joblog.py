@@ -109,8 +109,8 @@ def exit_and_signal(returncode: int) -> tuple[int, int]:
 class JobLog:
     """Appends lines to ``WORKDIR/joblog``. Each process opens its own descriptor (fork).
 
-    ``coherent`` (a workdir shared between nodes, see "Coherence" in :mod:`taskfarmer.store`):
-    the descriptor is closed after each append, inside the lock hold, so that ``close(2)``
+    ``coherent`` (a workdir shared between nodes; see "The store" in ``docs/design.md``): the
+    descriptor is closed after each append, inside the lock hold, so that ``close(2)``
     writes the lines back to the server before another node appends, and the next append opens
     the file again (revalidating its size) instead of appending at a size cached long ago.
     """

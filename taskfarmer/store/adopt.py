@@ -19,10 +19,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..tasks import Task
-from . import StateStore
+from .files import StateFiles
 from .lines import lines, parse_task_line, task_line
+
+if TYPE_CHECKING:
+    from .state import StateStore
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,9 @@ class Adoption:
                 "than once (left as they are)")
 
 
-def needs_adoption(store: StateStore) -> bool:
+def unadopted(files: StateFiles) -> bool:
     """*locked* True for a workdir with ``toprocess`` and without ``claims``."""
-    return store.toprocess.exists() and not store.claims.exists()
+    return files.toprocess.exists() and not files.claims.exists()
 
 
 def _texts(path: Path) -> dict[int, str]:
@@ -61,16 +65,16 @@ def _ids(path: Path) -> Counter:
     return Counter(parse_task_line(line, path, offset).id for offset, line in lines(path))
 
 
-def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
+def reconcile(files: StateFiles, tasklist: Iterable[str]) -> Adoption:
     """*locked* Reconcile the state files of an adopted workdir with the task lines.
 
     Raises:
         StateError: a state file has a malformed line.
         TasklistError: the tasklist cannot be read.
     """
-    finished = _ids(store.finished)
-    failed = _ids(store.failed)
-    listed = _texts(store.toprocess)
+    finished = _ids(files.finished)
+    failed = _ids(files.failed)
+    listed = _texts(files.toprocess)
     recorded: set[int] = set(finished) | set(failed)
     todo = {task_id: text for task_id, text in listed.items() if task_id not in recorded}
     put_back = 0
@@ -79,14 +83,25 @@ def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
             todo[task_id] = text
             put_back += 1
     both = finished + failed
-    tmp = store.workdir / "toprocess.adopt"
+    tmp = files.toprocess_adopt
     with open(tmp, "wb") as out:
         out.write(b"".join(task_line(Task(task_id, todo[task_id])) for task_id in sorted(todo)))
         out.flush()
         os.fsync(out.fileno())
-    os.rename(tmp, store.toprocess)  # atomic: a crash leaves the old list or the new one
-    store.files.forget(store.toprocess)  # a descriptor of the old file would be stale
-    store.files.create(store.claims)  # last: from now on the workdir is ours
+    os.rename(tmp, files.toprocess)  # atomic: a crash leaves the old list or the new one
+    files.forget(files.toprocess)  # a descriptor of the old file would be stale
+    files.create(files.claims)  # last: from now on the workdir is ours
     return Adoption(finished=len(finished), failed=len(failed), pending=len(todo),
                     put_back=put_back, dropped=len(set(listed) & recorded),
                     duplicates=sum(1 for count in both.values() if count > 1))
+
+
+# The names farm/farmer.py imports until it calls StateStore.needs_adoption/adopt; then remove.
+def needs_adoption(store: StateStore) -> bool:
+    """*locked* See :meth:`StateStore.needs_adoption`."""
+    return store.needs_adoption()
+
+
+def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
+    """*locked* See :meth:`StateStore.adopt`."""
+    return store.adopt(tasklist)

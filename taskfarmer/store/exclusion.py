@@ -59,7 +59,7 @@ class ExclusionCheck:
                  monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.files = files
-        self.path = files.workdir / "holder"
+        self.path = files.holder
         self.lock_file = lock_file
         self.monotonic = monotonic
         self.sleep = sleep

@@ -23,24 +23,39 @@ class StateFiles:
     Each process opens its own descriptors (lazily, so a store survives ``fork``). In the
     fast mode (a local filesystem) they stay open from one lock hold to the next. In the
     coherent mode (``coherent``; a filesystem shared between nodes) every descriptor is opened
-    inside a lock hold and closed before it ends: see "Coherence" in :mod:`taskfarmer.store`.
+    inside a lock hold and closed before it ends (see "The store" in ``docs/design.md``).
     """
+
+    #: Where half-written last lines go (:func:`~.lines.cut_incomplete_line`), beside the file.
+    TORN = "torn"
 
     def __init__(self, workdir: Path, coherent: bool = False) -> None:
         self.workdir = workdir
         self.coherent = coherent
         self.toprocess = workdir / "toprocess"
-        self.toprocess_new = workdir / "toprocess.new"
+        self.toprocess_new = workdir / "toprocess.new"  # a compaction's new list
+        self.toprocess_adopt = workdir / "toprocess.adopt"  # an adoption's new list
         self.claims = workdir / "claims"
         self.finished = workdir / "finished"
         self.failed = workdir / "failed"
-        self.torn = workdir / "torn"
+        self.torn = workdir / self.TORN
         self.attempts = workdir / "attempts"
         self.failed_requeue = workdir / "failed.requeue"
+        self.holder = workdir / "holder"  # who holds the lock (:mod:`.exclusion`)
+        self.imported = workdir / "imported"  # how much of TASKLIST is imported
+        self.tasklist = workdir / "tasklist"  # the imported part of TASKLIST
+        self.tasklist_tmp = workdir / "tasklist.tmp"
         self.leases = workdir / "leases"
         self.logs = workdir / "logs"
+        self.joblog = workdir / "joblog"  # :mod:`taskfarmer.logs.joblog`
+        self.timeline = workdir / "timeline.json"  # :mod:`taskfarmer.timeline`
+        self.lock = workdir / "lock"  # the lock file when ``SCRATCH`` is not set
         self._fds: dict[Path, tuple[int, int]] = {}  # path -> (fd, pid that opened it)
         self._toprocess_ino = -1
+
+    def lease_staging(self, name: str) -> Path:
+        """Where lease ``name`` is written before it is linked into ``leases``."""
+        return self.workdir / f".lease-{name}"
 
     def fd(self, path: Path) -> int:
         """This process's ``O_APPEND`` read-write descriptor of ``path`` (created if missing).

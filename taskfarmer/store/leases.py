@@ -13,7 +13,13 @@ from ..tasks import Task
 from .files import StateFiles
 from .ledger import Ledger
 
+#: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
+#: that the tasks of a dead node come back within minutes.
+DEFAULT_LEASE = 300.0
+#: What a lease file's name ends with while it is being taken over (:meth:`Leases.revoke`).
 DEAD_SUFFIX = ".dead"
+
+_LEASE_NAME = re.compile(r"(?P<farmer>.+)\.w(?P<slot>\d+)\.(?P<pid>\d+)\.(?P<generation>\d+)")
 
 
 class LeaseRevoked(Exception):
@@ -38,11 +44,65 @@ class LeaseInfo:
     dead: bool
 
 
+def heartbeat_period(lease: float) -> float:
+    """Seconds between a farmer's renewals of its leases: four per ``lease``, at most 30 s
+    apart (a lease that missed two renewals is late: ``--status`` shows it)."""
+    return min(lease / 4, 30.0)
+
+
 def farmer_name(node: str, pid: int, token: str) -> str:
-    """A farmer's name, the prefix of its workers' lease files: readable, unique (``token``),
-    safe as a path component whatever the node is called."""
+    """A farmer's name, ``NODE.PID-TOKEN``, the prefix of its workers' lease files: readable,
+    unique (``token``), safe as a path component whatever the node is called."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)[:48] or "node"
     return f"{safe}.{pid}-{token}"
+
+
+def farmer_pid(farmer: str) -> int | None:
+    """The PID in a farmer's name (:func:`farmer_name`); None if it has none."""
+    pid = farmer.rsplit(".", 1)[-1].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def worker_name(farmer: str, slot: int) -> str:
+    """A worker's name, ``FARMER.wSLOT``: unique in the workdir while its farmer lives."""
+    return f"{farmer}.w{slot}"
+
+
+def live_name(name: str) -> str:
+    """A lease file's name without the ``.dead`` of a takeover in progress."""
+    return name.removesuffix(DEAD_SUFFIX)
+
+
+@dataclass(frozen=True)
+class LeaseName:
+    """The name of a lease file, ``FARMER.wSLOT.PID.GEN`` (``.dead`` appended while it is
+    taken over): whose worker holds it, and which of that worker process's leases it is
+    (a worker registers a new one after a takeover)."""
+
+    farmer: str
+    slot: int
+    pid: int
+    generation: int
+    dead: bool = False
+
+    def __str__(self) -> str:
+        name = f"{worker_name(self.farmer, self.slot)}.{self.pid}.{self.generation}"
+        return name + DEAD_SUFFIX if self.dead else name
+
+    @classmethod
+    def parse(cls, name: str) -> LeaseName | None:
+        """The parts of a lease file's name; None for a name not in this format."""
+        match = _LEASE_NAME.fullmatch(live_name(name))
+        if match is None:
+            return None
+        return cls(match["farmer"], int(match["slot"]), int(match["pid"]),
+                   int(match["generation"]), name.endswith(DEAD_SUFFIX))
+
+    def owned_by(self, farmer: str, slot: int | None = None, pid: int | None = None) -> bool:
+        """Whether this lease is ``farmer``'s (and of its worker ``slot`` in process ``pid``,
+        if given)."""
+        return (self.farmer == farmer and (slot is None or slot == self.slot)
+                and (pid is None or pid == self.pid))
 
 
 class Leases:
@@ -71,7 +131,7 @@ class Leases:
         death can be proved, so the next farmer would wait the whole ``--lease`` for it.
         """
         path = self.directory / name
-        staging = self.files.workdir / f".lease-{name}"
+        staging = self.files.lease_staging(name)
         try:
             try:
                 with open(staging, "w") as handle:
@@ -110,15 +170,16 @@ class Leases:
         self._held.discard(lease.name)
         lease.path.unlink(missing_ok=True)
 
-    def abandon(self, prefix: str) -> list[str]:
-        """Without the lock: rename our lease files (names starting with ``prefix``) to
-        ``NAME.dead``, the commit point of :meth:`revoke`, which the next lock holder finishes
-        at once. Only for a farmer whose lock did not exclude, after its tasks are gone
-        (:mod:`.exclusion`). A lease revoked meanwhile is skipped. Returns the names renamed.
+    def abandon(self, farmer: str) -> list[str]:
+        """Without the lock: rename the live lease files of ``farmer`` to ``NAME.dead``, the
+        commit point of :meth:`revoke`, which the next lock holder finishes at once. Only for
+        a farmer whose lock did not exclude, after its tasks are gone (:mod:`.exclusion`). A
+        lease revoked meanwhile is skipped. Returns the names renamed.
         """
         renamed = []
         for name in self.names():
-            if name.startswith(prefix) and not name.endswith(DEAD_SUFFIX):
+            lease = LeaseName.parse(name)
+            if lease is not None and not lease.dead and lease.owned_by(farmer):
                 try:
                     os.rename(self.directory / name, self.directory / (name + DEAD_SUFFIX))
                 except FileNotFoundError:  # revoked by another farmer meanwhile
@@ -148,9 +209,8 @@ class Leases:
                     owner = Identity.from_text(handle.read().decode(errors="replace"))
             except FileNotFoundError:
                 continue
-            dead = name.endswith(DEAD_SUFFIX)
-            infos.append(LeaseInfo(name[: -len(DEAD_SUFFIX)] if dead else name, heartbeat,
-                                   owner, dead))
+            infos.append(LeaseInfo(live_name(name), heartbeat, owner,
+                                   name.endswith(DEAD_SUFFIX)))
         return infos
 
     def any(self) -> bool:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from ..errors import FilesystemError, StateError
 from ..tasks import Task
+from .files import StateFiles
 
 #: Block size of scans and copies.
 READ_CHUNK = 64 * 1024
@@ -43,7 +44,7 @@ def append(fd: int, path: Path, data: bytes) -> None:
     try:
         before = os.fstat(fd).st_size
         if before and os.pread(fd, 1, before - 1) != b"\n":
-            cut_incomplete_line(path, path.parent / "torn")
+            cut_incomplete_line(path, path.parent / StateFiles.TORN)
             before = os.fstat(fd).st_size
     except OSError as error:
         raise FilesystemError.from_oserror(path, "append", error) from None

@@ -70,9 +70,9 @@ class ListImport:
 
     def __init__(self, files: StateFiles) -> None:
         self.files = files
-        self.state_path = files.workdir / "imported"
-        self.copy_path = files.workdir / "tasklist"
-        self.copy_tmp = files.workdir / "tasklist.tmp"
+        self.state_path = files.imported
+        self.copy_path = files.tasklist
+        self.copy_tmp = files.tasklist_tmp
 
     # -- the state file ------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class ListImport:
             data = os.pread(copy.fileno(), size - state.bytes, state.bytes)
         data = data[: data.rfind(b"\n") + 1]
         texts = list(TaskList.parse(tasklist, data.splitlines(keepends=True), state.lines + 1))
-        present = set()
+        present: set[int] = set()
         for path in (self.files.toprocess, self.files.finished, self.files.failed):
             present.update(i for i in line_ids(path) if i >= state.tasks)
         missing = [Task(state.tasks + index, text) for index, text in enumerate(texts)

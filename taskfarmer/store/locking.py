@@ -21,14 +21,15 @@ import hashlib
 import os
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Protocol
 
-from filelock import AcquireReturnProxy, BaseFileLock, SoftFileLock, Timeout, UnixFileLock
+from filelock import SoftFileLock, Timeout
 
 from ..errors import ConfigError, FilesystemError
-
-LOCK_KINDS = ("flock", "soft")
+from .files import StateFiles
 
 #: How long a farmer waits on a lock before printing a warning (and waiting on).
 STALL_WARNING_SECONDS = 60.0
@@ -38,7 +39,7 @@ def lock_path(workdir: Path, environ: Mapping[str, str]) -> Path:
     """Where the lock file of ``workdir`` lives."""
     scratch = environ.get("SCRATCH")
     if not scratch:
-        return workdir / "lock"
+        return StateFiles(workdir).lock
     digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:32]
     return Path(scratch) / f"taskfarmer_{digest}.lock"
 
@@ -68,27 +69,51 @@ def check_scratch(environ: Mapping[str, str]) -> None:
         raise ConfigError(f"{scratch} is not writable; {fix}", option="SCRATCH")
 
 
-class BlockingFlockLock(UnixFileLock):
-    """``flock`` lock that sleeps in the kernel instead of polling.
+class WorkdirLock(Protocol):
+    """What the store and PyTaskFarmer's handlers need of a workdir lock. Re-entrant: nested
+    acquisitions are counted. Never shared across ``fork`` (:func:`open_lock` makes another)."""
 
-    filelock's :class:`UnixFileLock` tries ``LOCK_NB`` and sleeps ``poll_interval`` between
-    tries, which adds up to 50 ms to every contended acquisition; here ``_acquire`` blocks in
-    ``flock(LOCK_EX)`` and wakes the moment the holder releases. The descriptor stays open
-    between acquisitions (one ``open`` per lock object, not per task).
+    @property
+    def kind(self) -> str:
+        """``flock`` or ``soft`` (:data:`LOCK_KINDS`)."""
 
-    ``acquire``/``release`` are this class's own: a farmer takes the lock once per task, and
-    filelock's general ones (thread-local contexts, fork tracking, a ``realpath`` and a
-    ``mkdir`` of the lock's directory, deadlock registries) cost 83 us per acquire/release pair
-    on this machine against 1.2 us for the two ``flock`` calls, 8 % of the CPU a 1 ms task
-    costs. What they guard against cannot happen here: the lock is taken by one thread per
-    process, and it never crosses ``fork`` (the child would share the open file description,
-    and so the lock, with its parent): :class:`StateStore` builds one per process. Like
-    filelock's, it is re-entrant: nested acquisitions are counted. It always blocks;
-    ``timeout`` and ``blocking`` are accepted for the interface and ignored.
+    @property
+    def lock_file(self) -> str:
+        """The lock file's path."""
+
+    @property
+    def is_locked(self) -> bool:
+        """True while this object holds the lock."""
+
+    def acquire(self) -> None:
+        """Wait until this object holds the lock (or count one more nested hold)."""
+
+    def release(self, force: bool = False) -> None:
+        """Undo one :meth:`acquire` (all of them with ``force``); unlock after the last."""
+
+    def __enter__(self) -> WorkdirLock: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class FlockLock:
+    """``flock(2)`` on the lock file, sleeping in the kernel instead of polling.
+
+    filelock's :class:`~filelock.UnixFileLock` tries ``LOCK_NB`` and sleeps ``poll_interval``
+    between tries, which adds up to 50 ms to every contended acquisition; here the
+    acquisition blocks in ``flock(LOCK_EX)`` and wakes the moment the holder releases. The
+    descriptor stays open between acquisitions (one ``open`` per lock object, not per task).
+    filelock's general machinery (thread-local contexts, fork tracking, deadlock registries)
+    costs far more than the two ``flock`` calls and guards against what cannot happen here:
+    one thread per process takes the lock, and the object never crosses ``fork``.
     """
 
-    _fd: int | None = None
-    _depth = 0
+    kind = "flock"
+
+    def __init__(self, lock_file: str) -> None:
+        self.lock_file = lock_file
+        self._fd: int | None = None
+        self._depth = 0
 
     def _descriptor(self) -> int:
         if self._fd is None:
@@ -100,33 +125,30 @@ class BlockingFlockLock(UnixFileLock):
                     from error
         return self._fd
 
-    def _acquire(self) -> None:
-        try:
-            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # PEP 475 retries on EINTR
-        except OSError as error:  # ENOLCK: an NFS mount without a lock manager (nolock)
-            raise FilesystemError.from_oserror(Path(self.lock_file), "lock", error) from error
+    @property
+    def is_locked(self) -> bool:
+        """True while this object holds the lock."""
+        return self._depth > 0
 
-    def _release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def acquire(self, timeout: float | None = None, poll_interval: float = 0.05,
-                **kwargs: object) -> AcquireReturnProxy:
+    def acquire(self) -> None:
         """Block until this process holds the lock (or count one more nested hold)."""
         if self._depth == 0:
-            self._acquire()
+            try:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)  # PEP 475 retries on EINTR
+            except OSError as error:  # ENOLCK: an NFS mount without a lock manager (nolock)
+                raise FilesystemError.from_oserror(Path(self.lock_file), "lock", error) \
+                    from error
         self._depth += 1
-        return AcquireReturnProxy(lock=self)
 
     def release(self, force: bool = False) -> None:
-        """Undo one ``acquire`` (all of them with ``force``); unlock after the last."""
+        """Undo one :meth:`acquire` (all of them with ``force``); unlock after the last."""
         if self._depth == 0:
             return
         self._depth = 0 if force else self._depth - 1
-        if self._depth == 0:
-            self._release()
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def __enter__(self) -> BlockingFlockLock:
+    def __enter__(self) -> FlockLock:
         self.acquire()
         return self
 
@@ -142,20 +164,9 @@ class BlockingFlockLock(UnixFileLock):
             except Exception:  # at interpreter exit ``os`` may already be torn down
                 pass
 
-    @property
-    def is_locked(self) -> bool:
-        """True while this object holds the lock."""
-        return self._depth > 0
 
-    @property
-    def lock_counter(self) -> int:
-        """Number of nested acquisitions not yet released."""
-        return self._depth
-
-
-class WarningSoftFileLock(SoftFileLock):
-    """Soft lock that warns on stderr, naming the file, each time it has waited a minute, and
-    never removes another holder's lock file."""
+class _UnbrokenSoftFileLock(SoftFileLock):
+    """filelock's soft lock with its breaking of stale lock files switched off."""
 
     def _try_break_stale_lock(self) -> None:
         """Never break the lock (filelock >= 4 does, for a lock file it finds malformed and
@@ -163,31 +174,83 @@ class WarningSoftFileLock(SoftFileLock):
 
         It judges "unchanged" by ``lstat``, which on NFS answers from this node's attribute
         and directory caches, stale for seconds, and reads a marker that its holder on
-        another node may not have written yet: in the NFS lab it removed the lock file of a
-        live holder on the other node and let a second farmer in (the holder check noticed;
-        see :mod:`taskfarmer.store.exclusion`). A lock file left by a killed farmer is removed
-        by the user, whom :meth:`acquire` tells which file it is.
+        another node may not have written yet: it removed the lock file of a live holder on
+        another node and let a second farmer in (the holder check noticed; see
+        :mod:`taskfarmer.store.exclusion`). A lock file left by a killed farmer is removed by
+        the user, whom :meth:`SoftLock.acquire` tells which file it is.
         """
 
-    def acquire(self, timeout: float | None = None, poll_interval: float = 0.005,
-                **kwargs: object) -> AcquireReturnProxy:
+
+class SoftLock:
+    """filelock's :class:`~filelock.SoftFileLock` (``O_CREAT|O_EXCL``) that waits without end,
+    warns on stderr, naming the file, each time it has waited ``stall_warning`` seconds, and
+    never removes another holder's lock file."""
+
+    kind = "soft"
+
+    def __init__(self, lock_file: str, stall_warning: float = STALL_WARNING_SECONDS) -> None:
+        self._lock = _UnbrokenSoftFileLock(lock_file, timeout=-1)
+        self.stall_warning = stall_warning
+
+    @property
+    def lock_file(self) -> str:
+        """The lock file's path."""
+        return self._lock.lock_file
+
+    @property
+    def is_locked(self) -> bool:
+        """True while this object holds the lock."""
+        return self._lock.is_locked
+
+    def acquire(self) -> None:
+        """Wait until this object holds the lock (or count one more nested hold)."""
         waited = 0.0
         while True:
             try:
-                return super().acquire(timeout=STALL_WARNING_SECONDS, poll_interval=poll_interval)
+                self._lock.acquire(timeout=self.stall_warning, poll_interval=0.005)
+                return
             except Timeout:  # (a TimeoutError, so an OSError: caught first)
-                waited += STALL_WARNING_SECONDS
-                print(
-                    f"taskfarmer: waited {waited:.0f} s for the soft lock {self.lock_file}; "
-                    "if no farmer is running on this workdir, remove that file",
-                    file=sys.stderr,
-                )
+                waited += self.stall_warning
+                print(f"taskfarmer: waited {waited:.0f} s for the soft lock {self.lock_file}; "
+                      "if no farmer is running on this workdir, remove that file",
+                      file=sys.stderr)
             except OSError as error:  # SCRATCH full (ENOSPC, EDQUOT), removed, read-only...
                 raise FilesystemError.from_oserror(Path(self.lock_file), "create", error) \
                     from error
 
+    def release(self, force: bool = False) -> None:
+        """Undo one :meth:`acquire` (all of them with ``force``); unlock after the last."""
+        self._lock.release(force=force)
 
-def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> BaseFileLock:
+    def __enter__(self) -> SoftLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+#: The lock kinds (``--lock``, ``TASKFARMER_LOCK``) and how each is made from a lock file.
+_KINDS: dict[str, Callable[[str], WorkdirLock]] = {"flock": FlockLock, "soft": SoftLock}
+LOCK_KINDS = tuple(_KINDS)
+
+
+def open_lock(kind: str, lock_file: str) -> WorkdirLock:
+    """A new lock object of ``kind`` on ``lock_file``: the factory :class:`StateStore` calls
+    once per process (a lock must not cross ``fork``).
+
+    Raises:
+        ConfigError: ``kind`` is unknown.
+    """
+    try:
+        make = _KINDS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown lock kind {kind!r} (choose from {', '.join(LOCK_KINDS)})",
+                          option="--lock") from None
+    return make(lock_file)
+
+
+def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> WorkdirLock:
     """Create the lock for ``workdir`` (``kind`` is ``flock`` or ``soft``).
 
     Raises:
@@ -195,10 +258,31 @@ def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> BaseFileL
         FilesystemError: ``SCRATCH`` cannot be looked at.
     """
     check_scratch(environ)
-    path = lock_path(workdir, environ)
-    if kind == "flock":
-        return BlockingFlockLock(str(path), timeout=-1)
-    if kind == "soft":
-        return WarningSoftFileLock(str(path), timeout=-1)
-    raise ConfigError(f"unknown lock kind {kind!r} (choose from {', '.join(LOCK_KINDS)})",
-                      option="--lock")
+    return open_lock(kind, str(lock_path(workdir, environ)))
+
+
+@contextmanager
+def shared_flock(path: Path | None) -> Iterator[bool]:
+    """Hold ``flock`` on an existing lock file if possible; yields whether it is held.
+
+    For readers that change nothing (``--status``): the lock file is never created (an
+    absent one means no farmer), and failing to lock is not an error.
+    """
+    fd = -1
+    # Read-write if we may (NFS emulates flock with POSIX locks, whose exclusive kind needs a
+    # writable descriptor), else read-only.
+    for mode in (os.O_RDWR, os.O_RDONLY):
+        if path is None or fd >= 0:
+            break
+        try:
+            fd = os.open(path, mode | getattr(os, "O_NOFOLLOW", 0))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            if fd >= 0:
+                os.close(fd)
+            fd = -1
+    try:
+        yield fd >= 0
+    finally:
+        if fd >= 0:
+            os.close(fd)  # releases the lock

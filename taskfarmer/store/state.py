@@ -7,22 +7,23 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import BaseFileLock
-
 from ..hpc.identity import Identity
 from ..tasks import Task, TaskList
+from .adopt import Adoption, reconcile, unadopted
 from .compaction import Compactor
 from .exclusion import ExclusionCheck
 from .files import StateFiles
 from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
 from .listimport import Imported, ListImport
+from .locking import WorkdirLock, open_lock
 from .results import Outcome, Results
 from .workdir import Workdir
 
 
 class StateStore:
-    """The state files of one workdir. Methods marked *locked* need :meth:`locked` held.
+    """The state files of one workdir. Methods marked *locked* need :meth:`locked` held
+    (they raise ``AssertionError`` otherwise).
 
     The work is done by parts with one job each — :class:`Workdir` (set-up and repair),
     :class:`Ledger` (cursor, claims, put-backs), :class:`Results` (recording),
@@ -31,7 +32,7 @@ class StateStore:
     farmer and its workers call.
     """
 
-    def __init__(self, workdir: Path, lock: BaseFileLock, coherent: bool = False) -> None:
+    def __init__(self, workdir: Path, lock: WorkdirLock, coherent: bool = False) -> None:
         self.workdir = workdir
         self.lock = lock
         self._lock_pid = os.getpid()
@@ -50,24 +51,29 @@ class StateStore:
         self.results = Results(self.files, self.ledger)
         self.lease_files = Leases(self.files, self.ledger)
         self.compactor = Compactor(self.files, self.ledger)
-        self.exclusion = ExclusionCheck(self.files, str(lock.lock_file))
+        self.exclusion = ExclusionCheck(self.files, lock.lock_file)
         self._depth = 0  # nested holds of this process
         self.list_import = ListImport(self.files)
 
     # -- the lock ----------------------------------------------------------------------------
 
-    def _process_lock(self) -> BaseFileLock:
+    def _process_lock(self) -> WorkdirLock:
         """The lock object for this process.
 
         A lock object must not cross ``fork``: ``flock`` locks belong to the open file
         description, which a child shares with its parent, and filelock 4 refuses inherited
-        objects outright. Each worker therefore builds its own, of the same kind and file.
+        objects outright. Each worker therefore opens its own, of the same kind and file.
         """
         if self._lock_pid != os.getpid():
-            self.lock = type(self.lock)(self.lock.lock_file, timeout=self.lock.timeout)
+            self.lock = open_lock(self.lock.kind, self.lock.lock_file)
             self._lock_pid = os.getpid()
             self._depth = 0  # a hold of the parent is not ours
         return self.lock
+
+    def _held(self, method: str) -> None:
+        """The check at the top of every *locked* method."""
+        if not self._depth:
+            raise AssertionError(f"StateStore.{method} needs store.locked()")
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -104,35 +110,47 @@ class StateStore:
     # -- set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the workdir and its sub-directories (safe to race with other farmers)."""
+        """Create the workdir and its sub-directories: see :meth:`Workdir.prepare`."""
         self.workdir_setup.prepare()
 
     def initialized(self) -> bool:
-        """True once ``toprocess`` exists (some farmer has read the tasklist)."""
+        """True once ``toprocess`` exists: see :meth:`Workdir.initialized`."""
         return self.workdir_setup.initialized()
 
     def initialize(self, lines: Iterable[str]) -> bool:
-        """*locked* Create ``toprocess`` from the task lines unless it exists already
-        (:meth:`Workdir.initialize`). Returns True if this call created it."""
+        """*locked* Create ``toprocess`` unless it exists: see :meth:`Workdir.initialize`."""
+        self._held("initialize")
         return self.workdir_setup.initialize(lines)
+
+    def needs_adoption(self) -> bool:
+        """*locked* True for a workdir PyTaskFarmer made: see :mod:`.adopt`."""
+        self._held("needs_adoption")
+        return unadopted(self.files)
+
+    def adopt(self, tasklist: Iterable[str]) -> Adoption:
+        """*locked* Reconcile PyTaskFarmer's workdir with the task lines: see
+        :func:`.adopt.reconcile`."""
+        self._held("adopt")
+        return reconcile(self.files, tasklist)
 
     def import_list(self, tasklist: Path, handler: TaskList, starting: bool,
                     accept: bool = False) -> int:
-        """*locked* Import TASKLIST, or what was appended to it since
-        (:meth:`ListImport.update`). Returns the number of new tasks."""
+        """*locked* Import TASKLIST or its growth: see :meth:`ListImport.update`."""
+        self._held("import_list")
         return self.list_import.update(tasklist, handler, starting, accept)
 
     def unimported_bytes(self, tasklist: Path) -> int:
-        """Bytes of TASKLIST not imported yet (no lock: a cheap test before importing)."""
+        """Bytes of TASKLIST not imported yet: see :meth:`ListImport.unimported_bytes`."""
         return self.list_import.unimported_bytes(tasklist)
 
     def imported(self) -> Imported | None:
-        """How much of the tasklist is imported (None: not known, e.g. PyTaskFarmer's)."""
+        """How much of the tasklist is imported: see :meth:`ListImport.state`."""
         return self.list_import.state()
 
     def repair(self) -> list[tuple[Path, bytes]]:
         """*locked* Move half-written last lines to ``torn`` (:meth:`Workdir.repair`) and
         finish an interrupted ``--requeue-failed``. Returns what was cut."""
+        self._held("repair")
         cut = self.workdir_setup.repair()
         if self.files.exists(self.failed_requeue):
             self.results.finish_requeue_failed()
@@ -141,37 +159,43 @@ class StateStore:
     # -- the cursor --------------------------------------------------------------------------
 
     def cursor(self) -> int:
-        """*locked* Byte offset in ``toprocess`` of the first task not yet taken."""
+        """*locked* See :meth:`Ledger.cursor`."""
+        self._held("cursor")
         return self.ledger.cursor()
 
     def peek_cursor(self) -> int | None:
-        """The cursor read without the lock, for displays; None during a compaction."""
+        """The cursor without the lock: see :meth:`Ledger.peek_cursor`."""
         return self.ledger.peek_cursor()
 
     def pending_count(self, limit: int) -> int:
-        """*locked* How many tasks wait in ``toprocess``, counting no further than ``limit``."""
+        """*locked* See :meth:`Ledger.pending_count`."""
+        self._held("pending_count")
         return self.ledger.pending_count(limit)
 
     def pending(self) -> bool:
-        """*locked* True if some task is waiting in ``toprocess``."""
+        """*locked* See :meth:`Ledger.pending`."""
+        self._held("pending")
         return self.ledger.pending()
 
     # -- leases ------------------------------------------------------------------------------
 
     def register(self, name: str, owner: Identity) -> Lease:
-        """*locked* Create the lease file ``leases/NAME`` (``O_EXCL``: names never collide)."""
+        """*locked* See :meth:`Leases.register`."""
+        self._held("register")
         return self.lease_files.register(name, owner)
 
     def holds(self, lease: Lease) -> bool:
-        """*locked* True while nobody has revoked ``lease`` (checked once per lock hold)."""
+        """*locked* See :meth:`Leases.holds`."""
+        self._held("holds")
         return self.lease_files.holds(lease)
 
     def renew(self, name: str) -> bool:
-        """Heartbeat without the lock: touch lease ``name``. False if it was revoked."""
+        """Heartbeat without the lock: see :meth:`Leases.renew`."""
         return self.lease_files.renew(name)
 
     def release(self, lease: Lease) -> None:
-        """*locked* Remove our lease: we hold no tasks any more."""
+        """*locked* See :meth:`Leases.release`."""
+        self._held("release")
         self.lease_files.release(lease)
 
     @property
@@ -180,30 +204,32 @@ class StateStore:
         the lock no more."""
         return self.exclusion.failed
 
-    def abandon(self, prefix: str) -> list[str]:
-        """Without the lock, after :attr:`lock_failed`: hand our leases (``prefix``) over to
-        the next lock holder (:meth:`Leases.abandon`). Returns the names."""
-        return self.lease_files.abandon(prefix)
+    def abandon(self, farmer: str) -> list[str]:
+        """Without the lock, after :attr:`lock_failed`: see :meth:`Leases.abandon`."""
+        # farm/ending.py still passes ``FARMER.`` (the old prefix) until it switches.
+        return self.lease_files.abandon(farmer.removesuffix("."))
 
     def lease_names(self) -> list[str]:
-        """The names of the lease files, live or half-revoked (``NAME.dead``)."""
+        """See :meth:`Leases.names`."""
         return self.lease_files.names()
 
     def lease_infos(self) -> list[LeaseInfo]:
-        """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
+        """See :meth:`Leases.infos`."""
         return self.lease_files.infos()
 
     def any_leases(self) -> bool:
-        """*locked* True if any lease file (live or half-revoked) exists."""
+        """*locked* See :meth:`Leases.any`."""
+        self._held("any_leases")
         return self.lease_files.any()
 
     def revoke(self, name: str) -> list[Task]:
-        """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``
-        (:meth:`Leases.revoke`). Returns them."""
+        """*locked* See :meth:`Leases.revoke`."""
+        self._held("revoke")
         return self.lease_files.revoke(name)
 
     def running_tasks(self, name: str) -> list[Task]:
-        """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued."""
+        """*locked* See :meth:`Ledger.running_tasks`."""
+        self._held("running_tasks")
         return self.ledger.running_tasks(name)
 
     # -- taking and recording tasks ----------------------------------------------------------
@@ -214,6 +240,7 @@ class StateStore:
         Raises:
             LeaseRevoked: the lease was taken over; register a new one.
         """
+        self._held("claim")
         if not self.holds(lease):
             raise LeaseRevoked(lease.name)
         return self.ledger.take(lease.name, count)
@@ -225,21 +252,24 @@ class StateStore:
         task is back in ``toprocess`` (or already ran again elsewhere) and recording it here
         would count it twice.
         """
+        self._held("record")
         if not self.holds(lease):
             return Outcome.DISCARDED
         return self.results.record(task, succeeded, retries)
 
     def attempt_count(self, task_id: int) -> int:
-        """*locked* How many times ``task_id`` has failed."""
+        """*locked* See :meth:`Results.attempt_count`."""
+        self._held("attempt_count")
         return self.results.attempt_count(task_id)
 
     def requeue_failed(self) -> int:
-        """*locked* Put every ``failed`` task back into ``toprocess`` with fresh retries
-        (:meth:`Results.requeue_failed`). Returns the number of tasks put back."""
+        """*locked* See :meth:`Results.requeue_failed`."""
+        self._held("requeue_failed")
         return self.results.requeue_failed()
 
     def requeue(self, tasks: Iterable[Task]) -> None:
-        """*locked* Append tasks to ``toprocess`` to be taken again."""
+        """*locked* See :meth:`Ledger.requeue`."""
+        self._held("requeue")
         self.ledger.requeue(tasks)
 
     # -- at rest -----------------------------------------------------------------------------
@@ -250,6 +280,7 @@ class StateStore:
         With no lease file no task is running, so the claims carry no information beyond the
         cursor, and ``toprocess`` can be cut down to the tasks after it.
         """
+        self._held("tidy")
         if self.any_leases() or self.files.size(self.claims) == 0:
             return False
         self.compactor.compact()

@@ -86,7 +86,7 @@ class Workdir:
         cut = []
         # The job log (taskfarmer.logs.joblog) is appended to like the state files.
         for path in (files.toprocess, files.claims, files.finished, files.failed, files.attempts,
-                     files.failed_requeue, files.workdir / "joblog"):
+                     files.failed_requeue, files.joblog):
             fragment = cut_incomplete_line(path, files.torn)
             if fragment is not None:
                 cut.append((path, fragment))

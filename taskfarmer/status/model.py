@@ -1,0 +1,92 @@
+"""What ``farmer --status`` reports: plain data, built by :class:`~.reader.StatusReader`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ExitCode
+
+
+@dataclass(frozen=True)
+class FarmerRow:
+    """A live farmer, as its lease files and the job log show it."""
+
+    farmer: str
+    node: str
+    pid: int
+    workers: int
+    heartbeat_age: float
+    recent: int  # executions it recorded within the rate window
+    rate: float | None  # per second, over the rate window
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A lease that has missed its renewals: it is or will be taken over."""
+
+    name: str
+    node: str
+    heartbeat_age: float
+    takeover_in: float  # seconds; <= 0: expired, the next farmer to look takes it over
+    dead: bool  # half taken over already (``NAME.dead``)
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """A task some lease holds."""
+
+    id: int
+    node: str
+    farmer: str
+    age: float | None
+    line: str
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """A task recorded in ``failed``."""
+
+    id: int
+    exit: int | None
+    signal: int | None
+    attempts: int
+    log: str
+    last_line: str
+    line: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything ``--status`` shows."""
+
+    workdir: str
+    finished: int
+    failed: int
+    running: int
+    pending: int
+    total: int
+    percent: float
+    rate: float | None  # tasks/s over the rate window, all farmers
+    eta: float | None  # seconds
+    farmers: list[FarmerRow] = field(default_factory=list)
+    stale_leases: list[LeaseRow] = field(default_factory=list)
+    running_tasks: list[RunningTask] = field(default_factory=list)
+    running_more: int = 0
+    failed_tasks: list[FailedTask] = field(default_factory=list)
+    failed_more: int = 0
+    consistent: bool = True  # read under the lock
+    now: float = 0.0
+    unimported: int = 0  # complete lines appended to TASKLIST, not imported yet
+
+    @property
+    def done(self) -> bool:
+        """Nothing pending, running or appended to the list (no lease left either)."""
+        return self.pending == 0 and self.running == 0 and not self.farmers \
+            and not self.stale_leases and self.unimported == 0
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 done without failures, 1 done with failures, 3 work left."""
+        if not self.done:
+            return ExitCode.STOPPED
+        return ExitCode.FAILED if self.failed else ExitCode.OK

@@ -1,0 +1,129 @@
+"""The lock kinds, their factory, and the lock-free readers' ``shared_flock``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taskfarmer.errors import ConfigError
+from taskfarmer.store import StateStore, lock_path, make_lock, shared_flock
+from taskfarmer.store.locking import FlockLock, SoftLock, open_lock
+
+PROBE = ("import fcntl, os, sys\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+         "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+         "except BlockingIOError:\n    sys.exit(1)\n")
+
+
+def free(path: Path) -> bool:
+    """Could another process take the flock on ``path`` now? (It lets go at once.)"""
+    return subprocess.run([sys.executable, "-c", PROBE, str(path)]).returncode == 0
+
+
+def test_lock_path_uses_scratch_and_the_absolute_workdir(tmp_path: Path) -> None:
+    assert lock_path(tmp_path / "w", {}) == tmp_path / "w" / "lock"
+    scratch = lock_path(tmp_path / "w", {"SCRATCH": "/scratch"})
+    assert scratch.parent == Path("/scratch") and scratch.name.startswith("taskfarmer_")
+    relative = lock_path(Path("w"), {"SCRATCH": "/scratch"})
+    assert relative != scratch  # a different absolute workdir
+
+
+def test_flock_lock_excludes_other_processes_counts_nesting_and_force_releases(
+    tmp_path: Path,
+) -> None:
+    lock = make_lock(tmp_path, "flock", {})
+    assert isinstance(lock, FlockLock) and lock.lock_file == str(tmp_path / "lock")
+    with lock:
+        assert not free(tmp_path / "lock")
+        with lock:
+            assert lock.is_locked
+        assert lock.is_locked and not free(tmp_path / "lock")  # the inner release kept it
+    assert not lock.is_locked and free(tmp_path / "lock")
+    lock.acquire()
+    lock.acquire()
+    lock.release(force=True)
+    assert not lock.is_locked and free(tmp_path / "lock")
+    lock.release()  # one too many: nothing happens
+    assert free(tmp_path / "lock")
+
+
+def test_soft_lock_counts_nesting_and_removes_its_file_after_the_last_release(
+    tmp_path: Path,
+) -> None:
+    lock = make_lock(tmp_path, "soft", {})
+    assert isinstance(lock, SoftLock)
+    with lock:
+        with lock:
+            assert Path(lock.lock_file).exists()
+        assert lock.is_locked and Path(lock.lock_file).exists()
+    assert not lock.is_locked and not Path(lock.lock_file).exists()
+
+
+def test_soft_lock_never_breaks_a_lock_file_it_cannot_read_and_warns(tmp_path: Path) -> None:
+    """filelock >= 4 takes over a malformed lock file unchanged for 2 s; on NFS that judgement
+    comes from stale caches and let two farmers in at once. Ours waits, and names the file."""
+    path = tmp_path / "lock"
+    path.write_text("not a lock record\n")
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from taskfarmer.store.locking import SoftLock\n"
+         "SoftLock(sys.argv[1], stall_warning=1.0).acquire()\nprint('acquired')", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    time.sleep(4.0)
+    still_waiting = waiter.poll() is None
+    waiter.kill()
+    out, err = waiter.communicate()
+    assert still_waiting and "acquired" not in out
+    assert path.read_text() == "not a lock record\n"
+    assert f"for the soft lock {path}; if no farmer is running" in err
+
+
+def test_open_lock_makes_each_kind_and_refuses_others(tmp_path: Path) -> None:
+    assert open_lock("flock", str(tmp_path / "a")).kind == "flock"
+    assert open_lock("soft", str(tmp_path / "b")).kind == "soft"
+    with pytest.raises(ConfigError, match="unknown lock kind 'posix'"):
+        make_lock(tmp_path, "posix", {})
+
+
+def test_a_forked_child_takes_the_lock_through_its_own_object(tmp_path: Path) -> None:
+    """A lock object never crosses fork: a child's hold would be its parent's (one open file
+    description); the store opens a new one in the child, and that one excludes the parent."""
+    store = StateStore(tmp_path, make_lock(tmp_path, "flock", {}))
+    store.prepare()
+    parent_lock = store.lock
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: hold the lock until the parent has tried to take it
+        code = 1
+        try:
+            with store.locked():
+                os.write(write, b"x" if store.lock is not parent_lock else b"-")
+                time.sleep(1.0)
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.read(read, 1) == b"x"
+    started = time.monotonic()
+    with store.locked():  # waits for the child's hold to end
+        waited = time.monotonic() - started
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and waited > 0.5
+
+
+def test_shared_flock_holds_an_existing_lock_file_and_never_creates_one(tmp_path: Path) -> None:
+    missing = tmp_path / "none"
+    with shared_flock(missing) as held:
+        assert not held
+    assert not missing.exists()
+    with shared_flock(None) as held:
+        assert not held
+    path = tmp_path / "lock"
+    path.touch()
+    with shared_flock(path) as held:
+        assert held and not free(path)
+    assert free(path)
