@@ -23,7 +23,7 @@ from ..errors import TaskfarmerError, as_error
 from ..store import DEAD_SUFFIX, Counts
 from ..timeline.events import instant
 from .display import Snapshot
-from .worker import KILL_GRACE
+from .execution import KILL_GRACE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .farmer import Farm, FarmReport
