@@ -6,26 +6,28 @@ import os
 import signal
 from pathlib import Path
 
-from taskfarmer.farm.farmer import Farm, FarmConfig
-from taskfarmer.farm.worker import Parts
+from taskfarmer.farm import Farm, FarmConfig, open_farm
 from taskfarmer.runners import BasicRunner
-from taskfarmer.store import StateStore
-from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import ListTaskList
-from taskfarmer.timeline.file import Timeline
+
+
+def farm_of(tasks: Path, workdir: Path) -> Farm:
+    """A one-slot farm of ``tasks`` in ``workdir``, locked by flock."""
+    config = FarmConfig(tasklist=tasks, workdir=workdir, proc=1, environ={})
+    return open_farm(config, BasicRunner(), ListTaskList(), "flock")
 
 
 def test_the_farmers_stop_handler_does_nothing_in_a_forked_worker(tmp_path: Path) -> None:
-    store = StateStore(tmp_path, make_lock(tmp_path, "flock", {}))
-    parts = Parts(store, Timeline(tmp_path / "timeline.json"), BasicRunner(), ListTaskList())
-    farm = Farm(FarmConfig(tasklist=tmp_path / "t", workdir=tmp_path, proc=1), parts)
-    sibling = farm._context.Process(target=os._exit, args=(0,))
+    tasks = tmp_path / "t"
+    tasks.write_text("")
+    farm = farm_of(tasks, tmp_path)
+    sibling = farm.pool.context.Process(target=os._exit, args=(0,))
     sibling.start()
-    farm.workers[0] = sibling  # what a worker forked after it inherits
+    farm.pool.workers[0] = sibling  # what a worker forked after it inherits
     pid = os.fork()
     if pid == 0:  # the inherited handler runs here (multiprocessing: "can only test a child")
         try:
-            farm._forward_stop()
+            farm.pool.forward_stop()
         except BaseException:
             os._exit(1)
         os._exit(0)
@@ -37,18 +39,17 @@ def test_a_worker_that_got_the_stop_before_its_handlers_takes_no_task(tmp_path: 
     tasks = tmp_path / "t"
     tasks.write_text("echo 0\necho 1\n")
     workdir = tmp_path / "w"
-    store = StateStore(workdir, make_lock(workdir, "flock", {}))
-    parts = Parts(store, Timeline(workdir / "timeline.json"), BasicRunner(), ListTaskList())
-    farm = Farm(FarmConfig(tasklist=tasks, workdir=workdir, proc=1), parts)
+    farm = farm_of(tasks, workdir)
+    store = farm.store
     store.prepare()
     with store.locked():
-        store.import_list(tasks, parts.handler, starting=True)
+        store.import_list(tasks, farm.handler, starting=True)
     pid = os.fork()
     if pid == 0:  # the farmer's handler ran here, before the worker installed its own
         code = 1
         try:
             farm.stop.handle(signal.SIGTERM)
-            farm._worker_main(0)
+            farm.pool.worker_main(0)
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else 1
         finally:

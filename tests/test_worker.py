@@ -7,8 +7,9 @@ from pathlib import Path
 
 from farmhelp import ids, start_farmer, stop, wait_for, write_tasklist
 
+from taskfarmer.farm.recording import RESULT_HOLD
 from taskfarmer.farm.signals import StopRequest
-from taskfarmer.farm.worker import RESULT_HOLD, Parts, Worker, WorkerConfig
+from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
 from taskfarmer.runners import BasicRunner
 from taskfarmer.store import StateStore
 from taskfarmer.store.locking import make_lock

@@ -1,4 +1,4 @@
-"""The ``farmer`` command: a thin click layer over :mod:`taskfarmer.farm.farmer`."""
+"""The ``farmer`` command: a thin click layer over :func:`taskfarmer.farm.open_farm`."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ import click
 
 import taskfarmer
 
-from ..farm.farmer import DEFAULT_LEASE, Farm, FarmConfig, workdir_for
+from ..farm import FarmConfig, open_farm
+from ..farm.farmer import DEFAULT_LEASE, workdir_for
 from ..farm.signals import ignore_stop_signals
-from ..farm.worker import Parts
 from ..hpc.resources import discover_devices, plan_slots
 from ..hpc.slurm import default_proc
 from ..hpc.walltime import DEFAULT_MARGIN, slurm_job_end
 from ..logs.tasklogs import LOG_LAYOUTS
 from ..registry import Registry
-from ..store import StateStore, coherent_io
-from ..store.locking import LOCK_KINDS, make_lock
-from ..timeline.file import Timeline
+from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display
 from .status import status_command
@@ -124,8 +122,9 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
     if tasklist is None and (not show_status or workdir is None):
         raise click.UsageError("missing TASKLIST (--status needs TASKLIST or --workdir)")
     if show_status:
-        sys.exit(status_command(workdir_for(tasklist, workdir), tasklist, lock_kind, lease,
-                                as_json, watch, environ))
+        where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
+        assert where is not None  # the usage check above
+        sys.exit(status_command(where, tasklist, lock_kind, lease, as_json, watch, environ))
     assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
@@ -154,14 +153,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         stop_margin=stop_margin,
         job_end=slurm_job_end(environ),
     )
-    if not tasklist.is_file() and not (config.workdir / "toprocess").exists():
-        the_handler.lines(tasklist)  # opens it: a missing tasklist fails before the workdir exists
-    coherent = coherent_io(config.workdir, environ)
-    store = StateStore(config.workdir, make_lock(config.workdir, lock_kind, environ), coherent)
-    parts = Parts(store, Timeline(config.workdir / "timeline.json", coherent), the_runner,
-                  the_handler)
-    farm = Farm(config, parts, display=make_display)
-    report = farm.run()
+    report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
     if report.error is not None:
         click.echo(f"{click.get_current_context().info_name}: error: {report.error}", err=True)

@@ -2,45 +2,57 @@
 an error, when the filesystem may still be failing.
 
 An error (a :class:`~taskfarmer.errors.FilesystemError` of the main process or of a worker,
-which sends it as data, see :data:`ERROR_MARK`) stops the farm like a stop signal: the workers
-are SIGTERMed and put their tasks back; the tasks of a worker that cannot (it stopped on the
-error itself, or was killed) come back by revoking its lease. Every step of the way may fail
-again (the disk is still full): each step is tried on its own, the first error is the one
-reported, and a lease that cannot be revoked now stays for the next farmer to take over
-(its owner is provably dead by then), so no task is lost.
+which sends it as data, see :data:`~taskfarmer.farm.messages.ERROR_MARK`) stops the farm like
+a stop signal: the workers are SIGTERMed and put their tasks back; the tasks of a worker that
+cannot (it stopped on the error itself, or was killed) come back by revoking its lease. Every
+step of the way may fail again (the disk is still full): each step is tried on its own
+(:meth:`FirstError.attempt`), the first error is the one reported, and a lease that cannot be
+revoked now stays for the next farmer to take over (its owner is provably dead by then), so
+no task is lost.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ..errors import TaskfarmerError, as_error
-from ..store import DEAD_SUFFIX, Counts
+from ..store import StateStore
 from ..timeline.events import instant
-from .display import Snapshot
-from .worker import KILL_GRACE
+from ..timeline.file import Timeline
+from .execution import KILL_GRACE
+from .pool import WorkerPool
+from .report import FarmReport
+from .signals import StopRequest
+from .takeover import Takeover
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .farmer import Farm, FarmReport
-
-#: A worker's message line that starts with this carries the error it stopped on.
-ERROR_MARK = "\x01error\x01"
+#: Seconds the workers get to put their tasks back and exit, beyond their tasks' grace.
+EXIT_GRACE = KILL_GRACE + 10.0
 
 
-class FarmEnding:
-    """The :class:`~taskfarmer.farm.farmer.Farm` methods that end a farm (a mixin)."""
+class FirstError:
+    """The first error of a farm: it stops the farm, and it is the one reported.
 
-    def fail(self: Farm, error: TaskfarmerError | OSError) -> None:
-        """Stop the farm on ``error`` (the first error is the one reported)."""
-        if self.error is None:
-            self.error = str(as_error(error, self.config.workdir))
+    Args:
+        where: the workdir (an ``OSError`` names no farm file: it is reported as the
+            workdir's).
+    """
 
-    def attempt(self: Farm, step: Callable[[], None]) -> bool:
+    def __init__(self, where: Path) -> None:
+        self._where = where
+        self.message: str | None = None
+
+    def fail(self, error: TaskfarmerError | OSError) -> None:
+        """Stop the farm on ``error`` (unless an error came first)."""
+        self.note(str(as_error(error, self._where)))
+
+    def note(self, message: str) -> None:
+        """Stop the farm on the error told by ``message`` (unless an error came first)."""
+        if self.message is None:
+            self.message = message
+
+    def attempt(self, step: Callable[[], object]) -> bool:
         """Run one step of the ending; a failure is noted (:meth:`fail`), not raised."""
         try:
             step()
@@ -49,108 +61,73 @@ class FarmEnding:
             return False
         return True
 
-    def worker_says(self: Farm, line: str) -> bool:
-        """Take a worker's error from its message ``line``; False if it is not one."""
-        if not line.startswith(ERROR_MARK):
-            return False
-        if self.error is None:
-            self.error = line[len(ERROR_MARK):]
-        return True
 
-    def _shutdown(self: Farm) -> None:
-        self._forward_stop()
-        end = time.monotonic() + KILL_GRACE + 10.0
-        for process in self.workers.values():
-            process.join(max(0.0, end - time.monotonic()))
-        for slot, process in list(self.workers.items()):
-            if process.is_alive():
-                process.kill()
-                process.join()
-            if process.exitcode != 0:  # a worker that exited 0 released its lease itself
-                self.attempt(lambda s=slot, p=process: self._revoke_worker(s, p))
-        self.workers.clear()
-        self._busy[:] = [-1] * self.config.proc
-        self._drain_messages()
-        if self.store.lock_failed:  # no state written; see taskfarmer.store.exclusion
-            self.attempt(lambda: self.store.abandon(self.farmer + "."))
-        if self.attempt(self._tidy):
-            self.attempt(self.timeline.close)
+def stop_workers(pool: WorkerPool, takeover: Takeover, track: int, errors: FirstError) -> None:
+    """Stop every worker; put back the tasks of those that could not (their leases)."""
+    for gone in pool.stop(EXIT_GRACE):
+        errors.attempt(partial(takeover.revoke_worker, gone.slot, gone.pid, track))
 
-    def _tidy(self: Farm) -> None:
-        with self.store.locked():
-            self.store.tidy()
 
-    def _report(self: Farm) -> FarmReport:
-        from .farmer import FarmReport
+def close_state(store: StateStore, timeline: Timeline, farmer: str,
+                errors: FirstError) -> None:
+    """Hand our leases over after a lock failure; tidy the workdir, then close the timeline."""
+    if store.lock_failed:  # no state written; see taskfarmer.store.exclusion
+        errors.attempt(partial(store.abandon, farmer + "."))
+    if errors.attempt(partial(_tidy, store)):
+        errors.attempt(timeline.close)
 
-        work_left = True
-        if self.error is None:
-            def look() -> None:
-                nonlocal work_left
-                with self.store.locked():
-                    work_left = self.store.pending() or self.store.any_leases()
-            self.attempt(look)
+
+def _tidy(store: StateStore) -> None:
+    with store.locked():
+        store.tidy()
+
+
+def work_left(store: StateStore, errors: FirstError) -> bool:
+    """Whether tasks wait or run anywhere (True after an error: the files cannot tell)."""
+    left = True
+    if errors.message is None:
+        def look() -> None:
+            nonlocal left
+            with store.locked():
+                left = store.pending() or store.any_leases()
+        errors.attempt(look)
+    return left
+
+
+def mark_end(store: StateStore, timeline: Timeline, track: int, stop: StopRequest,
+             report: FarmReport, *, clock: Callable[[], float],
+             monotonic: Callable[[], float]) -> None:
+    """Mark the stop (when it arrived) and our end on our timeline ``track``, and close the
+    timeline.
+
+    Args:
+        store: the state files (for the lock).
+        timeline: our timeline.
+        track: our track (0: the start failed before it was chosen; nothing is marked).
+        stop: our stop request.
+        report: how the farm ended.
+        clock: the wall clock (seconds since the epoch).
+        monotonic: the monotonic clock ``stop`` keeps its time by.
+    """
+    if not track:
+        return
+    now = clock()
+    events = []
+    if stop.requested and stop.at is not None:
+        at = now - (monotonic() - stop.at)
+        events.append(instant(f"stop: {stop.describe()}", at, track,
+                              {"stop": stop.describe()}))
+    events.append(instant("farmer end", now, track,
+                          {"exit_code": report.exit_code, "reason": report.outcome}))
+    with store.locked():
+        timeline.append(events)
+    timeline.close()
+
+
+def close_quietly(store: StateStore, timeline: Timeline) -> None:
+    """Close the timeline and the store; an error is already on its way, or was noted."""
+    for close in (timeline.close, store.close):
         try:
-            snapshot = self._snapshot()
+            close()
         except (TaskfarmerError, OSError):
-            snapshot = Snapshot(Counts(0, 0, 0), 0)
-        report = FarmReport(snapshot.counts, self.stop.describe() if self.stop.requested
-                            else self.draining, work_left, self.error)
-        if self.error is None and not self.attempt(lambda: self._timeline_end(report)):
-            report = FarmReport(snapshot.counts, report.stopped_by, work_left, self.error)
-        self.display.finish(snapshot, report.outcome)
-        self.display.say(self._where())
-        self.close_quietly()
-        return report
-
-    def close_quietly(self: Farm) -> None:
-        """Close the timeline and the store; an error is already on its way, or was noted."""
-        for close in (self.timeline.close, self.store.close):
-            try:
-                close()
-            except (TaskfarmerError, OSError):
-                pass
-
-    def _timeline_end(self: Farm, report: FarmReport) -> None:
-        """Mark the stop signal (when it arrived) and our end on our timeline track."""
-        if not self.track:  # the start failed before our track was chosen
-            return
-        now = self.clock()
-        events = []
-        if self.stop.requested and self.stop.at is not None:
-            at = now - (time.monotonic() - self.stop.at)  # StopRequest's clock is monotonic
-            events.append(instant(f"stop: {self.stop.describe()}", at, self.track,
-                                  {"stop": self.stop.describe()}))
-        events.append(instant("farmer end", now, self.track,
-                              {"exit_code": report.exit_code, "reason": report.outcome}))
-        with self.store.locked():
-            self.timeline.append(events)
-        self.timeline.close()
-
-    def _revoke_worker(self: Farm, slot: int, process: multiprocessing.Process) -> None:
-        """Put back the tasks of one of our workers that is gone (after a lock failure:
-        handed over in :meth:`_shutdown` instead)."""
-        if self.store.lock_failed:
-            return
-        prefix = f"{self.farmer}.w{slot}.{process.pid}."
-        with self.store.locked():
-            for name in self.store.lease_names():
-                if name.startswith(prefix):
-                    self._revoke(name.removesuffix(DEAD_SUFFIX),
-                                 {"node": self.identity.node, "worker": slot + 1})
-
-    def _forward_stop(self: Farm) -> None:
-        """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
-        if os.getpid() != self._main_pid:
-            return  # a worker just forked, before it installed its own handlers: not ours
-        for process in self.workers.values():
-            if process.pid is not None and process.is_alive():
-                try:
-                    os.kill(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-
-
-def worker_error(error: TaskfarmerError | OSError, where: Path) -> str:
-    """The message line a worker sends when it stops on ``error``."""
-    return ERROR_MARK + str(as_error(error, where))
+            pass

@@ -13,32 +13,36 @@ must be run.
 
 from __future__ import annotations
 
-import gc
 import math
-import multiprocessing
 import os
-import signal
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from ..errors import ExitCode, TaskfarmerError, TasklistError, as_error
+from ..errors import TaskfarmerError, TasklistError, as_error
 from ..hpc.identity import Identity
 from ..hpc.resources import SlotResources, pin
 from ..hpc.slurm import job_labels
 from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
 from ..logs.joblog import JobLogDurations
-from ..store import DEAD_SUFFIX, Counts, LeaseInfo, StateCounter, farmer_name
+from ..store import Counts, StateCounter, farmer_name
 from ..store.adopt import adopt, needs_adoption
 from ..timeline.counts import TaskCounts
-from ..timeline.events import Event, choose_pid, counters, farmer_tracks, instant, process_title
+from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
 from .display import Display, DisplayFactory, Snapshot, quiet
-from .ending import FarmEnding, worker_error
-from .signals import StopRequest, die_with_parent
+from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
+from .gate import StartGate
+from .messages import MessagePipe, carried_error
+from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
+from .recording import counter_events
+from .report import FarmReport
+from .signals import StopRequest
+from .takeover import Takeover
+from .takeover import expired as expired  # tests/test_failures.py imports it from here
 from .worker import Parts, Worker, WorkerConfig
 
 #: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
@@ -54,10 +58,6 @@ POLL = 0.5
 IDLE_POLL_FIRST = 0.02
 #: Seconds between looks at the tasklist for appended lines while working.
 IMPORT_POLL = 2.0
-#: Worker exit code for a state or configuration error (not worth restarting the worker).
-WORKER_ERROR = 2
-#: Give up after this many unexpected worker deaths.
-MAX_WORKER_CRASHES = 20
 
 
 @dataclass
@@ -92,45 +92,17 @@ class FarmConfig:
         return self.slots[slot] if self.slots else SlotResources(slot)
 
 
-@dataclass(frozen=True)
-class FarmReport:
-    """How a farmer run ended."""
+class Farm:
+    """A farmer's main process.
 
-    counts: Counts
-    stopped_by: str | None
-    work_left: bool
-    error: str | None = None
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """0 all done; 1 done with failures; 2 error; 3 stopped with work left."""
-        if self.error is not None:
-            return ExitCode.ERROR
-        if self.work_left:
-            return ExitCode.STOPPED
-        return ExitCode.FAILED if self.counts.failed else ExitCode.OK
-
-    @property
-    def outcome(self) -> str:
-        """A few words for the last log line."""
-        if self.error is not None:
-            return f"error: {self.error}"
-        if self.work_left:
-            return f"stopped by {self.stopped_by}, work left"
-        return "done with failures" if self.counts.failed else "done"
-
-
-def expired(info: LeaseInfo, now: float, lease: float, observer: Identity) -> bool:
-    """Whether another farmer's lease may be taken over.
-
-    Half-revoked leases always; provably dead owners (same boot and PID namespace, pid gone)
-    at once; anyone else once the heartbeat is older than ``lease`` seconds.
+    Args:
+        config: the farmer's options.
+        parts: the store, timeline, runner and handler.
+        identity: this process (default: found out).
+        clock: the wall clock (seconds since the epoch).
+        monotonic: the monotonic clock (the stop requests keep their time by it).
+        display: makes what the farm shows.
     """
-    return info.dead or info.owner.provably_dead(observer) or now - info.heartbeat > lease
-
-
-class Farm(FarmEnding):
-    """A farmer's main process."""
 
     def __init__(
         self,
@@ -139,6 +111,7 @@ class Farm(FarmEnding):
         identity: Identity | None = None,
         clock: Callable[[], float] = time.time,
         display: DisplayFactory = quiet,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.parts = parts
@@ -146,53 +119,44 @@ class Farm(FarmEnding):
         self.timeline = parts.timeline
         self.handler = parts.handler
         self.clock = clock
+        self.monotonic = monotonic
         self.identity = identity or Identity.current(environ=config.environ)
         self.name = f"{self.identity.node}:{self.identity.pid}"
-        self._main_pid = os.getpid()
         self.farmer = farmer_name(self.identity.node, self.identity.pid, os.urandom(3).hex())
         self.track = 0  # the timeline track's process id, chosen under the lock at start
         self.display: Display = display(self.name, clock)
-        self.stop = StopRequest()
+        self.stop = StopRequest(clock=monotonic)
         self.counter = StateCounter(parts.store)
-        self.workers: dict[int, multiprocessing.Process] = {}
+        self.errors = FirstError(config.workdir)
         self.crashes = 0
-        self.error: str | None = None
         self.list_changed = False
-        self._context = multiprocessing.get_context("fork")
-        self._busy = self._context.RawArray("i", [-1] * config.proc)
-        # The start gate (see _start_limit), shared with the workers: the time limit, when no
-        # task may start any more if a task time is known, whether one is, and the longest
-        # task each worker slot ran (what counts while no task time is known).
-        self._stop_at = self._context.RawValue("d", math.inf)
-        self._start_by = self._context.RawValue("d", math.inf)
-        self._known = self._context.RawValue("b", 0)
-        self._longest = self._context.RawArray("d", config.proc)
-        self._task_started = 0.0  # in a worker: when its current task started
         self.draining: str | None = None  # why no task starts any more
-        self._next_estimate = 0.0
-        self._messages_r, self._messages_w = os.pipe()
-        os.set_blocking(self._messages_r, False)
-        self._partial = b""
+        self.pipe = MessagePipe()
+        self.pool = WorkerPool(config.proc, self._make_worker, self.pipe, self.stop,
+                               self.identity.pid, config.workdir, monotonic)
+        self.gate = StartGate(config.proc, clock, refresh=POLL)
+        self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
+                                 config.lease, clock, self.display.say)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> FarmReport:
         """Farm until the list is done, a stop signal arrives or ``--timeout`` passes."""
         # Handlers first: a stop signal while the list is being read must not kill us.
-        self.stop.on_stop(self._forward_stop)
+        self.stop.on_stop(self.pool.forward_stop)
         self.stop.install()
         try:
             self._prepare()  # no worker yet: an error goes to the caller
         except OSError as error:
-            self.close_quietly()
+            close_quietly(self.store, self.timeline)
             raise as_error(error, self.config.workdir) from None
         except BaseException:
-            self.close_quietly()
+            close_quietly(self.store, self.timeline)
             raise
         try:
             self._farm()
         except (TaskfarmerError, OSError) as error:
-            self.fail(error)
+            self.errors.fail(error)
         finally:
             self._shutdown()
         return self._report()
@@ -204,67 +168,76 @@ class Farm(FarmEnding):
             TaskTime(self.config.task_time, JobLogDurations(self.store.workdir / "joblog")),
             self.clock)
         deadline = walltime.stop_at if walltime is not None else None
-        self._stop_at.value = math.inf if deadline is None else deadline
+        self.gate.limit_to(deadline)
         period = min(self.config.lease / 4, 30.0)
         next_beat = 0.0
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
         self.display.say(self._where())
         self.display.start(self._snapshot())
-        while not self.stop.requested and self.error is None:
+        while not self.stop.requested and self.errors.message is None:
             now = self.clock()
             if walltime is not None and self._out_of_time(walltime, now):
                 break
-            if self.draining is not None and not self.workers:
+            if self.draining is not None and not self.pool:
                 break
             if now >= next_beat:
-                self._heartbeat()
-                self._take_over_expired()
+                self.takeover.heartbeat()
+                self.takeover.take_over_expired(self.track)
                 next_beat = now + period
             self._reap()
-            if self.error is not None:
+            if self.errors.message is not None:
                 break
             if now >= next_import:
                 self._import_growth()
                 next_import = now + IMPORT_POLL
             self._fill_slots()
-            if not self.workers and self._all_done() and not self.config.follow:
+            if not self.pool and self._all_done() and not self.config.follow:
                 break
             self._drain_messages()
             self.display.update(self._snapshot())
-            poll, idle_poll = idle_backoff(idle_poll, waiting=not self.workers)
+            poll, idle_poll = idle_backoff(idle_poll, waiting=not self.pool)
             wake = math.inf if deadline is None else deadline
             if self.draining is None:  # also when the start gate closes
-                wake = min(wake, self._start_limit())
+                wake = min(wake, self.gate.limit())
             timeout = max(0.0, min(poll, wake - now))
-            wait([*(p.sentinel for p in self.workers.values()), self._messages_r], timeout)
+            wait([*self.pool.sentinels(), self.pipe.reader], timeout)
 
     def _out_of_time(self, walltime: Walltime, now: float) -> bool:
         """Stop (True) at the walltime's limit; before that, close the start gate once no
-        task is expected to finish in time (workers ask :meth:`_start_limit` before each claim)."""
+        task is expected to finish in time (workers ask the gate before each claim)."""
         if now >= walltime.stop_at:
             self.display.say(walltime.why_stop())
             self.stop.request(walltime.limit.reason)
             return True
         if self.draining is None:
-            if now >= self._next_estimate:  # reads the timeline's new events: once a POLL
-                self._start_by.value = walltime.latest_start()
-                self._known.value = walltime.task_time.expected() is not None
-                self._next_estimate = now + POLL
-            if now >= self._start_limit():
+            self.gate.estimate(walltime, now)  # reads the timeline's new events: once a POLL
+            if now >= self.gate.limit():
                 self.draining = walltime.limit.reason
-                self.display.say(walltime.why_no_start(max(self._longest)))
+                self.display.say(walltime.why_no_start(self.gate.longest))
         return False
 
-    def _start_limit(self) -> float:
-        """No task may start from this time on: the walltime's latest start once a task time
-        is known; before, the limit minus the longest task this farmer has run. Workers ask
-        it themselves before every claim: the estimate the main process reads from the
-        timeline arrives up to a poll late, too late for a worker that has just finished one
-        of the first tasks."""
-        if self._known.value:
-            return self._start_by.value
-        return self._stop_at.value - max(self._longest)
+    def _shutdown(self) -> None:
+        stop_workers(self.pool, self.takeover, self.track, self.errors)
+        self._drain_messages()
+        close_state(self.store, self.timeline, self.farmer, self.errors)
+
+    def _report(self) -> FarmReport:
+        left = work_left(self.store, self.errors)
+        try:
+            snapshot = self._snapshot()
+        except (TaskfarmerError, OSError):
+            snapshot = Snapshot(Counts(0, 0, 0), 0)
+        stopped_by = self.stop.describe() if self.stop.requested else self.draining
+        report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message)
+        if self.errors.message is None and not self.errors.attempt(partial(
+                mark_end, self.store, self.timeline, self.track, self.stop, report,
+                clock=self.clock, monotonic=self.monotonic)):
+            report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message)
+        self.display.finish(snapshot, report.outcome)
+        self.display.say(self._where())
+        close_quietly(self.store, self.timeline)
+        return report
 
     def _prepare(self) -> None:
         self.store.prepare()
@@ -289,7 +262,7 @@ class Farm(FarmEnding):
                 self.display.say(f"put {requeued} failed task(s) back into toprocess")
             events = self._timeline_start(0 if fresh else added, requeued)
             self.timeline.append(events)
-        self._take_over_expired()
+        self.takeover.take_over_expired(self.track)
 
     def _timeline_start(self, appended: int, requeued: int) -> list[Event]:
         """*locked* Choose our track, recount the tasks if no farmer runs; the start events."""
@@ -311,18 +284,11 @@ class Farm(FarmEnding):
                                "proc": self.config.proc, **labels}))
         if appended:
             events.append(self._appended(now, appended))
-        return events + self._counters(now)
+        return events + counter_events(self.timeline, now)
 
     def _appended(self, now: float, count: int) -> Event:
         return instant("tasks appended", now, self.track,
                        {"tasks": count, "tasklist": str(self.config.tasklist)})
-
-    def _counters(self, now: float, **delta: int) -> list[Event]:
-        """*locked* Apply ``delta`` to the workdir's task counts; their counter event."""
-        counts = self.timeline.state.change(**delta)
-        if counts is None:
-            return []
-        return [counters(now, counts.done, counts.failed, counts.running, counts.pending)]
 
     def _where(self) -> str:
         workdir = self.config.workdir
@@ -332,136 +298,58 @@ class Farm(FarmEnding):
     # -- workers -----------------------------------------------------------------------------
 
     def _fill_slots(self) -> None:
-        free = [slot for slot in range(self.config.proc) if slot not in self.workers]
+        free = self.pool.free()
         if not free or self.stop.requested or self.draining is not None:
             return
         with self.store.locked():
             count = self.store.pending_count(len(free))
         for slot in free[:count]:
-            process = self._context.Process(target=self._worker_main, args=(slot,),
-                                            name=f"taskfarmer worker {slot}", daemon=False)
-            process.start()
-            self.workers[slot] = process
+            self.pool.start(slot)
 
-    def _worker_main(self, slot: int) -> None:
-        """Body of a worker process (runs after fork)."""
-        die_with_parent(self.identity.pid)
-        # Everything inherited from the main process is long-lived: keep the cyclic garbage
-        # collector from walking it again and again (it showed in profiles of short tasks).
-        gc.freeze()
-        os.close(self._messages_r)
-        try:  # start-up errors too: one line, no traceback from multiprocessing
-            resources = self.config.slot(slot)
-            pin(resources)  # the tasks inherit the affinity mask
-            self.parts.runner.assign(resources)
-            stop = StopRequest()
-            config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
-                                  node=self.identity.node, verbose=self.config.verbose,
-                                  task_timeout=self.config.task_timeout,
-                                  retries=self.config.retries,
-                                  environ=resources.environment(self.config.environ),
-                                  logs=self.config.logs)
-            worker = Worker(config, self.parts, stop, clock=self.clock, say=self._send,
-                            on_change=self._mark, may_start=self._may_start)
-            worker.install_signal_handlers()
-            if self.stop.requested:  # it arrived before our handlers: the farmer's ran, here
-                stop.handle(self.stop.signum or signal.SIGTERM)
-            code = worker.run()
-        except (TaskfarmerError, OSError) as error:
-            self._send(worker_error(error, self.config.workdir))
-            code = WORKER_ERROR
-        sys.exit(code)
-
-    def _may_start(self) -> bool:
-        """In a worker: whether a task may start now (see :meth:`_out_of_time`)."""
-        return self.clock() < self._start_limit()
+    def _make_worker(self, slot: int) -> Worker:
+        """In a forked worker process: the worker of ``slot``."""
+        resources = self.config.slot(slot)
+        pin(resources)  # the tasks inherit the affinity mask
+        self.parts.runner.assign(resources)
+        config = WorkerConfig(slot=slot, farmer=self.farmer, track=self.track,
+                              node=self.identity.node, verbose=self.config.verbose,
+                              task_timeout=self.config.task_timeout,
+                              retries=self.config.retries,
+                              environ=resources.environment(self.config.environ),
+                              logs=self.config.logs)
+        return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
+                      monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
+                      may_start=self.gate.may_start)
 
     def _mark(self, slot: int, task_id: int) -> None:
-        """In a worker: slot ``slot`` runs ``task_id`` now (-1: none); keep its longest task."""
-        self._busy[slot] = task_id
-        if task_id >= 0:
-            self._task_started = self.clock()
-        else:
-            self._longest[slot] = max(self._longest[slot], self.clock() - self._task_started)
-
-    def _send(self, text: str) -> None:
-        # One write(2) of at most PIPE_BUF bytes to a pipe is atomic: lines never interleave.
-        data = (text.rstrip("\n") + "\n").encode()[: 4000]
-        try:
-            os.write(self._messages_w, data)
-        except OSError:
-            pass
+        """In a worker: slot ``slot`` runs ``task_id`` now (-1: none)."""
+        self.pool.mark(slot, task_id)
+        self.gate.mark(slot, task_id)
 
     def _drain_messages(self) -> None:
-        while True:
-            try:
-                data = os.read(self._messages_r, 65536)
-            except BlockingIOError:
-                break
-            if not data:
-                break
-            self._partial += data
-        *lines, self._partial = self._partial.split(b"\n")
-        for line in lines:
-            text = line.decode(errors="replace")
-            if not self.worker_says(text):
-                self.display.log(text)
+        for line in self.pipe.lines():
+            error = carried_error(line)
+            if error is None:
+                self.display.log(line)
+            else:
+                self.errors.note(error)
 
     def _reap(self) -> None:
-        for slot, process in list(self.workers.items()):
-            if process.is_alive():
-                continue
-            process.join()
-            del self.workers[slot]
-            self._busy[slot] = -1
-            code = process.exitcode
-            if code == 0:
-                continue
+        for gone in self.pool.reap():
             self._drain_messages()
-            self._revoke_worker(slot, process)  # gone: _shutdown will not see it
+            self.takeover.revoke_worker(gone.slot, gone.pid, self.track)  # not in _shutdown
             if self.stop.requested:
                 continue
-            if code == WORKER_ERROR:
-                self.error = self.error or f"worker {slot} stopped on an error"
+            if gone.code == WORKER_ERROR:
+                self.errors.note(f"worker {gone.slot} stopped on an error")
             else:
                 self.crashes += 1
-                self.display.say(f"worker {slot} died (exit code {code}); its tasks are back "
-                                 "in toprocess")
-                if self.crashes > MAX_WORKER_CRASHES:
-                    self.error = f"{self.crashes} worker crashes; giving up"
+                self.display.say(f"worker {gone.slot} died (exit code {gone.code}); its tasks "
+                                 "are back in toprocess")
+                if self.crashes > MAX_WORKER_CRASHES:  # reported even over an earlier error
+                    self.errors.message = f"{self.crashes} worker crashes; giving up"
 
-    # -- leases ------------------------------------------------------------------------------
-
-    def _heartbeat(self) -> None:
-        """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
-        for name in self.store.lease_names():
-            if name.startswith(self.farmer + ".") and not name.endswith(DEAD_SUFFIX):
-                self.store.renew(name)
-
-    def _take_over_expired(self) -> None:
-        now = self.clock()
-        with self.store.locked():
-            for info in self.store.lease_infos():
-                if info.name.startswith(self.farmer + "."):
-                    continue
-                if expired(info, now, self.config.lease, self.identity):
-                    count = self._revoke(info.name, {"node": info.owner.node,
-                                                     "pid": info.owner.pid})
-                    self.display.say(f"took over lease {info.name} of {info.owner.node} "
-                                     f"pid {info.owner.pid}: {count} task(s) back in "
-                                     "toprocess")
-
-    def _revoke(self, name: str, owner: dict[str, Any]) -> int:
-        """*locked* Take over lease ``name`` and mark it on our track; how many tasks came back."""
-        tasks = self.store.revoke(name)
-        now = self.clock()
-        events = [instant("lease taken over", now, self.track,
-                          {"lease": name, **owner, "tasks": len(tasks),
-                           "ids": [task.id for task in tasks[:20]]})]
-        if tasks:
-            events += self._counters(now, running=-len(tasks), pending=len(tasks))
-        self.timeline.append(events)
-        return len(tasks)
+    # -- the tasklist ------------------------------------------------------------------------
 
     def _all_done(self) -> bool:
         self._import_growth()  # out of work: lines appended since are work too
@@ -483,7 +371,7 @@ class Farm(FarmEnding):
                 if added:
                     now = self.clock()
                     self.timeline.append([self._appended(now, added),
-                                          *self._counters(now, pending=added)])
+                                          *counter_events(self.timeline, now, pending=added)])
         except TasklistError as error:
             self.list_changed = True
             self.display.say(f"error: {error}; importing no more from it")
@@ -492,8 +380,7 @@ class Farm(FarmEnding):
             self.display.say(f"imported {added} task(s) appended to {self.config.tasklist}")
 
     def _snapshot(self) -> Snapshot:
-        running = sum(1 for task_id in self._busy if task_id >= 0)
-        return Snapshot(self.counter.counts(), running)
+        return Snapshot(self.counter.counts(), self.pool.running())
 
 
 def idle_backoff(idle_poll: float, waiting: bool) -> tuple[float, float]:

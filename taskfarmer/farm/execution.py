@@ -1,0 +1,227 @@
+"""One execution of a task in a worker: start it, ``--task-timeout``, kill escalation, wait.
+
+A stop (:meth:`Execution.terminate`, a callback of the worker's
+:class:`~taskfarmer.farm.signals.StopRequest`) or the task timeout SIGTERMs the task's process
+group, and SIGALRM SIGKILLs it :data:`KILL_GRACE` later. While the task runs, the worker's held
+results are recorded as they come of age (see :mod:`.recording`).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from collections.abc import Mapping
+from typing import Callable, Protocol
+
+from ..hpc.identity import group_has_live_members
+from ..logs.tasklogs import TaskLogs
+from ..runners.base import Process, Runner
+from ..tasks import Task
+from .recording import RESULT_HOLD, Result
+from .signals import StopRequest, died_of_stop_signal
+
+#: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
+KILL_GRACE = 2.0
+#: A task that died of a stop signal is requeued, not failed, if our own stop arrives this soon
+#: (SLURM signals every process of a step; the task may see it before we do).
+STOP_ECHO_WAIT = 1.0
+#: Seconds between two looks at a stopped task's process group, and for our own stop.
+_GROUP_POLL = 0.02
+_STOP_POLL = 0.01
+
+
+class TaskOptions(Protocol):
+    """What an execution needs of a worker's configuration
+    (:class:`~taskfarmer.farm.worker.WorkerConfig`)."""
+
+    @property
+    def node(self) -> str:
+        """The node's name."""
+
+    @property
+    def verbose(self) -> bool:
+        """``--verbose``: a line per task start and end."""
+
+    @property
+    def task_timeout(self) -> float | None:
+        """``--task-timeout``."""
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The tasks' environment."""
+
+
+class Execution:
+    """Runs a worker's tasks, one at a time.
+
+    Args:
+        options: the worker's node, ``--verbose``, ``--task-timeout`` and environment.
+        runner: how a task becomes a process.
+        logs: the task logs.
+        stop: the worker's stop request.
+        clock: the wall clock (seconds since the epoch).
+        monotonic: the monotonic clock.
+        sleep: sleeps that many seconds.
+        say: tells the farmer a line.
+        held: the monotonic time the youngest held result ended (None: none is held).
+        record_held: records the held results that are old enough (takes the lock).
+    """
+
+    def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
+                 *, clock: Callable[[], float], monotonic: Callable[[], float],
+                 sleep: Callable[[float], None], say: Callable[[str], None],
+                 held: Callable[[], float | None], record_held: Callable[[], None]) -> None:
+        self._options = options
+        self._runner = runner
+        self._logs = logs
+        self._stop = stop
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._say = say
+        self._held = held
+        self._record_held = record_held
+        self._process: Process | None = None
+        self._terminating = False
+        self._kill_at = 0.0
+        self._timed_out = False
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def terminate(self) -> None:
+        """SIGTERM the running task's group now, SIGKILL it after :data:`KILL_GRACE`."""
+        process = self._process
+        if process is None or self._terminating:
+            return
+        self._terminating = True
+        self._kill_at = self._monotonic() + KILL_GRACE
+        Runner.kill(process, signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, KILL_GRACE)
+
+    def on_alarm(self, signum: int, frame: object) -> None:
+        """The SIGALRM handler: the task timed out, or its grace after SIGTERM is over."""
+        process = self._process
+        if process is None:
+            return
+        if self._terminating:
+            Runner.kill(process, signal.SIGKILL)
+        else:
+            self._timed_out = True
+            self.terminate()
+
+    def kill(self) -> None:
+        """After an error: SIGKILL the running task's group and reap its leader."""
+        process = self._process
+        if process is not None:
+            Runner.kill(process, signal.SIGKILL)
+            try:
+                process.wait()
+            except OSError:
+                pass
+
+    # -- one task ----------------------------------------------------------------------------
+
+    def run(self, task: Task, command: str, rerun: bool) -> Result:
+        """Run ``task`` as ``command``; a stopped result must go back into ``toprocess``."""
+        if self._options.verbose:
+            self._say(f"start task {task.id}: {command}")
+        rerun_note = (f"---- taskfarmer: task {task.id} runs again on {self._options.node} "
+                      "----\n").encode()
+        log_fd = self._logs.open(task.id, rerun_note)
+        self._terminating = False
+        self._timed_out = False
+        try:
+            start = self._clock()
+            try:
+                process = self._runner.start(task.id, command, log_fd, self._options.environ)
+            except OSError as error:
+                os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
+                os.close(log_fd)
+                log_fd = -1
+                self._logs.done(task.id, rerun_note)
+                return self._finish(task, command, 127, start, rerun)
+        finally:
+            if log_fd >= 0:
+                os.close(log_fd)
+        returncode, stopped = self._supervise(process)
+        self._logs.done(task.id, rerun_note)
+        self._process = None
+        self._runner.cleanup(task.id)
+        if not stopped and not self._timed_out and died_of_stop_signal(returncode):
+            stopped = self._stop_arrives()
+        if stopped:
+            if self._options.verbose:
+                self._say(f"stopped task {task.id}: back to toprocess")
+            return self._finish(task, command, returncode, start, rerun,
+                                stopped=self._stop.describe())
+        return self._finish(task, command, returncode, start, rerun)
+
+    def _supervise(self, process: Process) -> tuple[int, bool]:
+        """Wait for the started ``process`` under the stop and the task timeout; (its exit
+        code, whether a stop cut it short)."""
+        self._process = process
+        if self._stop.requested:
+            self.terminate()
+        elif self._options.task_timeout:
+            signal.setitimer(signal.ITIMER_REAL, self._options.task_timeout)
+        try:
+            self._wait(process)
+        except BaseException:  # LockError recording held results: the task must not outlive us
+            Runner.kill(process, signal.SIGKILL)
+            raise
+        stopped = self._stop.requested
+        if stopped or self._timed_out:
+            # The leader (often a shell, which dies at once on SIGTERM) is gone: give the rest
+            # of its group what is left of KILL_GRACE to clean up, then SIGKILL what remains.
+            while (self._monotonic() < self._kill_at
+                   and group_has_live_members(process.pid)):
+                self._sleep(_GROUP_POLL)
+            Runner.kill(process, signal.SIGKILL)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return process.wait(), stopped
+
+    def _wait(self, process: Process) -> None:
+        """Wait until the task's leader exits, recording held results meanwhile.
+
+        The leader is not reaped: while it is a zombie its pid (= the group id) cannot be
+        reused, so killing the group afterwards cannot hit an unrelated process. Held results
+        become recordable :data:`RESULT_HOLD` after they ended; waiting on a pidfd with a
+        timeout lets us record them now rather than after this task, which may run for hours.
+        """
+        pidfd = None
+        if self._held() is not None:
+            try:
+                pidfd = os.pidfd_open(process.pid)
+            except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3: record later
+                pidfd = None
+        if pidfd is not None:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                while (youngest := self._held()) is not None:
+                    age = self._monotonic() - youngest
+                    if poller.poll(max(0.0, RESULT_HOLD - age) * 1000):
+                        break  # the task ended first
+                    self._record_held()
+            finally:
+                os.close(pidfd)
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+
+    def _finish(self, task: Task, command: str, returncode: int, start: float, rerun: bool,
+                stopped: str | None = None) -> Result:
+        result = Result(task, command, returncode, start, self._clock(), self._monotonic(),
+                        self._timed_out, stopped, rerun)
+        if self._options.verbose and not stopped:
+            how = "timed out" if result.timed_out else f"exit {returncode}"
+            self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")
+        return result
+
+    def _stop_arrives(self) -> bool:
+        """Wait briefly for our own stop after a task died of a stop signal."""
+        deadline = self._monotonic() + STOP_ECHO_WAIT
+        while self._monotonic() < deadline:
+            if self._stop.requested:
+                return True
+            self._sleep(_STOP_POLL)
+        return self._stop.requested
