@@ -21,7 +21,7 @@ from farmhelp import (
     write_tasklist,
 )
 
-from taskfarmer.farm.farmer import expired
+from taskfarmer.farm.takeover import expired
 from taskfarmer.hpc.identity import Identity, process_start_time
 from taskfarmer.store import LeaseInfo
 

@@ -12,13 +12,14 @@ import click
 import taskfarmer
 
 from ..farm import FarmConfig, open_farm
-from ..farm.farmer import DEFAULT_LEASE, workdir_for
+from ..farm.farmer import workdir_for
 from ..farm.signals import ignore_stop_signals
 from ..hpc.resources import discover_devices, plan_slots
 from ..hpc.slurm import default_proc
 from ..hpc.walltime import DEFAULT_MARGIN, slurm_job_end
 from ..logs.tasklogs import LOG_LAYOUTS
 from ..registry import Registry
+from ..store import DEFAULT_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display

@@ -7,8 +7,7 @@ the :class:`Farm` from a :class:`FarmConfig`, a runner and a tasklist handler.
 from __future__ import annotations
 
 from ..runners.base import Runner
-from ..store import StateStore, coherent_io
-from ..store.locking import make_lock
+from ..store import StateFiles, StateStore, coherent_io, make_lock
 from ..tasks import TaskList
 from ..timeline.file import Timeline
 from .display import Display, DisplayFactory, Snapshot, quiet
@@ -36,10 +35,10 @@ def open_farm(config: FarmConfig, runner: Runner, handler: TaskList, lock_kind: 
             the lock or the workdir's filesystem cannot be used.
     """
     workdir = config.workdir
-    if not config.tasklist.is_file() and not (workdir / "toprocess").exists():
+    if not config.tasklist.is_file() and not StateFiles(workdir).toprocess.exists():
         # Opens it: a missing tasklist fails before the workdir exists.
         handler.lines(config.tasklist)
     coherent = coherent_io(workdir, config.environ)
     store = StateStore(workdir, make_lock(workdir, lock_kind, config.environ), coherent)
-    parts = Parts(store, Timeline(workdir / "timeline.json", coherent), runner, handler)
+    parts = Parts(store, Timeline(StateFiles(workdir).timeline, coherent), runner, handler)
     return Farm(config, parts, display=display)

@@ -72,7 +72,7 @@ def close_state(store: StateStore, timeline: Timeline, farmer: str,
                 errors: FirstError) -> None:
     """Hand our leases over after a lock failure; tidy the workdir, then close the timeline."""
     if store.lock_failed:  # no state written; see taskfarmer.store.exclusion
-        errors.attempt(partial(store.abandon, farmer + "."))
+        errors.attempt(partial(store.abandon, farmer))
     if errors.attempt(partial(_tidy, store)):
         errors.attempt(timeline.close)
 

@@ -29,8 +29,7 @@ from ..hpc.resources import SlotResources, pin
 from ..hpc.slurm import job_labels
 from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
 from ..logs.joblog import JobLogDurations
-from ..store import Counts, StateCounter, farmer_name
-from ..store.adopt import adopt, needs_adoption
+from ..store import DEFAULT_LEASE, Counts, StateCounter, farmer_name, heartbeat_period
 from ..timeline.counts import TaskCounts
 from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
 from .display import Display, DisplayFactory, Snapshot, quiet
@@ -42,12 +41,8 @@ from .recording import counter_events
 from .report import FarmReport
 from .signals import StopRequest
 from .takeover import Takeover
-from .takeover import expired as expired  # tests/test_failures.py imports it from here
 from .worker import Parts, Worker, WorkerConfig
 
-#: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
-#: that the tasks of a dead node come back within minutes.
-DEFAULT_LEASE = 300.0
 #: The main loop wakes at least this often.
 POLL = 0.5
 #: A farmer with no workers left waits for other farmers' leases (their tasks may still come
@@ -165,11 +160,11 @@ class Farm:
         walltime = Walltime.earliest(
             limits(self.clock(), self.config.timeout, self.config.job_end,
                    self.config.stop_margin),
-            TaskTime(self.config.task_time, JobLogDurations(self.store.workdir / "joblog")),
+            TaskTime(self.config.task_time, JobLogDurations(self.store.files.joblog)),
             self.clock)
         deadline = walltime.stop_at if walltime is not None else None
         self.gate.limit_to(deadline)
-        period = min(self.config.lease / 4, 30.0)
+        period = heartbeat_period(self.config.lease)
         next_beat = 0.0
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
@@ -248,8 +243,8 @@ class Farm:
                                  f"{fragment[:60]!r}")
             self.timeline.repair()
             fresh = not self.store.initialized()
-            if not fresh and needs_adoption(self.store):
-                adoption = adopt(self.store, self.handler.lines(self.config.tasklist))
+            if not fresh and self.store.needs_adoption():
+                adoption = self.store.adopt(self.handler.lines(self.config.tasklist))
                 self.display.say(adoption.describe())
             added = self.store.import_list(self.config.tasklist, self.handler, starting=True,
                                            accept=self.config.accept_list)
@@ -292,8 +287,9 @@ class Farm:
 
     def _where(self) -> str:
         workdir = self.config.workdir
-        return (f"workdir {workdir}: task logs in {workdir / 'logs'}, job log "
-                f"{workdir / 'joblog'}, timeline {workdir / 'timeline.json'}")
+        files = self.store.files
+        return (f"workdir {workdir}: task logs in {self.store.logs}, job log "
+                f"{files.joblog}, timeline {files.timeline}")
 
     # -- workers -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..hpc.identity import Identity
-from ..store import DEAD_SUFFIX, LeaseInfo, StateStore
+from ..store import LeaseInfo, LeaseName, StateStore, live_name
 from ..timeline.events import instant
 from ..timeline.file import Timeline
 from .recording import counter_events
@@ -51,7 +51,8 @@ class Takeover:
     def heartbeat(self) -> None:
         """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
         for name in self._store.lease_names():
-            if name.startswith(self._farmer + ".") and not name.endswith(DEAD_SUFFIX):
+            lease = LeaseName.parse(name)
+            if lease is not None and not lease.dead and lease.owned_by(self._farmer):
                 self._store.renew(name)
 
     def take_over_expired(self, track: int) -> None:
@@ -59,7 +60,8 @@ class Takeover:
         now = self._clock()
         with self._store.locked():
             for info in self._store.lease_infos():
-                if info.name.startswith(self._farmer + "."):
+                lease = LeaseName.parse(info.name)
+                if lease is not None and lease.owned_by(self._farmer):
                     continue
                 if expired(info, now, self._lease, self._identity):
                     count = self._revoke(info.name, {"node": info.owner.node,
@@ -72,11 +74,11 @@ class Takeover:
         failure: handed over by :meth:`StateStore.abandon` instead)."""
         if self._store.lock_failed:
             return
-        prefix = f"{self._farmer}.w{slot}.{pid}."
         with self._store.locked():
             for name in self._store.lease_names():
-                if name.startswith(prefix):
-                    self._revoke(name.removesuffix(DEAD_SUFFIX),
+                lease = LeaseName.parse(name)
+                if lease is not None and lease.owned_by(self._farmer, slot, pid):
+                    self._revoke(live_name(name),
                                  {"node": self._identity.node, "worker": slot + 1}, track)
 
     def _revoke(self, name: str, owner: dict[str, Any], track: int) -> int:

@@ -22,7 +22,7 @@ from ..hpc.identity import Identity
 from ..logs.joblog import JobLog
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Runner
-from ..store import Lease, LeaseRevoked, Outcome, StateStore
+from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .execution import Execution
@@ -101,8 +101,8 @@ class Worker:
         self._reruns: set[int] = set()  # queued tasks that were started before
         self._generation = 0
         self.lease: Lease
-        self.logs = TaskLogs(self.store.logs, config.logs, f"{config.farmer}.w{config.slot}")
-        self.joblog = JobLog(self.store.workdir / "joblog", coherent=self.store.files.coherent)
+        self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
+        self.joblog = JobLog(self.store.files.joblog, coherent=self.store.files.coherent)
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
@@ -118,7 +118,7 @@ class Worker:
 
     def _register(self) -> Lease:
         self._generation += 1
-        name = f"{self.config.farmer}.w{self.config.slot}.{os.getpid()}.{self._generation}"
+        name = str(LeaseName(self.config.farmer, self.config.slot, os.getpid(), self._generation))
         owner = Identity.current(environ=self.config.environ,
                                  extra={"worker": str(self.config.slot),
                                         "farmer": self.config.farmer,

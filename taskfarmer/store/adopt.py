@@ -26,7 +26,7 @@ from .files import StateFiles
 from .lines import lines, parse_task_line, task_line
 
 if TYPE_CHECKING:
-    from .state import StateStore
+    pass
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,3 @@ def reconcile(files: StateFiles, tasklist: Iterable[str]) -> Adoption:
     return Adoption(finished=len(finished), failed=len(failed), pending=len(todo),
                     put_back=put_back, dropped=len(set(listed) & recorded),
                     duplicates=sum(1 for count in both.values() if count > 1))
-
-
-# The names farm/farmer.py imports until it calls StateStore.needs_adoption/adopt; then remove.
-def needs_adoption(store: StateStore) -> bool:
-    """*locked* See :meth:`StateStore.needs_adoption`."""
-    return store.needs_adoption()
-
-
-def adopt(store: StateStore, tasklist: Iterable[str]) -> Adoption:
-    """*locked* See :meth:`StateStore.adopt`."""
-    return store.adopt(tasklist)

@@ -206,8 +206,7 @@ class StateStore:
 
     def abandon(self, farmer: str) -> list[str]:
         """Without the lock, after :attr:`lock_failed`: see :meth:`Leases.abandon`."""
-        # farm/ending.py still passes ``FARMER.`` (the old prefix) until it switches.
-        return self.lease_files.abandon(farmer.removesuffix("."))
+        return self.lease_files.abandon(farmer)
 
     def lease_names(self) -> list[str]:
         """See :meth:`Leases.names`."""
