@@ -24,7 +24,7 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
   :data:`COUNTERS_PID` track (``all tasks · track 1``), one event with the four values
   whenever they change. ``running`` counts executions under way: a task leaves it when its
   execution ends, and enters ``done``, ``failed`` or ``pending`` when its result is recorded
-  (held for :data:`taskfarmer.farm.worker.RESULT_HOLD`).
+  (held for :data:`taskfarmer.farm.recording.RESULT_HOLD`).
 - **Instant events** on the farmer's track: farmer start (node, SLURM ids, ``--proc``), stop
   signal, lease taken over (whose, how many tasks), tasks appended to the tasklist, farmer end
   (exit code and reason).

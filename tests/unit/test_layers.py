@@ -133,3 +133,26 @@ def test_no_import_cycle() -> None:
     for node in sorted(edges):
         if node not in state:
             visit(node)
+
+
+#: One class, one job: a class longer than this is doing more than one (split it along a job,
+#: not by moving whatever fits).
+MAX_CLASS_LINES = 300
+#: At most this many modules at the top of the package; the rest lives in sub-packages.
+MAX_TOP_MODULES = 10
+
+
+def test_no_class_is_over_the_size_limit() -> None:
+    big = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_CLASS_LINES:
+                    big.append(f"{name}.{node.name}: {length} lines")
+    assert not big, big
+
+
+def test_few_modules_at_the_top() -> None:
+    top = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, top
