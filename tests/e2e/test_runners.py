@@ -1,5 +1,5 @@
-"""Runners: their command lines (pure functions, checked directly) and the adapter for
-runner classes written for PyTaskFarmer (real helper processes)."""
+"""Runners: the adapter for runner classes written for PyTaskFarmer (real helper processes) and
+the farmer running them (the command lines and pieces, in-process: tests/unit/runners/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -25,200 +24,8 @@ from helpers.farmer import (
 )
 
 from taskfarmer.compat.runner import LegacyRunner, is_legacy
-from taskfarmer.errors import ConfigError
-from taskfarmer.hpc.resources import AMD, ANY, NVIDIA, SlotResources
-from taskfarmer.ini import flag
-from taskfarmer.registry.build import import_object, keyword_problem
-from taskfarmer.runners import ApptainerRunner, BasicRunner, DockerRunner, ShifterRunner
-from taskfarmer.runners.container import split_options, with_setup
-from taskfarmer.runners.docker import resource_options
-
-# -- pieces ----------------------------------------------------------------------------------
-
-
-def test_with_setup() -> None:
-    assert with_setup("", "echo hi") == "echo hi"
-    assert with_setup("  ", "echo hi") == "echo hi"
-    assert with_setup("source a.sh", "a; b") == "source a.sh && { a; b\n}"
-
-
-@pytest.mark.parametrize("script, output", [
-    (with_setup("false", "echo task; echo more"), ""),  # `;` in the task stays guarded
-    (with_setup("true", "echo task # comment"), "task\n"),  # the comment ends at the newline
-    (with_setup("X=1", "echo $X || echo no"), "1\n"),  # setup's variables reach the task
-])
-def test_setup_script_in_a_real_shell(script: str, output: str) -> None:
-    done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True)
-    assert done.stdout == output
-
-
-def test_flag_values() -> None:
-    assert [flag(v, "x") for v in ("True", "true", "YES", "1", "on", True)] == [True] * 6
-    assert [flag(v, "x") for v in ("False", "no", "0", "off", "", False)] == [False] * 6
-    with pytest.raises(ConfigError, match="tempdir = 'Ture': expected True or False"):
-        flag("Ture", "tempdir")
-
-
-def test_split_options() -> None:
-    assert split_options("--network none -e 'A=b c'") == ["--network", "none", "-e", "A=b c"]
-    with pytest.raises(ConfigError, match="No closing quotation"):
-        split_options("-e 'x")
-
-
-def test_keyword_problem() -> None:
-    def target(image: str, setup: str = "", **rest: str) -> None:
-        """Takes anything."""
-
-    assert keyword_problem(target, ["image", "whatever"]) is None
-    assert keyword_problem(target, []) == "missing argument 'image'"
-    assert keyword_problem(ShifterRunner, ["image", "volume"]) == (
-        "unknown argument 'volume' (accepted: image, setup, volumes, modules, tempdir, options, "
-        "shell)")
-
-
-def test_container_runners_need_an_image() -> None:
-    for runner_class in (ShifterRunner, DockerRunner, ApptainerRunner):
-        with pytest.raises(ConfigError, match="image is empty"):
-            runner_class(" ")
-    with pytest.raises(ConfigError, match="engine is empty"):
-        DockerRunner("busybox", engine="")
-
-
-def test_execution_names_differ_between_runs_and_tasks() -> None:
-    first, second = DockerRunner("i"), DockerRunner("i")
-    name = first.execution_name(7)
-    assert name == first.execution_name(7)
-    assert name != second.execution_name(7) and name != first.execution_name(8)
-    assert name.startswith("taskfarmer-") and name.endswith(f"-{os.getpid()}-7")
-    assert all(c.isalnum() or c in "_.-" for c in name)
-
-
-def test_docker_cleanup_is_bounded_and_reports_a_leftover(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture) -> None:
-    hanging = tmp_path / "hanging-docker"
-    hanging.write_text("#!/bin/sh\nexec sleep 600\n")
-    hanging.chmod(0o755)
-    monkeypatch.setattr("taskfarmer.runners.docker.REMOVE_TIMEOUT", 0.5)
-    runner = DockerRunner("img", engine=str(hanging))
-    started = time.monotonic()
-    runner.cleanup(4)
-    assert time.monotonic() - started < 10
-    name = runner.execution_name(4)
-    assert capsys.readouterr().err == (
-        f"taskfarmer: could not remove container {name} (no answer in 0.5 s); it may still "
-        f"run: {hanging} rm -f {name}\n")
-
-
-# -- command lines ---------------------------------------------------------------------------
-
-
-def test_basic_argv_and_environment() -> None:
-    runner = BasicRunner()
-    assert runner.argv(4, "echo $PROC_NUMBER | wc") == ["/bin/sh", "-c", "echo $PROC_NUMBER | wc"]
-    assert runner.environment(4, {"A": "1"}) == {"A": "1", "PROC_NUMBER": "4"}
-
-
-def test_shifter_argv() -> None:
-    runner = ShifterRunner("docker:ubuntu:22.04", setup="source a.sh",
-                           volumes="/global/a:/a  /b:/b", modules="cvmfs gpu",
-                           options="--entrypoint")
-    assert runner.argv(5, "reco x") == [
-        "shifter", "--image=docker:ubuntu:22.04", "--volume=/global/a:/a", "--volume=/b:/b",
-        "--module=cvmfs", "--module=gpu", "--entrypoint", "--", "/bin/bash", "-c",
-        "source a.sh && { reco x\n}"]
-    assert ShifterRunner("img").argv(0, "a && b") == [
-        "shifter", "--image=img", "--", "/bin/bash", "-c", "a && b"]
-    env = runner.environment(5, {"BASH_ENV": "~/.bashrc", "X": "y"})
-    assert env == {"BASH_ENV": "", "X": "y", "PROC_NUMBER": "5"}
-
-
-def test_shifter_tempdir_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
-    runner = ShifterRunner("img", tempdir="True")
-    directory = runner.task_directory(2)
-    assert directory == str(tmp_path / runner.execution_name(2))
-    assert runner.argv(2, "x")[:3] == ["shifter", "--image=img", f"--workdir={directory}"]
-    assert ShifterRunner("img", tempdir="False").task_directory(2) is None
-
-
-def test_docker_argv_defaults() -> None:
-    runner = DockerRunner("busybox:latest")
-    name = runner.execution_name(3)
-    cwd = os.getcwd()
-    assert runner.argv(3, "echo hi") == [
-        "docker", "run", "--rm", "--init", f"--name={name}", "--env=PROC_NUMBER=3",
-        "--env=TASKFARMER_SLOT=0",
-        f"--volume={cwd}:{cwd}", f"--workdir={cwd}", f"--user={os.getuid()}:{os.getgid()}",
-        "busybox:latest", "/bin/sh", "-c", "echo hi"]
-
-
-def test_docker_argv_everything() -> None:
-    runner = DockerRunner("alpine", setup=". /env", volumes="/d:/data:ro /s:/s", env="A B=2",
-                          workdir="/data", user="", options="--network none --label 'a b'",
-                          engine="podman", shell="/bin/bash")
-    name = runner.execution_name(0)
-    assert runner.argv(0, "run it") == [
-        "podman", "run", "--rm", "--init", f"--name={name}", "--env=PROC_NUMBER=0",
-        "--env=TASKFARMER_SLOT=0",
-        "--env=A", "--env=B=2", "--volume=/d:/data:ro", "--volume=/s:/s", "--workdir=/data",
-        "--network", "none", "--label", "a b", "alpine", "/bin/bash", "-c",
-        ". /env && { run it\n}"]
-    assert "--workdir" not in " ".join(DockerRunner("alpine", workdir="").argv(0, "x"))
-
-
-def test_apptainer_argv_and_environment() -> None:
-    runner = ApptainerRunner("lib.sif", setup="module load x", binds="/a /b:/c:ro",
-                             options="--nv --cleanenv")
-    assert runner.argv(9, "go") == [
-        "apptainer", "exec", "--bind=/a", "--bind=/b:/c:ro", "--nv", "--cleanenv", "lib.sif",
-        "/bin/sh", "-c", "module load x && { go\n}"]
-    assert runner.environment(9, {}) == {"PROC_NUMBER": "9", "APPTAINERENV_PROC_NUMBER": "9"}
-    old = ApptainerRunner("lib.sif", engine="/usr/bin/singularity")
-    assert old.argv(1, "go")[:2] == ["/usr/bin/singularity", "exec"]
-    assert old.environment(1, {})["SINGULARITYENV_PROC_NUMBER"] == "1"
-
-
-def test_docker_resource_options() -> None:
-    slot = SlotResources(2, ("2", "3"), NVIDIA, (1,))
-    assert resource_options(slot, "docker") == [
-        "--env=TASKFARMER_SLOT=2", '--gpus="device=2,3"', "--env=OMP_NUM_THREADS",
-        "--cpuset-cpus=1"]
-    assert resource_options(slot, "/usr/bin/podman") == [
-        "--env=TASKFARMER_SLOT=2", "--device=nvidia.com/gpu=2", "--device=nvidia.com/gpu=3",
-        "--env=OMP_NUM_THREADS", "--cpuset-cpus=1"]
-    assert resource_options(SlotResources(1, ("1",), AMD), "docker") == [
-        "--env=TASKFARMER_SLOT=1", "--device=/dev/kfd", "--device=/dev/dri",
-        "--env=ROCR_VISIBLE_DEVICES=1"]
-    assert resource_options(SlotResources(0, ("5",), ANY), "docker") == [
-        "--env=TASKFARMER_SLOT=0", "--env=CUDA_VISIBLE_DEVICES=5", "--env=ZE_AFFINITY_MASK=5",
-        "--env=GPU_DEVICE_ORDINAL=5"]
-    runner = DockerRunner("img", user="", workdir="")
-    runner.assign(SlotResources(1, cpus=(0, 1)))
-    assert runner.argv(4, "x")[5:9] == ["--env=PROC_NUMBER=4", "--env=TASKFARMER_SLOT=1",
-                                        "--env=OMP_NUM_THREADS", "--cpuset-cpus=0,1"]
-
-
-def test_apptainer_gpus_and_slot_variables() -> None:
-    runner = ApptainerRunner("lib.sif")
-    runner.assign(SlotResources(1, ("1",), NVIDIA))
-    assert runner.argv(0, "go")[:4] == ["apptainer", "exec", "--nv", "lib.sif"]
-    env = runner.environment(0, {"TASKFARMER_SLOT": "1", "CUDA_VISIBLE_DEVICES": "1"})
-    assert env["APPTAINERENV_TASKFARMER_SLOT"] == "1"
-    assert env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] == "1"
-    already = ApptainerRunner("lib.sif", options="--nv")
-    already.assign(SlotResources(1, ("1",), NVIDIA))
-    assert already.argv(0, "go").count("--nv") == 1
-    amd = ApptainerRunner("lib.sif")
-    amd.assign(SlotResources(0, ("0",), AMD))
-    assert amd.argv(0, "go")[2] == "--rocm"
-    plain = ApptainerRunner("lib.sif")
-    plain.assign(SlotResources(0, cpus=(0,)))
-    assert plain.argv(0, "go")[2] == "lib.sif"
-
+from taskfarmer.registry.build import import_object
+from taskfarmer.runners import BasicRunner
 
 # -- PyTaskFarmer-style runner classes -------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Log layouts (``--logs``): flat as PyTaskFarmer, spread over directories, or only non-empty."""
+"""Log layouts (``--logs``): flat as PyTaskFarmer, spread over directories, or only non-empty
+(the spread layout in-process: tests/unit/logs/test_tasklogs.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,6 @@ import os
 from pathlib import Path
 
 from helpers.farmer import ids, run_farmer, write_tasklist
-
-from taskfarmer.logs.tasklogs import TaskLogs
-
-
-def test_spread_puts_a_thousand_logs_per_directory(tmp_path: Path) -> None:
-    logs = TaskLogs(tmp_path, "spread", "w")
-    for task_id in (5, 999, 1000, 123456):
-        os.close(logs.open(task_id, b"again\n"))
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("log_*")) == [
-        "0/log_5", "0/log_999", "1/log_1000", "123/log_123456"]
 
 
 def test_spread_farmer_run(tmp_path: Path) -> None:
