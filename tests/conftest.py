@@ -41,6 +41,14 @@ if _TESTS_DIR not in sys.path:  # `import helpers.…` works with every --import
 
 from helpers import dockerd as _dockerd  # noqa: E402
 from helpers import tmpfs as _tmpfs  # noqa: E402
+from helpers.clock import FakeClock  # noqa: E402
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A :class:`~helpers.clock.FakeClock` at 1000.0: pass it as ``clock=``/``monotonic=``, move
+    it with ``tick(seconds)``."""
+    return FakeClock()
 
 
 def _in_ci() -> bool:

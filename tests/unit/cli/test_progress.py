@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from helpers.clock import FakeClock
 from rich.console import Console
 
 from taskfarmer.cli.progress import PlainDisplay, RichDisplay
@@ -11,14 +12,13 @@ from taskfarmer.farm.display import Snapshot
 from taskfarmer.store import Counts
 
 
-def test_plain_display_prints_summaries_on_its_clock() -> None:
-    now = [1000.0]
+def test_plain_display_prints_summaries_on_its_clock(fake_clock: FakeClock) -> None:
     out = io.StringIO()
-    display = PlainDisplay("node:1", out, clock=lambda: now[0], interval=60)
+    display = PlainDisplay("node:1", out, clock=fake_clock, interval=60)
     display.start(Snapshot(Counts(pending=10, finished=0, failed=0), running=2))
     display.update(Snapshot(Counts(pending=8, finished=2, failed=0), running=2))
     assert out.getvalue().count("\n") == 1  # not yet a minute
-    now[0] += 61
+    fake_clock.tick(61)
     display.update(Snapshot(Counts(pending=4, finished=5, failed=1), running=2))
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
@@ -28,13 +28,12 @@ def test_plain_display_prints_summaries_on_its_clock() -> None:
     assert "done with failures: 9 finished, 1 failed" in out.getvalue()
 
 
-def test_rich_display_ends_with_a_summary_table() -> None:
+def test_rich_display_ends_with_a_summary_table(fake_clock: FakeClock) -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)
-    now = [0.0]
-    display = RichDisplay("node:1", console, clock=lambda: now[0])
+    display = RichDisplay("node:1", console, clock=fake_clock)
     display.start(Snapshot(Counts(3, 0, 0), 1))
-    now[0] = 10.0
+    fake_clock.tick(10.0)
     display.finish(Snapshot(Counts(0, 3, 1), 0), "done with failures")
     text = out.getvalue()
     assert "node:1: done with failures" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from helpers.clock import FakeClock
 from helpers.farmer import ids
 
 from taskfarmer.farm.recording import RESULT_HOLD
@@ -18,20 +19,20 @@ from taskfarmer.tasks import ListTaskList
 from taskfarmer.timeline.file import Timeline
 
 
-def worker_with_clock(workdir: Path, lines: list[str]) -> tuple[Worker, StopRequest, list[float]]:
-    now = [100.0]
+def worker_with_clock(workdir: Path, lines: list[str], clock: FakeClock
+                      ) -> tuple[Worker, StopRequest]:
     store = StateStore(workdir, make_lock(workdir, "flock", {}))
     store.prepare()
     with store.locked():
         store.initialize(lines)
-    stop = StopRequest(clock=lambda: now[0])
+    stop = StopRequest(clock=clock)
     parts = Parts(store, Timeline(workdir / "timeline.json"), BasicRunner(), ListTaskList())
     worker = Worker(WorkerConfig(slot=0, farmer="f", track=1, node="n"), parts, stop,
-                    monotonic=lambda: now[0], say=lambda text: None)
+                    monotonic=clock, say=lambda text: None)
     with store.locked():
         worker.lease = worker._register()
         worker.queue.extend(store.claim(worker.lease, 1))
-    return worker, stop, now
+    return worker, stop
 
 
 def leave(worker: Worker) -> None:
@@ -41,23 +42,25 @@ def leave(worker: Worker) -> None:
         worker.store.release(worker.lease)
 
 
-def test_a_result_that_ends_just_before_a_stop_is_put_back(tmp_path: Path) -> None:
+def test_a_result_that_ends_just_before_a_stop_is_put_back(tmp_path: Path,
+                                                          fake_clock: FakeClock) -> None:
     """SLURM signalled the whole step: the task's command died, its shell exited 0 first."""
-    worker, stop, now = worker_with_clock(tmp_path, ["true"])
+    worker, stop = worker_with_clock(tmp_path, ["true"], fake_clock)
     result = worker._execute(worker.queue.popleft())
     assert result is not None and result.returncode == 0
     worker.results.append(result)
-    now[0] += RESULT_HOLD / 2
+    fake_clock.tick(RESULT_HOLD / 2)
     stop.handle(signal.SIGUSR1)  # our own copy of the signal, a moment later
     leave(worker)
     assert ids(tmp_path / "finished") == []
     assert ids(tmp_path / "toprocess") == [0, 0]  # taken, then put back
 
 
-def test_a_result_older_than_the_hold_is_recorded_despite_a_stop(tmp_path: Path) -> None:
-    worker, stop, now = worker_with_clock(tmp_path, ["true"])
+def test_a_result_older_than_the_hold_is_recorded_despite_a_stop(tmp_path: Path,
+                                                                 fake_clock: FakeClock) -> None:
+    worker, stop = worker_with_clock(tmp_path, ["true"], fake_clock)
     worker.results.append(worker._execute(worker.queue.popleft()))
-    now[0] += RESULT_HOLD * 2
+    fake_clock.tick(RESULT_HOLD * 2)
     stop.handle(signal.SIGUSR1)
     leave(worker)
     assert ids(tmp_path / "finished") == [0]

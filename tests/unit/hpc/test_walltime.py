@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from helpers.clock import FakeClock
+
 from taskfarmer.hpc.walltime import (
     MIN_SAMPLES,
     DurationSource,
@@ -106,20 +108,19 @@ def test_percentile_and_task_time() -> None:
     assert TaskTime(None).expected() is None
 
 
-def test_walltime_gate_and_stop_with_a_clock() -> None:
-    now = [1000.0]
-    found = limits(1000.0, timeout=100.0, job_end=1080.0, margin=30.0)
+def test_walltime_gate_and_stop_with_a_clock(fake_clock: FakeClock) -> None:
+    found = limits(fake_clock(), timeout=100.0, job_end=1080.0, margin=30.0)
     assert [(limit.at, limit.reason) for limit in found] == [(1100.0, "timeout"),
                                                              (1050.0, "time limit")]
-    walltime = Walltime.earliest(found, TaskTime(20.0), clock=lambda: now[0])
+    walltime = Walltime.earliest(found, TaskTime(20.0), clock=fake_clock)
     assert walltime is not None and walltime.stop_at == 1050.0
     assert walltime.latest_start() == 1030.0
-    now[0] = 1035.0
+    fake_clock.tick(35.0)
     assert walltime.why_no_start(99.0).startswith(
         "starting no more tasks: 15 s left until the job's end at ")
     assert "minus 30 s, tasks are expected to take 20 s (--task-time)" in \
         walltime.why_no_start(99.0)
-    unknown = Walltime(Limit(1050.0, "--timeout", "timeout"), TaskTime(None), lambda: now[0])
+    unknown = Walltime(Limit(1050.0, "--timeout", "timeout"), TaskTime(None), fake_clock)
     assert unknown.latest_start() == 1050.0  # nothing learned: the farm counts its longest
     assert "take 17 s (the longest this farmer ran; too few finished to learn)" in \
         unknown.why_no_start(17.0)

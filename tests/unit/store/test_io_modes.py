@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.clock import FakeClock
 from helpers.farmer import ids
 
 from taskfarmer.errors import ConfigError
@@ -98,12 +99,11 @@ def test_coherent_joblog_keeps_no_descriptor(tmp_path: Path, coherent: bool) -> 
 
 
 @pytest.mark.parametrize("coherent", [False, True], ids=["fast", "coherent"])
-def test_an_incomplete_last_line_is_waited_for_then_cut_off(tmp_path: Path,
-                                                           coherent: bool) -> None:
+def test_an_incomplete_last_line_is_waited_for_then_cut_off(tmp_path: Path, coherent: bool,
+                                                           fake_clock: FakeClock) -> None:
     """Not an endless "0 running, 0 remaining": bounded wait, then the line goes to torn."""
     store = make_store(tmp_path, ["a"], coherent)
-    now = [1000.0]
-    store.ledger.monotonic = lambda: now[0]
+    store.ledger.monotonic = fake_clock
     with store.locked():
         lease = store.register("l", owner())
         assert [t.id for t in store.claim(lease, 5)] == [0]
@@ -114,13 +114,13 @@ def test_an_incomplete_last_line_is_waited_for_then_cut_off(tmp_path: Path,
         assert store.pending() and store.pending_count(5) == 0  # waits: it may be completed
     with open(tmp_path / "toprocess", "ab") as toprocess:
         toprocess.write(b"ne")  # it changes: the wait starts again
-    now[0] += INCOMPLETE_WAIT * 0.9
+    fake_clock.tick(INCOMPLETE_WAIT * 0.9)
     with store.locked():
         assert store.pending()
-    now[0] += INCOMPLETE_WAIT * 0.9
+    fake_clock.tick(INCOMPLETE_WAIT * 0.9)
     with store.locked():
         assert store.pending()
-    now[0] += INCOMPLETE_WAIT * 0.2
+    fake_clock.tick(INCOMPLETE_WAIT * 0.2)
     with store.locked():
         assert not store.pending()
     assert (tmp_path / "torn").read_text() == "toprocess: 1 half a line\n"
