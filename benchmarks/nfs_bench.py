@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from nfs.farmers import assert_exactly_once, start_farmers, wait_all, write_tasks  # noqa: E402
-from nfs.lab import LabError, MountOptions, NfsLab, missing_requirements  # noqa: E402
+from external.nfs.farmers import assert_exactly_once, start_farmers, wait_all, write_tasks  # noqa: E402
+from external.nfs.lab import LabError, MountOptions, NfsLab, missing_requirements  # noqa: E402
 
 MOUNTS = (MountOptions(vers="4.2"), MountOptions(vers="3"))
 

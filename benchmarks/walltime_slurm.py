@@ -27,7 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from slurm.cluster import SlurmCluster  # noqa: E402
+from external.slurm.cluster import SlurmCluster  # noqa: E402
 
 TASK_SH = """\
 echo "start $(date +%s.%N)" >> "$1/runs/$PROC_NUMBER"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 # ==========================================================================================
-# Docker fixtures: a private dockerd started by the tests themselves (see tests/dockerd.py)
+# Docker fixtures: a private dockerd started by the tests themselves (see tests/helpers/dockerd.py)
 # ==========================================================================================
 #
-# docker_daemon (session)  a running DockerDaemon (tests/dockerd.py). Use its .host, .env(),
+# docker_daemon (session)  a running DockerDaemon (tests/helpers/dockerd.py). Use its .host, .env(),
 #                          .env_overrides() and .docker(*args) (runs the docker client).
 # docker_image  (session)  name of a busybox image made with `docker import`
 #                          ("taskfarmer-test-busybox:latest"); sh, echo, sleep, ... in /bin.
@@ -36,11 +36,19 @@ import pytest
 # Install: apt-get install -y --no-install-recommends docker.io busybox-static
 
 _TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:  # works with every --import-mode
+if _TESTS_DIR not in sys.path:  # `import helpers.…` works with every --import-mode
     sys.path.insert(0, _TESTS_DIR)
 
-import dockerd as _dockerd  # noqa: E402
-import tmpfs as _tmpfs  # noqa: E402
+from helpers import dockerd as _dockerd  # noqa: E402
+from helpers import tmpfs as _tmpfs  # noqa: E402
+from helpers.clock import FakeClock  # noqa: E402
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A :class:`~helpers.clock.FakeClock` at 1000.0: pass it as ``clock=``/``monotonic=``, move
+    it with ``tick(seconds)``."""
+    return FakeClock()
 
 
 def _in_ci() -> bool:
@@ -97,7 +105,7 @@ def docker_env(
 
 
 # ==========================================================================================
-# tmpfs mounts (tests/tmpfs.py): a full disk, a file-count quota
+# tmpfs mounts (tests/helpers/tmpfs.py): a full disk, a file-count quota
 # ==========================================================================================
 
 
@@ -117,10 +125,10 @@ def tmpfs(tmp_path: Path) -> Iterator[_tmpfs.Tmpfs]:
 
 
 # ==========================================================================================
-# PyTaskFarmer 0.1.0 from PyPI in its own virtualenv (tests/pytaskfarmer_env.py)
+# PyTaskFarmer 0.1.0 from PyPI in its own virtualenv (tests/helpers/pytaskfarmer_env.py)
 # ==========================================================================================
 
-import pytaskfarmer_env as _pytaskfarmer  # noqa: E402
+from helpers import pytaskfarmer_env as _pytaskfarmer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,78 @@
+"""The fault sweep (:mod:`faultsweep`): every filesystem call site of a small farm fails once
+(ENOSPC, EIO) or SIGKILLs its process; the farm stops with exit 2 (or 3) and one error line,
+and reruns finish every task exactly once.
+
+CI tries the first call of every distinct call site and a spread of others;
+``TASKFARMER_FAULT_SWEEP=full`` tries every call with every fault (long: see the README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from helpers.faultsweep import (
+    FARMS,
+    TASKS,
+    Farm,
+    Fault,
+    count,
+    logged,
+    prepare,
+    run,
+    state_problems,
+    sweep,
+)
+
+FULL = os.environ.get("TASKFARMER_FAULT_SWEEP", "") == "full"
+
+
+@pytest.mark.parametrize("farm", FARMS, ids=[farm.name for farm in FARMS])
+def test_every_call_site_fails_without_losing_a_task(tmp_path: Path, farm: Farm) -> None:
+    _, outcomes = sweep(tmp_path, farm, FULL)
+    bad = [outcome.describe() for outcome in outcomes if outcome.problems]
+    assert not bad, f"{len(bad)} of {len(outcomes)} faults went wrong:\n" + "\n".join(bad)
+    # A site the count run saw may go unreached in a faulted run (timing: a heartbeat, a
+    # poll, the stop), but most must be reached.
+    targeted = {outcome.fault.site for outcome in outcomes if outcome.fault.site}
+    reached = {outcome.fault.site for outcome in outcomes if outcome.fault.site and outcome.hit}
+    assert len(targeted - reached) <= max(3, 0.2 * len(targeted)), sorted(targeted - reached)
+
+
+def test_disk_full_on_finished_stops_with_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    farm = FARMS[0]
+    root = tmp_path / "farm"
+    site = next(call.site for call in count(tmp_path / "count", farm)
+                if call.op == "write" and call.site.endswith("@wd/finished"))
+
+    prepare(root, farm)
+    fault = Fault(1, "ENOSPC", site)
+    result = run(root, farm, "fail", fault.k, fault.fault, site=fault.site)
+    assert logged(root), "the fault did not fire"
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("farmer: error:")]
+    assert errors == [f"farmer: error: {root / 'wd' / 'finished'}: cannot append: "
+                      "No space left on device"], result.stderr
+    assert run(root, farm).returncode == 1  # every 7th task fails
+    assert not state_problems(root)
+    finished = (root / "wd" / "finished").read_text()
+    assert len(re.findall(r"^\d+ ", finished, re.MULTILINE)) == TASKS - TASKS // 7
+
+
+def test_a_node_dying_while_a_worker_registers_leaves_no_lease_to_wait_for(
+        tmp_path: Path) -> None:
+    # Main process and workers SIGKILLed at once while a worker writes its lease: a lease
+    # file without its owner's identity could not be proved dead, and the next farmer would
+    # wait --lease (300 s) for it. The rerun must finish at once.
+    farm = FARMS[0]
+    site = next(call.site for call in count(tmp_path / "count", farm)
+                if call.op == "write" and ":register:" in call.site)
+    root = tmp_path / "farm"
+    prepare(root, farm)
+    run(root, farm, "killgroup", 1, site=site)
+    assert logged(root), "the fault did not fire"
+    assert run(root, farm, timeout=60).returncode == 1  # every 7th task fails
+    assert not state_problems(root)

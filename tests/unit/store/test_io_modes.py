@@ -1,0 +1,174 @@
+"""The store's I/O discipline in-process: fast or coherent mode (shared filesystems), no descriptor
+kept across lock holds, incomplete and torn lines."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from helpers.clock import FakeClock
+from helpers.farmer import ids
+
+from taskfarmer.errors import ConfigError
+from taskfarmer.hpc.identity import Identity
+from taskfarmer.logs.joblog import Entry, JobLog
+from taskfarmer.store import LineCounter, StateStore, append_lines, coherent_io
+from taskfarmer.store.ledger import INCOMPLETE_WAIT
+from taskfarmer.store.locking import make_lock
+from taskfarmer.timeline.counts import TaskCounts
+from taskfarmer.timeline.events import execution
+from taskfarmer.timeline.file import Timeline
+
+
+def make_store(workdir: Path, tasks: list, coherent: bool) -> StateStore:
+    store = StateStore(workdir, make_lock(workdir, "flock", {}), coherent)
+    store.prepare()
+    with store.locked():
+        store.initialize(tasks)
+    return store
+
+
+def open_in(directory: Path) -> list[str]:
+    """Names of the state files in ``directory`` this process has a descriptor of (the lock
+    file, ``WORKDIR/lock`` without SCRATCH, is held open by design)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+        if target.parent == directory and target.name != "lock":
+            found.append(target.name)
+    return sorted(found)
+
+
+def owner() -> Identity:
+    return Identity.current(environ={}, hostname="testhost")
+
+
+def test_the_filesystem_decides_the_mode_and_the_environment_overrides(tmp_path: Path) -> None:
+    assert coherent_io(tmp_path, {}) is False  # the test's tmp: a local filesystem
+    assert coherent_io(tmp_path / "not" / "yet", {}) is False  # judged by what exists
+    assert coherent_io(Path("/proc"), {}) is True  # not known to be local: coherent
+    assert coherent_io(tmp_path, {"TASKFARMER_IO": "coherent"}) is True
+    assert coherent_io(Path("/proc"), {"TASKFARMER_IO": "fast"}) is False
+    with pytest.raises(ConfigError, match="TASKFARMER_IO"):
+        coherent_io(tmp_path, {"TASKFARMER_IO": "sometimes"})
+
+
+@pytest.mark.parametrize("coherent", [False, True], ids=["fast", "coherent"])
+def test_coherent_mode_keeps_no_descriptor_across_lock_holds(tmp_path: Path,
+                                                             coherent: bool) -> None:
+    store = make_store(tmp_path, ["a", "b", "c"], coherent)
+    with store.locked():
+        lease = store.register("l", owner())
+        for task in store.claim(lease, 2):
+            store.record(lease, task, task.id == 0)
+        assert "claims" in open_in(tmp_path)  # used within the hold in both modes
+    if coherent:
+        assert open_in(tmp_path) == []
+    else:
+        assert {"claims", "toprocess", "finished", "failed"} <= set(open_in(tmp_path))
+    store.close()
+    assert open_in(tmp_path) == []
+    assert ids(tmp_path / "finished") == [0] and ids(tmp_path / "failed") == [1]
+
+
+def test_coherent_timeline_keeps_no_descriptor(tmp_path: Path) -> None:
+    timeline = Timeline(tmp_path / "timeline.json", coherent=True)
+    for k in range(3):  # a worker's lock hold: the state beside the timeline, then an append
+        timeline.state.first_start(k)
+        timeline.state.reset(TaskCounts(done=k))
+        timeline.append(execution(k, f"t{k}", 1.0, 2.0, 1, 1, "finished", False, {}))
+        assert open_in(tmp_path) == []
+    assert [e["name"] for e in json.loads((tmp_path / "timeline.json").read_text())] == \
+        ["0: t0", "1: t1", "2: t2"]
+
+
+@pytest.mark.parametrize("coherent", [False, True], ids=["fast", "coherent"])
+def test_coherent_joblog_keeps_no_descriptor(tmp_path: Path, coherent: bool) -> None:
+    joblog = JobLog(tmp_path / "joblog", coherent=coherent)
+    for k in range(3):  # one append per lock hold
+        joblog.append([Entry(k, 1, "n1", "f", 0, 1.0, 0.5, 0, 0, "finished", f"t{k}")])
+        assert open_in(tmp_path) == ([] if coherent else ["joblog"])
+    joblog.close()
+    assert [line.split("\t")[0] for line in
+            (tmp_path / "joblog").read_text().splitlines()[1:]] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("coherent", [False, True], ids=["fast", "coherent"])
+def test_an_incomplete_last_line_is_waited_for_then_cut_off(tmp_path: Path, coherent: bool,
+                                                           fake_clock: FakeClock) -> None:
+    """Not an endless "0 running, 0 remaining": bounded wait, then the line goes to torn."""
+    store = make_store(tmp_path, ["a"], coherent)
+    store.ledger.monotonic = fake_clock
+    with store.locked():
+        lease = store.register("l", owner())
+        assert [t.id for t in store.claim(lease, 5)] == [0]
+        store.release(lease)
+    with open(tmp_path / "toprocess", "ab") as toprocess:
+        toprocess.write(b"1 half a li")  # a writer died mid-line (or a stale NFS page)
+    with store.locked():
+        assert store.pending() and store.pending_count(5) == 0  # waits: it may be completed
+    with open(tmp_path / "toprocess", "ab") as toprocess:
+        toprocess.write(b"ne")  # it changes: the wait starts again
+    fake_clock.tick(INCOMPLETE_WAIT * 0.9)
+    with store.locked():
+        assert store.pending()
+    fake_clock.tick(INCOMPLETE_WAIT * 0.9)
+    with store.locked():
+        assert store.pending()
+    fake_clock.tick(INCOMPLETE_WAIT * 0.2)
+    with store.locked():
+        assert not store.pending()
+    assert (tmp_path / "torn").read_text() == "toprocess: 1 half a line\n"
+    assert ids(tmp_path / "toprocess") == [0]
+
+
+def test_a_complete_line_before_an_incomplete_one_is_pending(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ["a", "b"], coherent=False)
+    with open(tmp_path / "toprocess", "ab") as toprocess:
+        toprocess.write(b"2 unfinish")
+    with store.locked():
+        lease = store.register("l", owner())
+        assert [t.id for t in store.claim(lease, 1)] == [0]
+        assert store.pending() and store.pending_count(5) == 1
+        assert [t.id for t in store.claim(lease, 5)] == [1]
+
+
+def test_repair_of_a_torn_line_longer_than_a_read_block_keeps_the_rest(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ["a"], coherent=False)
+    with open(tmp_path / "finished", "ab") as finished:
+        finished.write(b"0 a\n1 " + b"x" * 200_000)
+    with store.locked():
+        assert [p.name for p, _ in store.repair()] == ["finished"]
+    assert (tmp_path / "finished").read_bytes() == b"0 a\n"
+
+
+def test_a_display_count_survives_a_file_it_cannot_read(tmp_path: Path) -> None:
+    """Counting runs without the lock: a file replaced under it (ESTALE on NFS) keeps the
+    count instead of crashing the farmer."""
+    path = tmp_path / "finished"
+    path.write_text("0 a\n1 b\n")
+    counter = LineCounter(path)
+    assert counter.update() == 2
+    path.unlink()
+    path.mkdir()  # stat works, reading fails (IsADirectoryError, an OSError like ESTALE)
+    (path / "x").write_text("padding so that the directory is not empty\n" * 100)
+    assert counter.update() == 2
+
+
+def test_an_append_after_a_half_written_line_moves_the_half_line_to_torn(tmp_path: Path) -> None:
+    # A write that failed half-way and could not be truncated back (the filesystem failing)
+    # leaves a half line; the next append must not glue its lines onto it.
+    path = tmp_path / "finished"
+    path.write_bytes(b"1 echo a\n2 echo")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        append_lines(fd, path, b"3 echo c\n")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"1 echo a\n3 echo c\n"
+    assert (tmp_path / "torn").read_bytes() == b"finished: 2 echo\n"
