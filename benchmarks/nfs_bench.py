@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """NFS benchmark: NFS operations per task and tasks/s of one workdir on real NFS clients.
 
-Starts the NFS lab of the tests (``tests/nfs``: an nfs-ganesha server and two User-Mode-Linux
-client nodes, each with its own kernel NFS client; needs root and the packages named in
-tests/nfs/README.md) and runs, for each mount (NFSv4.2, NFSv3 with NLM locks) and each farmer
-code (``after``: this checkout; ``before``: an older checkout given with ``--before``, e.g.
-``git worktree add /tmp/before 7b9177d``), 2 farmers x ``-n 2`` on 1 node, then on each of 2
-nodes, over one task list of ``--tasks`` ``true`` tasks on the export:
+Starts the NFS lab of the tests (``tests/external/nfs``: an nfs-ganesha server and two
+User-Mode-Linux client nodes, each with its own kernel NFS client; needs root and the packages
+named in tests/external/nfs/README.md) and runs, for each mount (NFSv4.2, NFSv3 with NLM locks)
+and each farmer code (``after``: this checkout; ``before``: an older checkout given with
+``--before``, e.g. ``git worktree add /tmp/before 7b9177d``), 2 farmers x ``-n 2`` on 1 node,
+then on each of 2 nodes, over one task list of ``--tasks`` ``true`` tasks on the export:
 
 * tasks/s: tasks divided by the wall time from starting the farmers to the last one's exit
   (includes the farmers' start-up on the nodes, ~1-2 s);

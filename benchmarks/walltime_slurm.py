@@ -2,7 +2,7 @@
 """Allocation time thrown away at SLURM time limits: signal-only stop vs walltime-aware stop.
 
 Runs one campaign (tasks of 20 s, 2 at a time) to its end in one-minute jobs on the private
-2-node test cluster (tests/slurm/cluster.py; root needed), twice:
+2-node test cluster (tests/external/slurm/cluster.py; root needed), twice:
 
 - ``signal``: the old flow, ``--signal=B:USR1@MARGIN`` to the farmer (``exec``-ed by the batch
   shell), which behaves as before this change with ``--stop-margin 0 --task-time 0.001``: it
