@@ -16,6 +16,8 @@ from .ledger import Ledger
 #: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
 #: that the tasks of a dead node come back within minutes.
 DEFAULT_LEASE = 300.0
+#: The shortest ``--lease``: four heartbeats per lease, each up to half a second late.
+MIN_LEASE = 2.0
 #: What a lease file's name ends with while it is being taken over (:meth:`Leases.revoke`).
 DEAD_SUFFIX = ".dead"
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from farmhelp import farmer_env, ids, start_farmer, wait_for, write_tasklist
+from farmhelp import farmer_env, ids, run_farmer, start_farmer, wait_for, write_tasklist
 
 TASKS = 200
 LEASE = "2"
@@ -110,3 +110,12 @@ def test_a_live_farmer_on_this_node_is_never_taken_over(tmp_path: Path) -> None:
     assert other.returncode == 0 and stalled.returncode == 0, out + first
     assert "took over lease" not in out
     assert_exactly_once(workdir)
+
+
+def test_a_lease_shorter_than_the_heartbeats_allow_is_refused(tmp_path: Path) -> None:
+    tasks = tasklist(tmp_path)
+    done = run_farmer([str(tasks), "--lease", "1.5"])
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "farmer: error: Invalid value for '--lease': 1.5 is not in the range x>=2.0."]
+    assert not (tmp_path / "t_workdir").exists()
