@@ -229,3 +229,25 @@ def test_a_node_stalled_past_its_lease_records_nothing_twice(nfs: NfsLab, nfs_di
         assert "Traceback" not in result.err
     assert_exactly_once(workdir, count)
     assert "\tdiscarded\t" in (workdir / "joblog").read_text()
+
+
+@pytest.mark.parametrize("nfs", [V42], indirect=True, ids=str)
+def test_node_clocks_an_hour_apart_take_no_live_lease_over(nfs: NfsLab, nfs_dir: Path) -> None:
+    """Node A's clock runs an hour ahead (more than ``--lease``), with a CPU hog on each node
+    making heartbeats late: no farmer takes a live farmer's lease over (a lease's silence is
+    measured on the observer's own clock), and every task is recorded once."""
+    count = 80
+    tasklist = write_tasks(nfs_dir / "t", varied_sleeps(count))
+    hogs = [node.spawn("exec sh -c 'while :; do :; done'") for node in (nfs.a, nfs.b)]
+    nfs.a.run("date -s @$(( $(date +%s) + 3600 ))", check=True)
+    try:
+        farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "5"])
+        results = wait_all(farmers, timeout=300)
+    finally:
+        nfs.a.run("date -s @$(( $(date +%s) - 3600 ))", check=True)
+        for hog in hogs:
+            hog.kill()
+    for result in results:
+        assert result.rc == 0, result
+        assert "took over lease" not in result.out, result
+    assert_exactly_once(nfs_dir / "t_workdir", count)
