@@ -19,7 +19,7 @@ from ..hpc.slurm import default_proc
 from ..hpc.walltime import DEFAULT_MARGIN, slurm_job_end
 from ..logs.tasklogs import LOG_LAYOUTS
 from ..registry import Registry
-from ..store import DEFAULT_LEASE
+from ..store import DEFAULT_LEASE, MIN_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display
@@ -54,7 +54,9 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Runner definition to run tasks with.")
 @click.option("--tasklist", "-t", "handler", default="default", show_default=True,
               help="Tasklist handler definition to read TASKLIST with.")
-@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LEASE,
+# At least MIN_LEASE: heartbeats come from the main loop, which wakes every 0.5 s at worst; four
+# of them per lease leave no room below.
+@click.option("--lease", type=click.FloatRange(min=MIN_LEASE), default=DEFAULT_LEASE,
               show_default=True, metavar="SECONDS",
               help="Take over the tasks of a farmer silent for this long.")
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,

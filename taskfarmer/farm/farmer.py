@@ -131,7 +131,7 @@ class Farm:
                                self.identity.pid, config.workdir, monotonic)
         self.gate = StartGate(config.proc, clock, refresh=POLL)
         self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
-                                 config.lease, clock, self.display.say)
+                                 config.lease, clock, monotonic, self.display.say)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

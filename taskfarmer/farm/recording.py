@@ -46,6 +46,7 @@ class Result:
     timed_out: bool = False
     stopped: str | None = None  # the stop that cut it short: it goes back to toprocess
     rerun: bool = False  # an earlier execution of the task exists (timeline.started)
+    lease: str = ""  # the lease the task was claimed under: only it may record the result
 
     @property
     def succeeded(self) -> bool:
@@ -64,12 +65,17 @@ class Plan:
     record: tuple[Result, ...] = ()  # into finished or failed (or back for a retry)
     put_back: tuple[Result, ...] = ()  # back into toprocess, to run again
     keep: tuple[Result, ...] = ()  # too young: held on
+    discard: tuple[Result, ...] = ()  # claimed under a lease since taken over: never recorded
 
 
-def plan(results: Sequence[Result], now: float, stop_at: float | None, final: bool) -> Plan:
-    """Settle the held ``results`` (in the order they ended).
+def plan(results: Sequence[Result], now: float, stop_at: float | None, final: bool,
+         lease: str) -> Plan:
+    """Settle the held ``results`` (in the order they ended) of the worker holding ``lease``.
 
-    A result is settled once it is :data:`RESULT_HOLD` old, or, with ``final``, at once. A
+    A result whose task was claimed under another lease (one of ours that was taken over
+    while the task ran: the farmer that took it over put the task back, and it runs again
+    elsewhere) is discarded at once: recording it would record the task twice. Of the others,
+    a result is settled once it is :data:`RESULT_HOLD` old, or, with ``final``, at once. A
     settled result cut short by a stop goes back; with ``final``, so does one that ended
     within :data:`RESULT_HOLD` before the stop (it may have died of the stop's signal before
     we saw it). Every other settled result is recorded.
@@ -79,10 +85,13 @@ def plan(results: Sequence[Result], now: float, stop_at: float | None, final: bo
         now: the monotonic clock now.
         stop_at: when the stop was requested, on the monotonic clock; None if none was.
         final: the worker is leaving: every held result is settled.
+        lease: the name of the lease the worker holds now (it holds it: the caller checked).
 
     Returns:
-        The results to record, to put back, and to keep holding.
+        The results to record, to put back, to keep holding and to discard.
     """
+    discard = tuple(result for result in results if result.lease != lease)
+    results = [result for result in results if result.lease == lease]
     ready = len(results)
     if not final:  # the recordable results are a prefix
         ready = 0
@@ -93,7 +102,7 @@ def plan(results: Sequence[Result], now: float, stop_at: float | None, final: bo
     for result in results[:ready]:
         cut_short = final and stop_at is not None and stop_at - result.ended_at < RESULT_HOLD
         (put_back if result.stopped or cut_short else record).append(result)
-    return Plan(tuple(record), tuple(put_back), tuple(results[ready:]))
+    return Plan(tuple(record), tuple(put_back), tuple(results[ready:]), discard)
 
 
 def outcome_word(outcome: Outcome, timed_out: bool) -> str:

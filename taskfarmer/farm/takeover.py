@@ -7,22 +7,65 @@ its own workers that are gone, putting their tasks back into ``toprocess``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
-from ..hpc.identity import Identity
+from ..hpc.identity import Identity, is_stopped
 from ..store import LeaseInfo, LeaseName, StateStore, live_name
 from ..timeline.events import instant
 from ..timeline.file import Timeline
 from .recording import counter_events
 
 
-def expired(info: LeaseInfo, now: float, lease: float, observer: Identity) -> bool:
+def expired(info: LeaseInfo, silent: float, lease: float, observer: Identity,
+            stopped: Callable[[int], bool] = is_stopped) -> bool:
     """Whether another farmer's lease may be taken over.
 
-    Half-revoked leases always; provably dead owners (same boot and PID namespace, pid gone)
-    at once; anyone else once the heartbeat is older than ``lease`` seconds.
+    Half-revoked leases always. On the observer's own machine (same boot and PID namespace)
+    the owner's process is looked at, not its heartbeat: a dead owner (pid gone or reused) is
+    taken over at once, a live one never, unless it is stopped (SIGSTOP) and its heartbeat
+    has been ``silent`` for longer than ``lease``. Elsewhere, only the heartbeat tells: the
+    lease expires once it has been ``silent`` for longer than ``lease`` seconds of the
+    observer's own clock (see :class:`Silence`; no other node's clock is trusted).
+
+    Args:
+        info: the lease as read under the lock.
+        silent: seconds, on the observer's monotonic clock, since its heartbeat last changed.
+        lease: ``--lease``.
+        observer: our farmer's process.
+        stopped: whether a pid of this machine is stopped (injectable for tests).
     """
-    return info.dead or info.owner.provably_dead(observer) or now - info.heartbeat > lease
+    if info.dead:
+        return True
+    owner = info.owner
+    if owner.same_machine(observer):
+        return owner.provably_dead(observer) or (stopped(owner.pid) and silent > lease)
+    return silent > lease
+
+
+class Silence:
+    """How long each lease's heartbeat has not changed, on the observer's monotonic clock.
+
+    The heartbeat is the lease file's mtime, set by the owner's node (on NFS: by the server's
+    clock). Comparing it with our own wall clock would trust two clocks to agree; instead we
+    note when we first saw each value of the lease's :attr:`~LeaseInfo.token` and measure
+    from there. A lease first seen now has been silent for 0 s: a farmer that has just
+    started waits a whole ``--lease`` before it takes over a lease of another node.
+    """
+
+    def __init__(self) -> None:
+        self._since: dict[str, tuple[tuple[int, int, int], float]] = {}
+
+    def observe(self, infos: Sequence[LeaseInfo], now: float) -> dict[str, float]:
+        """Note the leases seen at monotonic time ``now``; seconds each has been silent
+        (leases no longer there are forgotten)."""
+        since = {}
+        for info in infos:
+            seen = self._since.get(info.name)
+            since[info.name] = seen if seen is not None and seen[0] == info.token \
+                else (info.token, now)
+        self._since = since
+        return {name: now - first for name, (_, first) in since.items()}
 
 
 class Takeover:
@@ -35,12 +78,16 @@ class Takeover:
         identity: our farmer's process (who looks at other leases' owners).
         lease: ``--lease``: seconds without a heartbeat after which a lease expires.
         clock: the wall clock (seconds since the epoch).
+        monotonic: the monotonic clock (how long a lease has been silent).
         say: shows a farmer line.
     """
 
     def __init__(self, store: StateStore, timeline: Timeline, farmer: str, identity: Identity,
-                 lease: float, clock: Callable[[], float], say: Callable[[str], None]) -> None:
+                 lease: float, clock: Callable[[], float], monotonic: Callable[[], float],
+                 say: Callable[[str], None]) -> None:
         self._store = store
+        self._monotonic = monotonic
+        self._silence = Silence()
         self._timeline = timeline
         self._farmer = farmer
         self._identity = identity
@@ -57,13 +104,14 @@ class Takeover:
 
     def take_over_expired(self, track: int) -> None:
         """Take over every expired lease of another farmer (marked on our ``track``)."""
-        now = self._clock()
         with self._store.locked():
-            for info in self._store.lease_infos():
+            infos = self._store.lease_infos()
+            silent = self._silence.observe(infos, self._monotonic())  # read under the lock
+            for info in infos:
                 lease = LeaseName.parse(info.name)
                 if lease is not None and lease.owned_by(self._farmer):
                     continue
-                if expired(info, now, self._lease, self._identity):
+                if expired(info, silent[info.name], self._lease, self._identity):
                     count = self._revoke(info.name, {"node": info.owner.node,
                                                      "pid": info.owner.pid}, track)
                     self._say(f"took over lease {info.name} of {info.owner.node} "

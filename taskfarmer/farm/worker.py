@@ -13,8 +13,8 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import TaskfarmerError
@@ -208,7 +208,8 @@ class Worker:
         command = self.handler.command(task)
         rerun = task.id in self._reruns
         self._reruns.discard(task.id)
-        return self.execution.run(task, command, rerun)
+        claimed_under = self.lease.name  # a takeover while it runs replaces self.lease
+        return replace(self.execution.run(task, command, rerun), lease=claimed_under)
 
     def _busy(self, task_id: int) -> None:
         """Tell ``on_change`` which task this slot runs (-1: none)."""
@@ -253,8 +254,9 @@ class Worker:
         if not self.store.holds(self.lease):
             self._discard()
             return
-        decided = plan(self.results, self.monotonic(), self.stop.at, final)
+        decided = plan(self.results, self.monotonic(), self.stop.at, final, self.lease.name)
         self.results = list(decided.keep)
+        self._log_discarded(decided.discard)
         logged = self.batch.record(self.lease, decided.record)
         for result in decided.put_back:  # back into toprocess with the queue, when we leave
             self.queue.appendleft(result.task)
@@ -264,17 +266,25 @@ class Worker:
 
     def _discard(self) -> None:
         """*locked* Our lease was taken over: log the held results, record none, start over
-        with a new lease (the farmer that took it over put our tasks back)."""
-        for result in self.results:
-            self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
-                      "lease was taken over: result logged, not recorded")
-        self.batch.log([result for result in self.results if not result.stopped], "discarded")
-        for result in self.results:
-            self.batch.add(result, "stopped" if result.stopped else Outcome.DISCARDED.value)
+        with a new lease (the farmer that took it over put our tasks back, the running one
+        included: it is stopped now, so that it does not run twice at once, and its result
+        will be discarded too, for it was claimed under the old lease)."""
+        self._log_discarded(self.results)
         self.results.clear()
         self.queue.clear()
+        self.execution.terminate()
         self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
         self.lease = self._register()
+
+    def _log_discarded(self, results: Sequence[Result]) -> None:
+        """*locked* Log results that are not recorded: their tasks were put back by the farmer
+        that took their lease over (the job log says ``discarded``, the timeline too)."""
+        for result in results:
+            self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
+                      "lease was taken over: result logged, not recorded")
+        self.batch.log([result for result in results if not result.stopped], "discarded")
+        for result in results:
+            self.batch.add(result, "stopped" if result.stopped else Outcome.DISCARDED.value)
 
     def _say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.clock()))

@@ -36,20 +36,29 @@ def pid_namespace() -> str:
         return ""
 
 
-def process_start_time(pid: int) -> str | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat).
-
-    Returns None when no such process runs in this PID namespace: absent, or a zombie (it has
-    exited; an orphaned zombie can linger where nobody reaps it).
-    """
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3 and on of /proc/PID/stat (state first), None unless ``pid`` runs in this PID
+    namespace: absent, or a zombie (it has exited; an orphaned zombie can linger where nobody
+    reaps it)."""
     stat = _read(f"/proc/{pid}/stat")
-    if not stat:
-        return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat.rsplit(")", 1)[-1].split()
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    return fields[19]
+    return fields
+
+
+def process_start_time(pid: int) -> str | None:
+    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat); None when
+    no such process runs in this PID namespace."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields is not None else None
+
+
+def is_stopped(pid: int) -> bool:
+    """True if ``pid`` is stopped (SIGSTOP, a debugger: state ``T`` or ``t``)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] in ("T", "t")
 
 
 def group_has_live_members(pgid: int) -> bool:
@@ -142,8 +151,12 @@ class Identity:
         Proof needs the same boot and PID namespace; then the pid must be gone or belong to
         a process started at another time (pid reuse).
         """
-        if not self.boot or not self.pidns or self.pid <= 0:
-            return False
-        if self.boot != observer.boot or self.pidns != observer.pidns:
+        if not self.same_machine(observer):
             return False
         return process_start_time(self.pid) != self.start
+
+    def same_machine(self, observer: Identity) -> bool:
+        """True if ``observer`` sees this process's pid as its own: the same boot and PID
+        namespace (then whether it lives is a fact, not a guess from heartbeats)."""
+        return (bool(self.boot) and bool(self.pidns) and self.pid > 0
+                and (self.boot, self.pidns) == (observer.boot, observer.pidns))

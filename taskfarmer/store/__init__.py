@@ -26,6 +26,7 @@ from .filesystem import coherent_io
 from .leases import (
     DEAD_SUFFIX,
     DEFAULT_LEASE,
+    MIN_LEASE,
     Lease,
     LeaseInfo,
     LeaseName,
@@ -51,6 +52,7 @@ __all__ = [
     "DEAD_SUFFIX",
     "DEFAULT_LEASE",
     "LOCK_KINDS",
+    "MIN_LEASE",
     "READ_CHUNK",
     "Adoption",
     "Counts",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -94,8 +95,11 @@ class StateFiles:
             os.close(os.open(path, os.O_RDONLY | os.O_NOFOLLOW))
         except FileNotFoundError:
             return False
-        except OSError:
-            return True  # there, but not openable (a permission problem shows when used)
+        except OSError as error:
+            # A stale handle is a file replaced or removed by another node: gone (a lease is a
+            # fence, and "exists" is the answer that would let a revoked owner record). Any
+            # other error: there, but not openable (a permission problem shows when used).
+            return error.errno != errno.ESTALE
         return True
 
     def forget(self, path: Path) -> None:

@@ -16,6 +16,8 @@ from .ledger import Ledger
 #: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
 #: that the tasks of a dead node come back within minutes.
 DEFAULT_LEASE = 300.0
+#: The shortest ``--lease``: four heartbeats per lease, each up to half a second late.
+MIN_LEASE = 2.0
 #: What a lease file's name ends with while it is being taken over (:meth:`Leases.revoke`).
 DEAD_SUFFIX = ".dead"
 
@@ -42,6 +44,9 @@ class LeaseInfo:
     heartbeat: float
     owner: Identity
     dead: bool
+    #: What changes with every heartbeat (inode, mtime and ctime in ns), as this node's
+    #: server sees it: observers compare it over time instead of comparing clocks.
+    token: tuple[int, int, int] = (0, 0, 0)
 
 
 def heartbeat_period(lease: float) -> float:
@@ -205,12 +210,13 @@ class Leases:
                 # Opened, then looked at: on NFS the open revalidates the attributes, so the
                 # heartbeat (mtime) is the server's, not a cached one up to a minute old.
                 with open(path, "rb") as handle:
-                    heartbeat = os.fstat(handle.fileno()).st_mtime
+                    stat = os.fstat(handle.fileno())
                     owner = Identity.from_text(handle.read().decode(errors="replace"))
             except FileNotFoundError:
                 continue
-            infos.append(LeaseInfo(live_name(name), heartbeat, owner,
-                                   name.endswith(DEAD_SUFFIX)))
+            infos.append(LeaseInfo(live_name(name), stat.st_mtime, owner,
+                                   name.endswith(DEAD_SUFFIX),
+                                   (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns)))
         return infos
 
     def any(self) -> bool:

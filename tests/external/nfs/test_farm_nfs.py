@@ -7,6 +7,7 @@ one vCPU and forks slowly.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -175,3 +176,81 @@ def test_concurrent_initialization_without_a_working_lock(nfs: NfsLab, nfs_dir: 
     assert not list(workdir.glob("*.tmp*"))  # private temporary files, all renamed
     assert_nothing_twice(workdir)
     finish_alone(nfs, tasklist, count)
+
+
+def varied_sleeps(count: int) -> list:
+    """Tasks of 0.05 to 0.3 s, so that results end while heartbeats are due."""
+    return [f"sleep 0.{(5 + 7 * i) % 26 + 5:02d}" for i in range(count)]
+
+
+@pytest.mark.parametrize("nfs", [V42, V3], indirect=True, ids=str)
+def test_two_farmers_per_node_killed_on_one_node_are_taken_over_once(
+        nfs: NfsLab, nfs_dir: Path) -> None:
+    """Issue 21's lab run: 2 nodes x 2 farmers, ``--lease 5``; every farmer of node A is
+    SIGKILLed mid-run; node B's farmers take A's leases over and finish every task once."""
+    count = 120
+    tasklist = write_tasks(nfs_dir / "t", varied_sleeps(count))
+    workdir = nfs_dir / "t_workdir"
+    farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "5"])
+    on_a = [farmer for farmer in farmers if farmer.node is nfs.a]
+    wait_until(lambda: len(ids(workdir / "finished")) >= count // 3, 180, "a third done")
+    for farmer in on_a:
+        farmer.job.kill()
+    for farmer in farmers:
+        result = farmer.wait(300)
+        assert result.rc == (-9 if farmer in on_a else 0), result
+    assert_exactly_once(workdir, count)
+
+
+@pytest.mark.parametrize("nfs", [V42, V3], indirect=True, ids=str)
+def test_a_node_stalled_past_its_lease_records_nothing_twice(nfs: NfsLab, nfs_dir: Path
+                                                             ) -> None:
+    """Node A's farmers (their process groups) are stopped until node B has taken their
+    leases over, then continued: A discards its late results and both finish, each task
+    recorded once. A CPU hog on each node makes every heartbeat late as well."""
+    count = 120
+    tasklist = write_tasks(nfs_dir / "t", varied_sleeps(count))
+    workdir = nfs_dir / "t_workdir"
+    hogs = [node.spawn("exec sh -c 'while :; do :; done'") for node in (nfs.a, nfs.b)]
+    farmers = start_farmers(nfs, tasklist, ["-n", "2", "--lease", "3"])
+    on_a = [farmer for farmer in farmers if farmer.node is nfs.a]
+    wait_until(lambda: len(ids(workdir / "finished")) >= count // 4, 180, "a quarter done")
+    for farmer in on_a:
+        farmer.job.kill(signal.SIGSTOP)
+    try:
+        wait_until(lambda: any("took over lease" in farmer.job.output()
+                               for farmer in farmers if farmer not in on_a), 120,
+                   "node B to take node A's leases over")
+    finally:
+        for farmer in on_a:
+            farmer.job.kill(signal.SIGCONT)
+    try:
+        results = wait_all(farmers, 300)
+    finally:
+        for hog in hogs:
+            hog.kill()
+    for result in results:
+        assert result.rc == 0, result
+        assert "Traceback" not in result.err
+    assert_exactly_once(workdir, count)
+    assert "\tdiscarded\t" in (workdir / "joblog").read_text()
+
+
+@pytest.mark.parametrize("nfs", [V42], indirect=True, ids=str)
+def test_node_clocks_an_hour_apart_take_no_live_lease_over(nfs: NfsLab, nfs_dir: Path) -> None:
+    """Node A's clock runs an hour ahead, far more than ``--lease``: no farmer takes a live
+    farmer's lease over (a lease's silence is measured on the observer's own clock, not by
+    comparing the server's mtimes with it), and every task is recorded once. (``--lease 60``:
+    on these one-CPU nodes four farmers contending for an NFSv4 lock can keep a main process
+    from heartbeating for longer than a few seconds, a real silence.)"""
+    count = 80
+    tasklist = write_tasks(nfs_dir / "t", varied_sleeps(count))
+    nfs.a.run("date -s @$(( $(date +%s) + 3600 ))", check=True)
+    try:
+        results = wait_all(start_farmers(nfs, tasklist, ["-n", "2", "--lease", "60"]), 300)
+    finally:
+        nfs.a.run("date -s @$(( $(date +%s) - 3600 ))", check=True)
+    for result in results:
+        assert result.rc == 0, result
+        assert "took over lease" not in result.out, result
+    assert_exactly_once(nfs_dir / "t_workdir", count)
