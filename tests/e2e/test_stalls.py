@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from farmhelp import farmer_env, ids, run_farmer, start_farmer, wait_for, write_tasklist
+from helpers.farmer import farmer_env, ids, run_farmer, start_farmer, wait_for, write_tasklist
 
 TASKS = 200
 LEASE = "2"
