@@ -1,0 +1,2 @@
+"""What tasks printed and how each execution ended: the task logs (:mod:`.tasklogs`) and the
+workdir's job log (:mod:`.joblog`)."""
