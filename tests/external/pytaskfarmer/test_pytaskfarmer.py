@@ -269,7 +269,7 @@ def test_adoption_reconciles_a_messy_workdir(tmp_path: Path) -> None:
 
 #: Our ``pytaskfarmer.py`` console script, run from the checkout under test.
 OURS_AS_PYTASKFARMER = [sys.executable, "-c",
-                        "from taskfarmer.cli.command import pytaskfarmer_main; pytaskfarmer_main()"]
+                        "from taskfarmer.cli import pytaskfarmer_main; pytaskfarmer_main()"]
 
 
 def test_job_script_arguments_run_unchanged(pytaskfarmer: PyTaskFarmer, tmp_path: Path) -> None:
