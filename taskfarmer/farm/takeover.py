@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..hpc.identity import Identity, is_stopped
-from ..store import LeaseInfo, LeaseName, StateStore, live_name
+from ..store import LeaseInfo, StateStore, live_name, owns
 from ..timeline.events import instant
 from ..timeline.file import Timeline
 from .recording import counter_events
@@ -98,8 +98,7 @@ class Takeover:
     def heartbeat(self) -> None:
         """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
         for name in self._store.lease_names():
-            lease = LeaseName.parse(name)
-            if lease is not None and not lease.dead and lease.owned_by(self._farmer):
+            if owns(self._farmer, name, live=True):
                 self._store.renew(name)
 
     def take_over_expired(self, track: int) -> None:
@@ -108,8 +107,7 @@ class Takeover:
             infos = self._store.lease_infos()
             silent = self._silence.observe(infos, self._monotonic())  # read under the lock
             for info in infos:
-                lease = LeaseName.parse(info.name)
-                if lease is not None and lease.owned_by(self._farmer):
+                if owns(self._farmer, info.name):
                     continue
                 if expired(info, silent[info.name], self._lease, self._identity):
                     count = self._revoke(info.name, {"node": info.owner.node,
@@ -124,8 +122,7 @@ class Takeover:
             return
         with self._store.locked():
             for name in self._store.lease_names():
-                lease = LeaseName.parse(name)
-                if lease is not None and lease.owned_by(self._farmer, slot, pid):
+                if owns(self._farmer, name, slot, pid):
                     self._revoke(live_name(name),
                                  {"node": self._identity.node, "worker": slot + 1}, track)
 

@@ -35,6 +35,7 @@ from .leases import (
     farmer_pid,
     heartbeat_period,
     live_name,
+    owns,
     worker_name,
 )
 from .ledger import CLAIM_READ, COMPACT_MARK
@@ -76,6 +77,7 @@ __all__ = [
     "live_name",
     "lock_path",
     "make_lock",
+    "owns",
     "shared_flock",
     "unimported_lines",
     "worker_name",

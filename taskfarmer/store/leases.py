@@ -110,6 +110,14 @@ class LeaseName:
                 and (pid is None or pid == self.pid))
 
 
+def owns(farmer: str, name: str, slot: int | None = None, pid: int | None = None, *,
+         live: bool = False) -> bool:
+    """Whether lease file ``name`` is ``farmer``'s (see :meth:`LeaseName.owned_by`); with
+    ``live``, only if it is not being taken over (no ``.dead``)."""
+    lease = LeaseName.parse(name)
+    return lease is not None and lease.owned_by(farmer, slot, pid) and not (live and lease.dead)
+
+
 class Leases:
     """The lease files of a workdir.
 
@@ -183,8 +191,7 @@ class Leases:
         """
         renamed = []
         for name in self.names():
-            lease = LeaseName.parse(name)
-            if lease is not None and not lease.dead and lease.owned_by(farmer):
+            if owns(farmer, name, live=True):
                 try:
                     os.rename(self.directory / name, self.directory / (name + DEAD_SUFFIX))
                 except FileNotFoundError:  # revoked by another farmer meanwhile
