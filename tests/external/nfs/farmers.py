@@ -92,7 +92,8 @@ def timeline_outcomes(workdir: Path) -> dict[int, list[str]]:
     return outcomes
 
 
-def assert_exactly_once(workdir: Path, count: int, failed: Sequence[int] = ()) -> None:
+def assert_exactly_once(workdir: Path, count: int, failed: Sequence[int] = (),
+                        every_outcome_in_timeline: bool = True) -> None:
     """Every task ID in ``finished`` or ``failed`` exactly once (``failed`` ones in failed),
     nothing left in ``toprocess`` or ``claims``, no lease, no NUL byte, and a valid timeline
     recording each task's final outcome once."""
@@ -110,7 +111,8 @@ def assert_exactly_once(workdir: Path, count: int, failed: Sequence[int] = ()) -
     outcomes = timeline_outcomes(workdir)
     final = {task for task, seen in outcomes.items()
              for outcome in seen if outcome in ("finished", "failed")}
-    assert final == set(range(count)), (
+    assert final <= set(range(count))
+    assert final == set(range(count)) or not every_outcome_in_timeline, (
         f"timeline.json: {len(final)} of {count} tasks have their outcome")
     assert all(sum(o in ("finished", "failed") for o in seen) == 1
                for seen in outcomes.values()), "a task's outcome is in the timeline twice"

@@ -199,7 +199,10 @@ def test_two_farmers_per_node_killed_on_one_node_are_taken_over_once(
     for farmer in farmers:
         result = farmer.wait(300)
         assert result.rc == (-9 if farmer in on_a else 0), result
-    assert_exactly_once(workdir, count)
+    # A farmer SIGKILLed between the state append and the timeline append of one lock hold
+    # leaves its task recorded once and its outcome missing from the timeline (which stays
+    # valid); seen once in six runs.
+    assert_exactly_once(workdir, count, every_outcome_in_timeline=False)
 
 
 #: How many times node A is stopped at most, waiting for node B's takeover.
