@@ -43,9 +43,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="farmer command line prefix (shell-split), e.g. 'python -m taskfarmer'; "
         "default: `farmer` on PATH, else `python -m taskfarmer`",
     )
+    p.add_argument(
+        "--baseline-cmd",
+        metavar="CMD",
+        help="a second farmer to compare in the same run (tool 'baseline'), e.g. "
+        "'env PYTHONPATH=/old/checkout python -m taskfarmer'",
+    )
     p.add_argument("--json", metavar="OUT", help="write every number to OUT as JSON")
     p.add_argument(
         "--proc", type=int, default=2, help="parallelism for throughput and scale (default 2)"
+    )
+    p.add_argument(
+        "--widths",
+        metavar="N,N,...",
+        help="run the throughput section once per width (each tool with -P/--proc N), "
+        "e.g. 2,16,64; default: --proc",
     )
     p.add_argument("--rounds", type=int, help="round-robin rounds (default 3, quick 1)")
     p.add_argument("--tasks", type=int, help="tasks per throughput run (default 4000, quick 500)")
@@ -149,6 +161,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(a, key) is None:
             setattr(a, key, quick if a.quick else full)
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    try:
+        a.widths = [int(w) for w in a.widths.split(",")] if a.widths else []
+    except ValueError:
+        p.error(f"--widths: not a comma-separated list of numbers: {a.widths!r}")
+    if any(w < 1 for w in a.widths):
+        p.error("--widths: every width must be at least 1")
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     _check(p, a)
     return a
@@ -176,7 +194,11 @@ def _run_sections(bench: Bench) -> None:
     log("")
     bench.results["farmer"] = {"how": farmer.note if farmer else None, "reason": reason}
     if "throughput" in args.sections:
-        throughput(bench, tools, skipped)
+        proc = args.proc
+        for width in args.widths or [proc]:
+            args.proc = width
+            throughput(bench, tools, skipped)
+        args.proc = proc
     if "scale" in args.sections:
         scale(bench, farmer, reason)
     if "contention" in args.sections:

@@ -113,12 +113,23 @@ def resolve_farmer(cmd: str | None) -> tuple[list[str] | None, dict[str, str], s
 
 def _farmer(args: argparse.Namespace) -> Tool | str:
     """The farmer under test (``--farmer-cmd``), or why it is unavailable."""
-    argv, env, how = resolve_farmer(args.farmer_cmd)
+    return _farmer_tool("farmer", args.farmer_cmd)
+
+
+def _baseline(args: argparse.Namespace) -> Tool | str:
+    """Another farmer to compare with in the same run (``--baseline-cmd``: e.g. the previous
+    commit's checkout, ``env PYTHONPATH=/path/to/old python -m taskfarmer``)."""
+    return _farmer_tool("baseline", args.baseline_cmd)
+
+
+def _farmer_tool(name: str, cmd: str | None) -> Tool | str:
+    """A farmer run by the command line prefix ``cmd`` (see :func:`resolve_farmer`)."""
+    argv, env, how = resolve_farmer(cmd)
     if argv is None:
         return how
     prefix = argv
     return Tool(
-        name="farmer",
+        name=name,
         argv=lambda tl, wd, n: [*prefix, str(tl), "--proc", str(n), "--workdir", str(wd)],
         env=env,
         line=trivial,
@@ -213,6 +224,7 @@ def _pytaskfarmer(args: argparse.Namespace) -> Tool | str:
 
 _BUILDERS: dict[str, Callable[[argparse.Namespace], Tool | str]] = {
     "farmer": _farmer,
+    "baseline": _baseline,
     "xargs": _xargs,
     "parallel": _parallel,
     "pytaskfarmer": _pytaskfarmer,
@@ -226,7 +238,7 @@ def build_tools(args: argparse.Namespace) -> tuple[list[Tool], dict[str, str]]:
     tools: list[Tool] = []
     skipped: dict[str, str] = {}
     for name in TOOLS:
-        if name not in args.tools:
+        if name not in args.tools or (name == "baseline" and not args.baseline_cmd):
             continue
         tool = _BUILDERS[name](args)
         if isinstance(tool, Tool):

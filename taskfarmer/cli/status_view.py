@@ -52,7 +52,8 @@ def render(status: Status) -> RenderableType:
     head = Text.assemble(
         (f"{status.workdir}: {_state(status)}\n", "bold"),
         (f"{status.finished} finished", "green"), ", ", (f"{status.failed} failed", "red"),
-        ", ", (f"{status.running} running", "yellow"), f", {status.pending} pending, "
+        ", ", (f"{status.running} running", "yellow"),
+        f", {status.claimed} claimed" if status.claimed else "", f", {status.pending} pending, "
         f"{status.total} total: {status.percent:.1f}% done; rate {rate}, "
         f"ETA {duration(status.eta)}")
     if status.unimported:

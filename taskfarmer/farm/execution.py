@@ -18,7 +18,7 @@ from ..hpc.identity import group_has_live_members
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Process, Runner
 from ..tasks import Task
-from .recording import RESULT_HOLD, Result
+from .recording import Result
 from .signals import StopRequest, died_of_stop_signal
 
 #: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
@@ -64,14 +64,15 @@ class Execution:
         monotonic: the monotonic clock.
         sleep: sleeps that many seconds.
         say: tells the farmer a line.
-        held: the monotonic time the youngest held result ended (None: none is held).
+        record_due: when the held results are due to be recorded (monotonic time; None: none
+            is held).
         record_held: records the held results that are old enough (takes the lock).
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
                  *, clock: Callable[[], float], monotonic: Callable[[], float],
                  sleep: Callable[[float], None], say: Callable[[str], None],
-                 held: Callable[[], float | None], record_held: Callable[[], None]) -> None:
+                 record_due: Callable[[], float | None], record_held: Callable[[], None]) -> None:
         self._options = options
         self._runner = runner
         self._logs = logs
@@ -80,7 +81,7 @@ class Execution:
         self._monotonic = monotonic
         self._sleep = sleep
         self._say = say
-        self._held = held
+        self._record_due = record_due
         self._record_held = record_held
         self._process: Process | None = None
         self._terminating = False
@@ -126,6 +127,8 @@ class Execution:
         """Run ``task`` as ``command``; a stopped result must go back into ``toprocess``."""
         if self._options.verbose:
             self._say(f"start task {task.id}: {command}")
+        if not self._runner.executes:  # zero-execution (benchmarks): the farm's own cost
+            return self._finish(task, command, 0, self._clock(), rerun)
         rerun_note = (f"---- taskfarmer: task {task.id} runs again on {self._options.node} "
                       "----\n").encode()
         log_fd = self._logs.open(task.id, rerun_note)
@@ -186,11 +189,12 @@ class Execution:
 
         The leader is not reaped: while it is a zombie its pid (= the group id) cannot be
         reused, so killing the group afterwards cannot hit an unrelated process. Held results
-        become recordable :data:`RESULT_HOLD` after they ended; waiting on a pidfd with a
-        timeout lets us record them now rather than after this task, which may run for hours.
+        are due to be recorded a moment after they ended (``record_due``); waiting on a pidfd
+        with a timeout lets us record them then rather than after this task, which may run for
+        hours.
         """
         pidfd = None
-        if self._held() is not None:
+        if self._record_due() is not None:
             try:
                 pidfd = os.pidfd_open(process.pid)
             except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3: record later
@@ -199,9 +203,8 @@ class Execution:
             try:
                 poller = select.poll()
                 poller.register(pidfd, select.POLLIN)
-                while (youngest := self._held()) is not None:
-                    age = self._monotonic() - youngest
-                    if poller.poll(max(0.0, RESULT_HOLD - age) * 1000):
+                while (due := self._record_due()) is not None:
+                    if poller.poll(max(0.0, due - self._monotonic()) * 1000):
                         break  # the task ended first
                     self._record_held()
             finally:

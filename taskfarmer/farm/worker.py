@@ -2,9 +2,12 @@
 
 Each worker has its own lease (``WORKDIR/leases/NAME``; see :mod:`taskfarmer.store`) and loops:
 under the lock, record the results of the tasks it ran (then their job log lines, see
-:mod:`taskfarmer.logs.joblog` and :mod:`.recording`) and take the next one; then run it
-(:mod:`.execution`). One lock hold per task. On a stop signal it kills the task's process
-group, puts the task and any it had taken back into ``toprocess``, and drops its lease.
+:mod:`taskfarmer.logs.joblog` and :mod:`.recording`) and claim the next chunk of tasks (as many
+as :mod:`.chunking` says: about a second of work); then run them one after the other without
+the lock (:mod:`.execution`), recording the held results in batches meanwhile. So short tasks
+cost a lock hold per chunk, not per task. On a stop signal it kills the task's process group,
+puts the task and the unstarted ones it had claimed back into ``toprocess``, and drops its
+lease.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from ..runners.base import Runner
 from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
+from .chunking import DurationEstimate, chunk_size, record_due, wanted
 from .execution import Execution
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
+
+#: Seconds between two counts of the workdir's lease files (for the size of a claim).
+CLAIMANTS_REFRESH = 10.0
 
 
 @dataclass
@@ -69,7 +76,8 @@ class Worker:
         say: tells the farmer a line.
         on_change: told ``(slot, task id)`` when a task starts and ``(slot, -1)`` when it
             ends.
-        may_start: asked before each claim: False takes no more tasks.
+        may_start: asked before each task starts: False starts no more (and puts the unstarted
+            claimed ones back).
     """
 
     def __init__(
@@ -100,13 +108,15 @@ class Worker:
         self.queue: deque[Task] = deque()
         self._reruns: set[int] = set()  # queued tasks that were started before
         self._generation = 0
+        self._durations = DurationEstimate()
+        self._claimants: tuple[int, float] | None = None  # (lease files, counted when)
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
         self.joblog = JobLog(self.store.files.joblog, coherent=self.store.files.coherent)
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
-                                   held=self._youngest_held, record_held=self._record_held)
+                                   record_due=self._record_due, record_held=self._record_held)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:
@@ -152,28 +162,63 @@ class Worker:
                 self._settle()
                 if self.stop.requested:
                     self.batch.flush()
-                    break
+                    return
+                if self.queue and not self.may_start():
+                    self._put_back_unstarted()  # the start gate closed (walltime)
                 if not self.queue and self.may_start():
-                    try:
-                        claimed = self.store.claim(self.lease, 1)
-                    except LeaseRevoked:
-                        self.lease = self._register()
-                        claimed = self.store.claim(self.lease, 1)
-                    self._take(claimed)
+                    self._take(self._claim())
                 self.batch.flush()
             if not self.queue:
                 if not self.results:
-                    break
+                    return
                 self._sleep_until_recordable()
                 continue
+            if not self._run_queue():
+                return
+
+    def _run_queue(self) -> bool:
+        """Run the claimed tasks one after the other, without the lock, while the gate is open
+        and no stop is requested. False once a stop cut a task short (the worker leaves)."""
+        while self.queue and self.may_start() and not self.stop.requested:
             task = self.queue.popleft()
             self._busy(task.id)
             result = self._execute(task)
             self._busy(-1)
+            self._durations.add(result.end - result.start)
             self.results.append(result)
-            self.batch.count(running=-1)  # written with the next lock hold, right away
+            self.batch.count(running=-1)  # written with the next lock hold
             if result.stopped:
-                break
+                return False
+        return True
+
+    def _claim(self) -> list[Task]:
+        """*locked* Claim the next chunk (:func:`~.chunking.chunk_size`), with a new lease if
+        ours was taken over."""
+        count = want = wanted(self._durations)
+        if want > 1:  # near the end of the list, a share of what is left
+            claimants = self._count_claimants()
+            count = chunk_size(want, self.store.pending_count(want * claimants), claimants)
+        try:
+            return self.store.claim(self.lease, count)
+        except LeaseRevoked:
+            self.lease = self._register()
+            return self.store.claim(self.lease, count)
+
+    def _count_claimants(self) -> int:
+        """*locked* The workers of the workdir (its lease files), counted at most every
+        :data:`CLAIMANTS_REFRESH` seconds (a directory listing: on a workdir shared by many
+        nodes, not something to do per claim)."""
+        now = self.monotonic()
+        if self._claimants is None or now - self._claimants[1] >= CLAIMANTS_REFRESH:
+            self._claimants = (max(1, len(self.store.lease_names())), now)
+        return self._claimants[0]
+
+    def _put_back_unstarted(self) -> None:
+        """*locked* Put the claimed tasks not started back into ``toprocess``."""
+        unstarted = len(self.queue)
+        self.store.requeue(self.queue)
+        self.queue.clear()
+        self.batch.count(running=-unstarted, pending=unstarted)
 
     def _leave(self) -> None:
         """Record or put back what we hold, drop the lease."""
@@ -227,9 +272,12 @@ class Worker:
 
     # -- held results ------------------------------------------------------------------------
 
-    def _youngest_held(self) -> float | None:
-        """When the youngest held result ended (monotonic clock); None if none is held."""
-        return self.results[-1].ended_at if self.results else None
+    def _record_due(self) -> float | None:
+        """When the held results are due to be recorded (monotonic clock; see
+        :func:`~.chunking.record_due`); None if none is held."""
+        if not self.results:
+            return None
+        return record_due(self.results[0].ended_at, self.results[-1].ended_at)
 
     def _sleep_until_recordable(self) -> None:
         """Wait until the youngest held result may be recorded (or a stop arrives)."""

@@ -10,7 +10,8 @@ from .apptainer import ApptainerRunner
 from .base import Runner
 from .basic import BasicRunner
 from .docker import DockerRunner
+from .null import NullRunner
 from .shifter import ShifterRunner
 
-__all__ = ["ApptainerRunner", "BasicRunner", "DockerRunner", "Runner", "ShifterRunner",
-           "SlotResources"]
+__all__ = ["ApptainerRunner", "BasicRunner", "DockerRunner", "NullRunner", "Runner",
+           "ShifterRunner", "SlotResources"]

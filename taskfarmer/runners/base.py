@@ -74,11 +74,15 @@ class Runner:
         own_session: :meth:`start` puts the task in a new session (its own process group,
             which the worker kills as a whole); False when PyTaskFarmer's :meth:`run` is
             called inside the legacy adapter's helper, which leads the session already.
+        executes: False for a runner that starts no process: the worker records each task
+            as succeeded at once (:class:`~.null.NullRunner`, for benchmarks).
         execute: the process :meth:`run` is running (PyTaskFarmer's name, which its
             runners' ``terminate`` methods use), else None.
     """
 
     own_session = True
+    #: False for a runner that starts no process (:class:`~.null.NullRunner`, benchmarks).
+    executes: ClassVar[bool] = True
     execute: subprocess.Popen | None = None
     #: The worker slot's devices and CPUs (:meth:`assign`); slot 0 with none until then.
     resources: SlotResources = SlotResources(0)

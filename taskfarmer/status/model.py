@@ -62,7 +62,7 @@ class Status:
     workdir: str
     finished: int
     failed: int
-    running: int
+    running: int  # taken, not claimed-only: running, or ended a moment ago and not recorded
     pending: int
     total: int
     percent: float
@@ -77,12 +77,13 @@ class Status:
     consistent: bool = True  # read under the lock
     now: float = 0.0
     unimported: int = 0  # complete lines appended to TASKLIST, not imported yet
+    claimed: int = 0  # claimed by a worker with its chunk, not started yet
 
     @property
     def done(self) -> bool:
         """Nothing pending, running or appended to the list (no lease left either)."""
-        return self.pending == 0 and self.running == 0 and not self.farmers \
-            and not self.stale_leases and self.unimported == 0
+        return (self.pending == 0 and self.running == 0 and self.claimed == 0
+                and not self.farmers and not self.stale_leases and self.unimported == 0)
 
     @property
     def exit_code(self) -> ExitCode:

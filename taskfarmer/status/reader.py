@@ -8,9 +8,11 @@ a moment, so the counts add up). On top of it:
   :mod:`taskfarmer.store.listimport`) less the finished, failed and pending ones — exact; it
   includes tasks that ended less than a moment ago and wait to be recorded (workers record a
   result 0.1 s after it ends);
-* the running tasks listed: for each live lease, its last claim; the task's line is the
-  ``toprocess`` line ending at the claim's offset; it is not running if it was recorded or put
-  back since (:meth:`~taskfarmer.store.Snapshot.settled_recently`);
+* the running tasks listed: for each live lease, the first task of its last claim (a worker
+  claims a chunk of short tasks at once and runs them in order) that was not recorded or put
+  back since (:meth:`~taskfarmer.store.Snapshot.settled_recently`); the others of the chunk are
+  *claimed*, not running; the task's line is the ``toprocess`` line ending at the claim's
+  offset;
 * the age of a running task: it started when its worker slot's previous execution ended (the
   job log, searched backwards) or when its lease was registered (``since`` in the lease file),
   whichever is later;
@@ -60,17 +62,18 @@ class StatusReader:
         finished, failed = snapshot.count("finished"), snapshot.count("failed")
         pending = snapshot.pending()
         infos = snapshot.lease_infos()
-        running = self._running(snapshot, infos, now)
+        running, claimed = self._running(snapshot, infos, now)
         # The tasks imported so far are the total: those neither recorded nor pending are
         # taken (running, or ended and about to be recorded). Without the import record (a
-        # workdir of PyTaskFarmer's) the running tasks are those the leases show.
+        # workdir of PyTaskFarmer's) the running and claimed tasks are those the leases show.
         imported = snapshot.imported
         done = finished + failed
         if imported is not None and imported.tasks > 0:
             total = max(imported.tasks, done + pending)
         else:
-            total = done + len(running) + pending
+            total = done + len(running) + claimed + pending
         taken = total - done - pending
+        claimed = min(claimed, max(0, taken - len(running)))
         recent = recent_executions(self.joblog, now, RATE_WINDOW)
         rate = recent.done / recent.span if recent.span > 0 else None
         farmers = self._farmers(infos, recent.per_farmer, recent.span, now)
@@ -79,12 +82,13 @@ class StatusReader:
         failed_tasks = self._failed(snapshot, failed)
         return Status(
             workdir=str(self.store.workdir),
-            finished=finished, failed=failed, running=taken, pending=pending, total=total,
+            finished=finished, failed=failed, running=taken - claimed, claimed=claimed,
+            pending=pending, total=total,
             percent=100.0 * (total - left) / total if total else 100.0,
             rate=rate, eta=left / rate if rate and left else None,
             farmers=farmers, stale_leases=self._stale(infos, now),
             running_tasks=running[: self.limit],
-            running_more=max(0, taken - min(len(running), self.limit)),
+            running_more=max(0, taken - claimed - min(len(running), self.limit)),
             failed_tasks=failed_tasks, failed_more=max(0, failed - len(failed_tasks)),
             consistent=snapshot.consistent, now=now,
             unimported=unimported_lines(self.tasklist, imported))
@@ -92,22 +96,29 @@ class StatusReader:
     # -- running tasks -----------------------------------------------------------------------
 
     def _running(self, snapshot: Snapshot, infos: list[LeaseInfo], now: float
-                 ) -> list[RunningTask]:
-        claims = snapshot.last_claims([info.name for info in infos])
-        if not claims:
-            return []
+                 ) -> tuple[list[RunningTask], int]:
+        """The running tasks, and how many more are claimed but not started: a worker runs the
+        tasks of its last claim in order, so the first one not settled is running."""
+        chunks = snapshot.last_chunks([info.name for info in infos])
+        if not chunks:
+            return [], 0
         by_name = {info.name: info for info in infos}
-        starts = self._slot_starts({name: by_name[name] for name in claims})
+        starts = self._slot_starts({name: by_name[name] for name in chunks})
         tasks = []
-        for name, (task_id, end) in claims.items():
-            if snapshot.settled_recently(task_id):
+        claimed = 0
+        for name, chunk in chunks.items():
+            unsettled = [(task_id, end) for task_id, end in chunk
+                         if not snapshot.settled_recently(task_id)]
+            if not unsettled:
                 continue
+            claimed += len(unsettled) - 1
+            task_id, end = unsettled[0]
             info = by_name[name]
             start = starts.get(name)
             tasks.append(RunningTask(
                 task_id, info.owner.node, info.owner.extra.get("farmer", ""),
                 now - start if start is not None else None, snapshot.task_text(end)))
-        return tasks
+        return tasks, claimed
 
     def _slot_starts(self, leases: dict[str, LeaseInfo]) -> dict[str, float]:
         """When each lease's current task started: its slot's last job log line, or the lease's

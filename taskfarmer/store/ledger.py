@@ -25,6 +25,8 @@ from .lines import (
 
 #: How much of ``toprocess`` one claim reads at the cursor (grown for longer lines).
 CLAIM_READ = 4096
+#: The most tasks one claim takes (one ``claims`` write; ``--status`` relies on the bound).
+MAX_CLAIM = 256
 #: The ``claims`` line that marks a compaction in progress.
 COMPACT_MARK = b"- compact"
 #: How long an incomplete last line of ``toprocess`` may stay unchanged before it is cut off.
@@ -108,8 +110,10 @@ class Ledger:
         return self.files.size(toprocess) > cursor
 
     def take(self, name: str, count: int) -> list[Task]:
-        """*locked* Take up to ``count`` tasks from the front of ``toprocess`` for lease
-        ``name``: read a chunk at the cursor, append one claim line per task."""
+        """*locked* Take up to ``count`` tasks (at most :data:`MAX_CLAIM`) from the front of
+        ``toprocess`` for lease ``name``: read a chunk at the cursor, append one claim line per
+        task, all with one write."""
+        count = min(count, MAX_CLAIM)
         toprocess = self.files.toprocess
         cursor = self.cursor()  # first: it may finish a compaction, which replaces toprocess
         fd = self.files.fd(toprocess)

@@ -14,12 +14,12 @@ well under 2 s.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import WorkdirError
 from .leases import LeaseInfo, live_name
+from .ledger import MAX_CLAIM
 from .listimport import Imported
 from .locking import shared_flock
 from .state import StateStore
@@ -143,28 +143,44 @@ class Snapshot:
 
     # -- running tasks -----------------------------------------------------------------------
 
-    def last_claims(self, names: list[str]) -> dict[str, tuple[int, int]]:
-        """``lease -> (task ID, END)`` of each lease's last line in ``claims``, searched
-        backwards (a worker runs one task at a time)."""
-        found: dict[str, tuple[int, int]] = {}
+    def last_chunks(self, names: list[str]) -> dict[str, list[tuple[int, int]]]:
+        """``lease -> [(task ID, END), ...]`` of each lease's last claim, in claim order.
+
+        One claim appends all its lines with one write, so a lease's last claim is in the run
+        of adjacent lines that ends with its last line (a worker claiming alone makes runs of
+        several claims: the last :data:`~.ledger.MAX_CLAIM` lines of a run hold the last claim).
+        ``claims`` is searched backwards, line by line, until every lease's run has ended (at
+        a line of another lease) or the file's start.
+        """
+        found: dict[str, list[tuple[int, int]]] = {}
         if "claims" not in self.files or not names:
             return found
         handle, position = self.files["claims"]
         wanted = {name.encode() for name in names}
-        pattern = re.compile(rb"(?m)^(\d+) (%s) (\d+)$" % b"|".join(
-            re.escape(name) for name in sorted(wanted, key=len, reverse=True)))
+        ended: set[bytes] = set()
+        current: bytes | None = None  # the lease of the line after this one, if still open
         carry = b""
-        while position > 0 and len(found) < len(wanted):
+        while position > 0 and len(ended) < len(wanted):
             start = max(0, position - BLOCK)
             block = os.pread(handle.fileno(), position - start, start) + carry
             position = start
             if start > 0:
                 first = block.find(b"\n") + 1
                 carry, block = block[:first], block[first:]
-            for match in reversed(list(pattern.finditer(block))):
-                name = match.group(2).decode()
-                if name not in found:
-                    found[name] = (int(match.group(1)), int(match.group(3)))
+            for line in reversed(block.split(b"\n")[:-1]):
+                fields = line.split(b" ")
+                name = fields[1] if len(fields) == 3 and fields[0].isdigit() \
+                    and fields[2].isdigit() else None
+                if current is not None and name != current:
+                    ended.add(current)  # a line of another claim precedes its run
+                current = None
+                if name is None or name not in wanted or name in ended:
+                    continue
+                run = found.setdefault(name.decode(), [])
+                run.insert(0, (int(fields[0]), int(fields[2])))
+                current = name
+                if len(run) >= MAX_CLAIM:  # claims of one worker in a row: the last is in
+                    ended.add(name)
         return found
 
     def settled_recently(self, task_id: int) -> bool:

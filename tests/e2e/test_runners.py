@@ -263,3 +263,18 @@ def test_tasks_inherit_exactly_the_runner_environment(tmp_path: Path) -> None:
         for shell_own in ("PWD", "SHLVL", "_"):
             seen.pop(shell_own, None)
         assert seen == {**environ, "PROC_NUMBER": str(task_id)}
+
+
+def test_the_null_runner_runs_nothing_and_records_every_task(tmp_path: Path) -> None:
+    """The zero-execution mode of the benchmarks: the farm's own cost, no process per task."""
+    (tmp_path / "runners.d").mkdir()
+    (tmp_path / "runners.d" / "null.ini").write_text(
+        "[null]\nRunner = taskfarmer.runners.NullRunner\n")
+    marker = tmp_path / "ran"
+    tasks = write_tasklist(tmp_path / "tasks", [f"touch {marker}; exit 3"] * 300)
+    result = run_farmer([str(tasks), "-n", "4", "--runner", "null"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    workdir = tmp_path / "tasks_workdir"
+    assert sorted(ids(workdir / "finished")) == list(range(300))
+    assert not marker.exists() and ids(workdir / "failed") == []
+    assert list((workdir / "logs").iterdir()) == []

@@ -17,8 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 PUBLIC = {
-    "taskfarmer.runners": {"ApptainerRunner", "BasicRunner", "DockerRunner", "Runner",
-                           "ShifterRunner", "SlotResources"},
+    "taskfarmer.runners": {"ApptainerRunner", "BasicRunner", "DockerRunner", "NullRunner",
+                           "Runner", "ShifterRunner", "SlotResources"},
     "taskfarmer.tasks": {"Task", "TaskList", "ListTaskList", "TemplateTaskList"},
     "taskfarmer.task": {"TaskList", "ListTaskList"},
     "taskfarmer.atlas": {"TransformTaskList", "AthenaTaskList"},

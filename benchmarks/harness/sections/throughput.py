@@ -154,7 +154,7 @@ def _table(summary: dict[str, dict[str, Any]], skipped: dict[str, str]) -> str:
 
 
 def throughput(bench: Bench, tools: list[Tool], skipped: dict[str, str]) -> None:
-    """Section 1: run it, print its table and store its numbers in ``results["throughput"]``."""
+    """Section 1: run it, print its table, store its numbers in ``results["throughput"][PROC]``."""
     a = bench.args
     log(
         f"## 1. Throughput: trivial tasks (`true`, via `sh -c`), --proc {a.proc}, "
@@ -171,7 +171,7 @@ def throughput(bench: Bench, tools: list[Tool], skipped: dict[str, str]) -> None
             f"{summary['pytaskfarmer']['tasks']:,} tasks and drops at larger lists."
         )
     log("")
-    bench.results["throughput"] = {
+    bench.results.setdefault("throughput", {})[str(a.proc)] = {
         "proc": a.proc,
         "rounds": a.rounds,
         "summary": summary,

@@ -1,0 +1,133 @@
+"""How many tasks a claim takes and when held results are recorded: the pure rules, and a
+worker following them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.farmer import ids
+
+from taskfarmer.farm.chunking import (
+    CLAIM_PERIOD,
+    MAX_CHUNK,
+    RECORD_DELAY,
+    DurationEstimate,
+    chunk_size,
+    record_due,
+    wanted,
+)
+from taskfarmer.farm.recording import RESULT_HOLD
+from taskfarmer.farm.signals import StopRequest
+from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
+from taskfarmer.hpc.identity import Identity
+from taskfarmer.runners import BasicRunner
+from taskfarmer.store import StateStore
+from taskfarmer.store.locking import make_lock
+from taskfarmer.tasks import ListTaskList
+from taskfarmer.timeline.file import Timeline
+
+
+def test_one_task_at_a_time_until_a_duration_is_known() -> None:
+    assert wanted(DurationEstimate()) == 1
+
+
+@pytest.mark.parametrize(("mean", "expected"), [
+    (CLAIM_PERIOD * 2, 1),  # long tasks: one per claim
+    (CLAIM_PERIOD / 4, 4),
+    (CLAIM_PERIOD / 4.5, 4),  # rounded down: a claim never holds more than the period
+    (CLAIM_PERIOD / 10_000, MAX_CHUNK),
+    (0.0, MAX_CHUNK),
+])
+def test_a_claim_holds_about_a_claim_period_of_work(mean: float, expected: int) -> None:
+    assert wanted(DurationEstimate(mean, count=1000)) == expected
+
+
+def test_a_chunk_grows_no_faster_than_the_tasks_measured() -> None:
+    """One short task says little of the next: a long one claimed behind it would keep the
+    rest of the chunk waiting while other slots idle."""
+    estimate = DurationEstimate()
+    sizes = []
+    for _ in range(MAX_CHUNK + 2):
+        estimate.add(CLAIM_PERIOD / 10_000)
+        sizes.append(wanted(estimate))
+    assert sizes == [*range(1, MAX_CHUNK + 1), MAX_CHUNK, MAX_CHUNK]
+
+
+def test_the_duration_estimate_follows_the_tasks() -> None:
+    estimate = DurationEstimate()
+    estimate.add(1.0)
+    assert estimate.mean == 1.0
+    for _ in range(50):
+        estimate.add(0.01)
+    assert estimate.mean == pytest.approx(0.01, abs=1e-4)
+    estimate.add(-1.0)  # a clock step backwards counts as an instant task, not a negative one
+    assert estimate.mean is not None and estimate.mean >= 0
+
+
+def test_the_whole_chunk_while_the_list_holds_enough_for_every_claimant() -> None:
+    assert chunk_size(want=16, pending=16 * 4, claimants=4) == 16
+
+
+@pytest.mark.parametrize(("pending", "claimants", "expected"), [
+    (12, 1, 6),  # half of what is left
+    (20, 4, 2),
+    (5, 4, 1),  # at least one
+    (0, 4, 1),  # (the claim then finds nothing)
+    (12, 0, 6),  # no lease file counted yet: this worker alone
+])
+def test_near_the_end_a_share_of_what_is_left(pending: int, claimants: int,
+                                             expected: int) -> None:
+    assert chunk_size(want=16, pending=pending, claimants=claimants) == expected
+
+
+def test_held_results_wait_for_the_youngest_hold_and_the_oldest_delay() -> None:
+    assert record_due(oldest_end=10.0, youngest_end=10.5) == 10.0 + RECORD_DELAY
+    late = 10.0 + RECORD_DELAY
+    assert record_due(oldest_end=10.0, youngest_end=late) == late + RESULT_HOLD
+
+
+def _worker(workdir: Path, lines: list[str], **kwargs: object) -> Worker:
+    store = StateStore(workdir, make_lock(workdir, "flock", {}))
+    store.prepare()
+    with store.locked():
+        store.initialize(lines)
+    parts = Parts(store, Timeline(workdir / "timeline.json"), BasicRunner(), ListTaskList())
+    return Worker(WorkerConfig(slot=0, farmer="f", track=1, node="n"), parts, StopRequest(),
+                  say=lambda text: None, **kwargs)  # type: ignore[arg-type]
+
+
+def _claimed(worker: Worker) -> list[int]:
+    with worker.store.locked():
+        worker.lease = worker._register()
+        return [task.id for task in worker._claim()]
+
+
+def test_short_tasks_are_claimed_a_chunk_at_a_time(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, ["true"] * 100)
+    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    assert _claimed(worker) == list(range(MAX_CHUNK))
+    assert ids(tmp_path / "claims") == list(range(MAX_CHUNK))
+
+
+def test_the_last_tasks_are_shared_between_the_workers(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, ["true"] * 12)
+    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    with worker.store.locked():
+        for slot in (1, 2):  # two more workers of the workdir
+            worker.store.register(f"other-{slot}", Identity.current(environ={}))
+    assert _claimed(worker) == [0, 1]  # 12 // (2 * 3 lease files)
+
+
+def test_claimed_tasks_not_started_go_back_when_the_start_gate_closes(tmp_path: Path) -> None:
+    started: list[int] = []
+    worker = _worker(tmp_path, [f"echo {n}" for n in range(40)],
+                     on_change=lambda slot, task_id: started.append(task_id),
+                     may_start=lambda: not started)  # closes once the first task started
+    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    assert worker.run() == 0
+    assert ids(tmp_path / "finished") == [0]
+    with worker.store.locked():
+        assert worker.store.pending_count(100) == 39
+        assert not worker.store.any_leases()
+    assert ids(tmp_path / "toprocess")[-MAX_CHUNK + 1:] == list(range(1, MAX_CHUNK))  # put back
