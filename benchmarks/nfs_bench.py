@@ -5,8 +5,11 @@ Starts the NFS lab of the tests (``tests/external/nfs``: an nfs-ganesha server a
 User-Mode-Linux client nodes, each with its own kernel NFS client; needs root and the packages
 named in tests/external/nfs/README.md) and runs, for each mount (NFSv4.2, NFSv3 with NLM locks)
 and each farmer code (``after``: this checkout; ``before``: an older checkout given with
-``--before``, e.g. ``git worktree add /tmp/before 7b9177d``), 2 farmers x ``-n 2`` on 1 node,
-then on each of 2 nodes, over one task list of ``--tasks`` ``true`` tasks on the export:
+``--before``, e.g. ``git worktree add /tmp/before 7b9177d``), ``--per-node`` farmers (default
+2) x ``-n --proc`` (default 2) on 1 node, then on each of 2 nodes, over one task list of
+``--tasks`` ``true`` tasks on the export; with ``--zero`` the farmers use the null runner
+(``taskfarmer.runners.NullRunner``: no process per task), which measures the coordination
+ceiling of the workdir rather than the fork speed of the lab's one-CPU nodes:
 
 * tasks/s: tasks divided by the wall time from starting the farmers to the last one's exit
   (includes the farmers' start-up on the nodes, ~1-2 s);
@@ -24,20 +27,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from external.nfs.farmers import assert_exactly_once, start_farmers, wait_all, write_tasks  # noqa: E402
+from external.nfs.farmers import (  # noqa: E402
+    Farmer,
+    assert_exactly_once,
+    farmer_command,
+    start_farmers,
+    wait_all,
+    write_tasks,
+)
 from external.nfs.lab import LabError, MountOptions, NfsLab, missing_requirements  # noqa: E402
-
-MOUNTS = (MountOptions(vers="4.2"), MountOptions(vers="3"))
 
 
 def ops_by_name(lab: NfsLab) -> Counter:
@@ -48,15 +58,40 @@ def ops_by_name(lab: NfsLab) -> Counter:
     return total
 
 
-def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int, limit: float
+@dataclass(frozen=True)
+class Shape:
+    """How many farmers run where, each with how many slots, running tasks or not."""
+
+    nodes: int
+    per_node: int = 2
+    proc: int = 2
+    zero: bool = False  # the null runner: no process per task, the farm's own cost
+
+
+def start(lab: NfsLab, code: Path, directory: Path, tasklist: Path, shape: Shape
+          ) -> list[Farmer]:
+    """Start the farmers of ``shape`` in ``directory`` (where ``runners.d/null.ini`` is)."""
+    args = ["-n", str(shape.proc), *(["--runner", "null"] if shape.zero else [])]
+    if not shape.zero:
+        return start_farmers(lab, tasklist, args, per_node=shape.per_node,
+                             nodes=(lab.a, lab.b)[:shape.nodes], env={"PYTHONPATH": str(code)})
+    (directory / "runners.d").mkdir()
+    (directory / "runners.d" / "null.ini").write_text(
+        "[null]\nRunner = taskfarmer.runners.NullRunner\n")
+    command = f"cd {shlex.quote(lab.node_path(directory))} && " + \
+        farmer_command(lab, tasklist, args)
+    return [Farmer(node, node.spawn(command, env={"PYTHONPATH": str(code)}))
+            for _ in range(shape.per_node) for node in (lab.a, lab.b)[:shape.nodes]]
+
+
+def run_once(lab: NfsLab, code: Path, shape: Shape, tasks: int, limit: float
              ) -> dict[str, object]:
-    """One run: 2 farmers x -n 2 on each of ``nodes`` nodes, farmer code from ``code``."""
+    """One run of ``shape``, farmer code from ``code``."""
     directory = Path(tempfile.mkdtemp(prefix="bench-", dir=lab.export))
     tasklist = write_tasks(directory / "t", ["true"] * tasks)
     ops_before = ops_by_name(lab)
     began = time.monotonic()
-    farmers = start_farmers(lab, tasklist, ["-n", "2"], per_node=2,
-                            nodes=(lab.a, lab.b)[:nodes], env={"PYTHONPATH": str(code)})
+    farmers = start(lab, code, directory, tasklist, shape)
     try:
         results = wait_all(farmers, timeout=limit)
         hung = ""
@@ -77,7 +112,8 @@ def run_once(lab: NfsLab, code: Path, nodes: int, tasks: int, limit: float
     except (AssertionError, ValueError) as error:  # ValueError: invalid JSON, bad lines
         verdict = "corrupted: " + (str(error).splitlines() or [repr(error)])[0][:200]
     verdict = hung + verdict
-    return {"nodes": nodes, "tasks": tasks, "seconds": round(seconds, 2),
+    return {"nodes": shape.nodes, "per_node": shape.per_node, "proc": shape.proc,
+            "zero": shape.zero, "tasks": tasks, "seconds": round(seconds, 2),
             "tasks_per_s": round(tasks / seconds, 1),
             "ops_per_task": round(sum(ops.values()) / tasks, 1), "top_ops_per_task": top,
             "exit_codes": [result.rc for result in results], "errors": errors,
@@ -93,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="keep the lab's directory (workdirs, node outputs)")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--per-node", default="2",
+                        help="farmers per node, comma-separated, e.g. 1,4,16 [2]")
+    parser.add_argument("--proc", type=int, default=2, help="-n of each farmer [2]")
+    parser.add_argument("--zero", action="store_true",
+                        help="zero-execution: the null runner, no process per task")
+    parser.add_argument("--mounts", default="4.2,3", help="NFS versions [4.2,3]")
     args = parser.parse_args(argv)
+    per_node = [int(count) for count in args.per_node.split(",")]
+    mounts = [MountOptions(vers=vers) for vers in args.mounts.split(",")]
     missing = missing_requirements()
     if missing:
         print(f"nfs_bench: error: cannot start the NFS lab: missing {', '.join(missing)}",
@@ -105,26 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     lab = NfsLab(root)
     try:
         lab.start()
-        for mount in MOUNTS:
+        for mount in mounts:
             lab.mount(mount)
-            for label, code in codes.items():
+            for count in per_node:
                 for nodes in (1, 2):
-                    row = {"mount": str(mount), "code": label,
-                           **run_once(lab, code, nodes, args.tasks, args.limit)}
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
+                    for label, code in codes.items():  # before and after side by side
+                        shape = Shape(nodes, count, args.proc, args.zero)
+                        row = {"mount": str(mount), "code": label,
+                               **run_once(lab, code, shape, args.tasks, args.limit)}
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
     finally:
         lab.stop()
         if args.keep:
             print(f"NFS lab kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print("\n| mount | code | nodes | tasks/s | NFS ops/task | result |\n"
-          "|---|---|---|---|---|---|")
+    print("\n| mount | code | nodes | farmers/node | tasks/s | NFS ops/task | result |\n"
+          "|---|---|---|---|---|---|---|")
     for row in rows:
-        codes = ",".join(str(code) for code in row["exit_codes"])
-        print(f"| {row['mount']} | {row['code']} | {row['nodes']} | {row['tasks_per_s']} | "
-              f"{row['ops_per_task']} | exit {codes}; {row['verdict']} |")
+        exits = ",".join(sorted({str(code) for code in row["exit_codes"]}))
+        print(f"| {row['mount']} | {row['code']} | {row['nodes']} | {row['per_node']} | "
+              f"{row['tasks_per_s']} | {row['ops_per_task']} | exit {exits}; "
+              f"{row['verdict']} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
