@@ -44,6 +44,8 @@ def test_status_while_two_farmers_run_and_after(tmp_path: Path) -> None:
     second = start_farmer([str(tasks), "-n", "1"])
     wait_for(lambda: (tmp_path / "started_2").exists(), what="task 2 started")
 
+    # workers record results in batches, a moment after they end: wait for task 0's
+    wait_for(lambda: status(str(tasks))[1]["failed"] == 1, what="task 0 recorded")
     code, now = status(str(tasks))
     assert code == 3
     assert (now["finished"], now["failed"], now["running"], now["pending"], now["total"]) == (
