@@ -36,6 +36,7 @@ from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
 from .messages import MessagePipe, carried_error
+from .orphans import OrphanNet
 from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
 from .recording import counter_events
 from .report import FarmReport
@@ -132,6 +133,7 @@ class Farm:
         self.gate = StartGate(config.proc, clock, refresh=POLL)
         self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
                                  config.lease, clock, monotonic, self.display.say)
+        self.orphans = OrphanNet(self.store, self.timeline, clock, self.display.say)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -215,7 +217,8 @@ class Farm:
     def _shutdown(self) -> None:
         stop_workers(self.pool, self.takeover, self.track, self.errors)
         self._drain_messages()
-        close_state(self.store, self.timeline, self.farmer, self.errors)
+        close_state(self.store, self.timeline, self.farmer, self.errors,
+                    partial(self.orphans.catch, self.track))
 
     def _report(self) -> FarmReport:
         left = work_left(self.store, self.errors)
@@ -255,6 +258,7 @@ class Farm:
             if self.config.requeue_failed:
                 requeued = self.store.requeue_failed()
                 self.display.say(f"put {requeued} failed task(s) back into toprocess")
+            self.orphans.catch(0)  # the last farmer may have died before it tidied
             events = self._timeline_start(0 if fresh else added, requeued)
             self.timeline.append(events)
         self.takeover.take_over_expired(self.track)
@@ -350,7 +354,9 @@ class Farm:
     def _all_done(self) -> bool:
         self._import_growth()  # out of work: lines appended since are work too
         with self.store.locked():
-            return not self.store.pending() and not self.store.any_leases()
+            if self.store.pending() or self.store.any_leases():
+                return False
+            return not self.orphans.catch(self.track)  # at rest: nothing recorded nowhere
 
     def _import_growth(self) -> None:
         """Import lines appended to the tasklist since (one ``stat`` when there are none).
