@@ -1,8 +1,9 @@
-"""Leases from the main process's side: renewing ours, taking over those of the dead.
+"""Leases from the main process's side: taking over those of the dead.
 
-Each worker holds a lease (see :mod:`taskfarmer.store.leases`); the farmer's main process
-renews them (a heartbeat), takes over the leases of other farmers that expired, and those of
-its own workers that are gone, putting their tasks back into ``toprocess``.
+Each worker holds a lease (see :mod:`taskfarmer.store.leases`), which a thread of the farmer's
+main process renews (:mod:`.heartbeat`); the main loop takes over the leases of other farmers
+that expired, and those of its own workers that are gone, putting their tasks back into
+``toprocess``.
 """
 
 from __future__ import annotations
@@ -94,12 +95,6 @@ class Takeover:
         self._lease = lease
         self._clock = clock
         self._say = say
-
-    def heartbeat(self) -> None:
-        """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
-        for name in self._store.lease_names():
-            if owns(self._farmer, name, live=True):
-                self._store.renew(name)
 
     def take_over_expired(self, track: int) -> None:
         """Take over every expired lease of another farmer (marked on our ``track``)."""
