@@ -97,12 +97,16 @@ class Takeover:
         self._say = say
 
     def take_over_expired(self, track: int) -> None:
-        """Take over every expired lease of another farmer (marked on our ``track``)."""
+        """Take over every expired lease of another farmer, and finish every half-revoked
+        one (``NAME.dead``), ours included (marked on our ``track``)."""
         with self._store.locked():
             infos = self._store.lease_infos()
             silent = self._silence.observe(infos, self._monotonic())  # read under the lock
             for info in infos:
-                if owns(self._farmer, info.name):
+                # Our own live leases are our workers' business (revoke_worker); a half-
+                # revoked one (its taker died after the commit point) is finished by whoever
+                # holds the lock next, us too: else we would wait for it for ever.
+                if owns(self._farmer, info.name) and not info.dead:
                     continue
                 if expired(info, silent[info.name], self._lease, self._identity):
                     count = self._revoke(info.name, {"node": info.owner.node,
