@@ -68,17 +68,22 @@ def stop_workers(pool: WorkerPool, takeover: Takeover, track: int, errors: First
         errors.attempt(partial(takeover.revoke_worker, gone.slot, gone.pid, track))
 
 
-def close_state(store: StateStore, timeline: Timeline, farmer: str,
-                errors: FirstError) -> None:
-    """Hand our leases over after a lock failure; tidy the workdir, then close the timeline."""
+def close_state(store: StateStore, timeline: Timeline, farmer: str, errors: FirstError,
+                catch_orphans: Callable[[], int]) -> None:
+    """Hand our leases over after a lock failure; tidy the workdir, then close the timeline.
+
+    ``catch_orphans`` (*locked*) puts back, before the compaction, the tasks claimed but
+    recorded nowhere, and tells (:class:`~taskfarmer.farm.orphans.OrphanNet`).
+    """
     if store.lock_failed:  # no state written; see taskfarmer.store.exclusion
         errors.attempt(partial(store.abandon, farmer))
-    if errors.attempt(partial(_tidy, store)):
+    if errors.attempt(partial(_tidy, store, catch_orphans)):
         errors.attempt(timeline.close)
 
 
-def _tidy(store: StateStore) -> None:
+def _tidy(store: StateStore, catch_orphans: Callable[[], int]) -> None:
     with store.locked():
+        catch_orphans()
         store.tidy()
 
 

@@ -1,14 +1,14 @@
 """The farm: a farmer's main process and the pool of workers it supervises.
 
 The main process prepares the workdir, starts ``--proc`` worker processes
-(:mod:`taskfarmer.farm.worker`), renews their leases, takes over the leases of dead farmers, refills
-free worker slots while tasks are pending, imports lines appended to the tasklist (every
-:data:`IMPORT_POLL` seconds and whenever it runs out of work; see
-:mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal, ``--timeout`` or the
-SLURM job's end (:mod:`taskfarmer.hpc.walltime`) stops the workers (which put their tasks back) and
-exits; before a time limit it starts no task not expected to finish in time. It waits while
-other farmers still hold leases rather than exit: if one of them dies, its tasks come back and
-must be run.
+(:mod:`taskfarmer.farm.worker`), renews their leases (in a thread, :mod:`.heartbeat`), takes
+over the leases of dead farmers, refills free worker slots while tasks are pending, imports
+lines appended to the tasklist (every :data:`IMPORT_POLL` seconds and whenever it runs out of
+work; see :mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal,
+``--timeout`` or the SLURM job's end (:mod:`taskfarmer.hpc.walltime`) stops the workers (which
+put their tasks back) and exits; before a time limit it starts no task not expected to finish
+in time. It waits while other farmers still hold leases rather than exit: if one of them dies,
+its tasks come back and must be run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
+from .heartbeat import Heartbeat
 from .messages import MessagePipe, carried_error
+from .orphans import OrphanNet
 from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
 from .recording import counter_events
 from .report import FarmReport
@@ -132,6 +134,9 @@ class Farm:
         self.gate = StartGate(config.proc, clock, refresh=POLL)
         self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
                                  config.lease, clock, monotonic, self.display.say)
+        self.orphans = OrphanNet(self.store, self.timeline, clock, self.display.say)
+        self.heartbeat = Heartbeat(self.store, self.farmer, heartbeat_period(config.lease),
+                                   monotonic)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,7 +170,8 @@ class Farm:
         deadline = walltime.stop_at if walltime is not None else None
         self.gate.limit_to(deadline)
         period = heartbeat_period(self.config.lease)
-        next_beat = 0.0
+        next_look = 0.0
+        self.heartbeat.start()  # renewals go on while this loop waits for the lock
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
         self.display.say(self._where())
@@ -176,10 +182,10 @@ class Farm:
                 break
             if self.draining is not None and not self.pool:
                 break
-            if now >= next_beat:
-                self.takeover.heartbeat()
+            self.heartbeat.check()
+            if now >= next_look:
                 self.takeover.take_over_expired(self.track)
-                next_beat = now + period
+                next_look = now + period
             self._reap()
             if self.errors.message is not None:
                 break
@@ -215,7 +221,9 @@ class Farm:
     def _shutdown(self) -> None:
         stop_workers(self.pool, self.takeover, self.track, self.errors)
         self._drain_messages()
-        close_state(self.store, self.timeline, self.farmer, self.errors)
+        self.heartbeat.stop()  # before our leases are handed over or the workdir tidied
+        close_state(self.store, self.timeline, self.farmer, self.errors,
+                    partial(self.orphans.catch, self.track))
 
     def _report(self) -> FarmReport:
         left = work_left(self.store, self.errors)
@@ -255,6 +263,7 @@ class Farm:
             if self.config.requeue_failed:
                 requeued = self.store.requeue_failed()
                 self.display.say(f"put {requeued} failed task(s) back into toprocess")
+            self.orphans.catch(0)  # the last farmer may have died before it tidied
             events = self._timeline_start(0 if fresh else added, requeued)
             self.timeline.append(events)
         self.takeover.take_over_expired(self.track)
@@ -350,7 +359,9 @@ class Farm:
     def _all_done(self) -> bool:
         self._import_growth()  # out of work: lines appended since are work too
         with self.store.locked():
-            return not self.store.pending() and not self.store.any_leases()
+            if self.store.pending() or self.store.any_leases():
+                return False
+            return not self.orphans.catch(self.track)  # at rest: nothing recorded nowhere
 
     def _import_growth(self) -> None:
         """Import lines appended to the tasklist since (one ``stat`` when there are none).

@@ -1,8 +1,9 @@
-"""Leases from the main process's side: renewing ours, taking over those of the dead.
+"""Leases from the main process's side: taking over those of the dead.
 
-Each worker holds a lease (see :mod:`taskfarmer.store.leases`); the farmer's main process
-renews them (a heartbeat), takes over the leases of other farmers that expired, and those of
-its own workers that are gone, putting their tasks back into ``toprocess``.
+Each worker holds a lease (see :mod:`taskfarmer.store.leases`), which a thread of the farmer's
+main process renews (:mod:`.heartbeat`); the main loop takes over the leases of other farmers
+that expired, and those of its own workers that are gone, putting their tasks back into
+``toprocess``.
 """
 
 from __future__ import annotations
@@ -95,19 +96,17 @@ class Takeover:
         self._clock = clock
         self._say = say
 
-    def heartbeat(self) -> None:
-        """Renew the leases of our workers (one ``utime`` each, per period, not per task)."""
-        for name in self._store.lease_names():
-            if owns(self._farmer, name, live=True):
-                self._store.renew(name)
-
     def take_over_expired(self, track: int) -> None:
-        """Take over every expired lease of another farmer (marked on our ``track``)."""
+        """Take over every expired lease of another farmer, and finish every half-revoked
+        one (``NAME.dead``), ours included (marked on our ``track``)."""
         with self._store.locked():
             infos = self._store.lease_infos()
             silent = self._silence.observe(infos, self._monotonic())  # read under the lock
             for info in infos:
-                if owns(self._farmer, info.name):
+                # Our own live leases are our workers' business (revoke_worker); a half-
+                # revoked one (its taker died after the commit point) is finished by whoever
+                # holds the lock next, us too: else we would wait for it for ever.
+                if owns(self._farmer, info.name) and not info.dead:
                     continue
                 if expired(info, silent[info.name], self._lease, self._identity):
                     count = self._revoke(info.name, {"node": info.owner.node,

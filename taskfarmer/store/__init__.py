@@ -13,8 +13,9 @@ Modules, one job each:
   coherent); :mod:`.filesystem` -- which of the two;
 * :mod:`.lines` -- line-file primitives; :mod:`.ledger` -- cursor, claims, put-backs;
   :mod:`.results` -- finished, failed, attempts; :mod:`.leases` -- lease files and names,
-  takeover; :mod:`.compaction`; :mod:`.workdir` -- set-up, repair; :mod:`.adopt` --
-  PyTaskFarmer's workdirs; :mod:`.listimport` -- the tasklist: first read, growth;
+  takeover; :mod:`.compaction`; :mod:`.orphans` -- the safety net at rest; :mod:`.workdir`
+  -- set-up, repair; :mod:`.adopt` -- PyTaskFarmer's workdirs; :mod:`.listimport` -- the
+  tasklist: first read, growth;
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
 * :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``.
 """

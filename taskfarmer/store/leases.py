@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -169,11 +170,16 @@ class Leases:
     def renew(self, name: str) -> bool:
         """Heartbeat: touch lease ``name``. False if it was revoked (the file is gone).
 
-        Needs no lock: a revocation renames the file away first, so a late touch fails.
+        Needs no lock: a revocation renames the file away first, so a late touch fails. A
+        stale NFS handle (the file was renamed away and removed on another node) is gone too.
         """
         try:
             os.utime(self.directory / name)
         except FileNotFoundError:
+            return False
+        except OSError as error:
+            if error.errno != errno.ESTALE:
+                raise
             return False
         return True
 

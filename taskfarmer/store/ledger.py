@@ -153,21 +153,28 @@ class Ledger:
         return set(line_ids(self.files.toprocess, start=self.cursor()))
 
     def running_tasks(self, name: str) -> list[Task]:
-        """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued.
+        """*locked* Tasks whose last claim is by lease ``name`` and which are not done/queued
+        (see :meth:`unsettled`)."""
+        wanted = name.encode()
+        return self.unsettled(lambda lease: lease == wanted)
+
+    def unsettled(self, claimed_by: Callable[[bytes], bool]) -> list[Task]:
+        """*locked* Tasks whose last claim names a lease ``claimed_by`` accepts and which are
+        in none of ``finished``, ``failed`` and the untaken part of ``toprocess``.
 
         Scans ``claims``, ``finished``, ``failed`` and ``toprocess``: O(size of the state), done
-        only when recovering a lease, never per task.
+        only when recovering a lease or at rest, never per task.
         """
         files = self.files
+        cursor = self.cursor()  # first: it may finish a compaction, which empties claims
         owned: set[int] = set()
-        wanted = name.encode()
         for offset, line in lines(files.claims):
             if line == COMPACT_MARK:
                 continue
             fields = line.split(b" ")
             if len(fields) != 3 or not fields[0].isdigit():
                 raise StateError(files.claims, f"malformed line {line[:60]!r}", offset)
-            if fields[1] == wanted:
+            if claimed_by(fields[1]):
                 owned.add(int(fields[0]))
             else:
                 owned.discard(int(fields[0]))
@@ -175,7 +182,6 @@ class Ledger:
             return []
         for path in (files.finished, files.failed):
             owned.difference_update(line_ids(path))
-        cursor = self.cursor()
         owned.difference_update(line_ids(files.toprocess, start=cursor))
         found: dict[int, Task] = {}
         for offset, line in lines(files.toprocess, end=cursor):

@@ -17,6 +17,7 @@ from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
 from .listimport import Imported, ListImport
 from .locking import WorkdirLock, open_lock
+from .orphans import Orphans
 from .results import Outcome, Results
 from .workdir import Workdir
 
@@ -51,6 +52,7 @@ class StateStore:
         self.results = Results(self.files, self.ledger)
         self.lease_files = Leases(self.files, self.ledger)
         self.compactor = Compactor(self.files, self.ledger)
+        self.orphans = Orphans(self.files, self.ledger)
         self.exclusion = ExclusionCheck(self.files, lock.lock_file)
         self._depth = 0  # nested holds of this process
         self.list_import = ListImport(self.files)
@@ -273,14 +275,26 @@ class StateStore:
 
     # -- at rest -----------------------------------------------------------------------------
 
+    def requeue_orphans(self) -> list[Task]:
+        """*locked* At rest (no lease file left), put the tasks that were claimed but are
+        recorded nowhere back into ``toprocess`` (:meth:`Orphans.requeue`); nothing while a
+        lease exists (its tasks may be running). Returns the tasks put back."""
+        self._held("requeue_orphans")
+        if self.any_leases():
+            return []
+        return self.orphans.requeue()
+
     def tidy(self) -> bool:
         """*locked* Compact ``toprocess`` when no lease is left. Returns True if it did.
 
         With no lease file no task is running, so the claims carry no information beyond the
-        cursor, and ``toprocess`` can be cut down to the tasks after it.
+        cursor, and ``toprocess`` can be cut down to the tasks after it — once every claimed
+        task recorded nowhere is back in it (:meth:`requeue_orphans`): compaction forgets the
+        claims, the only trace of such a task.
         """
         self._held("tidy")
         if self.any_leases() or self.files.size(self.claims) == 0:
             return False
+        self.orphans.requeue()
         self.compactor.compact()
         return True

@@ -119,3 +119,43 @@ def test_a_lease_shorter_than_the_heartbeats_allow_is_refused(tmp_path: Path) ->
     assert done.stderr.splitlines() == [
         "farmer: error: Invalid value for '--lease': 1.5 is not in the range x>=2.0."]
     assert not (tmp_path / "t_workdir").exists()
+
+
+HOLD = 3 * float(LEASE)  # how long the lock is held from outside
+
+
+def test_leases_stay_fresh_while_the_main_loop_waits_for_the_lock(tmp_path: Path) -> None:
+    """A contended lock (here: another process holds it three leases long) blocks each
+    farmer's main loop, not its heartbeats: they come from a thread. Every lease stays
+    fresh, and the farmer of "another node" (its own PID namespace, so it judges the
+    other's leases by their heartbeats) takes nothing over."""
+    tasks = write_tasklist(tmp_path / "t", [f"sleep 0.3; echo {n}" for n in range(40)])
+    workdir = tmp_path / "t_workdir"
+    remote = start_in_own_pid_namespace([str(tasks), "-n", "2", "--lease", LEASE],
+                                        tmp_path / "remote.log")
+    wait_for(lambda: finished(workdir) >= 2, what="the remote farmer working")
+    local = start_farmer([str(tasks), "-n", "2", "--lease", LEASE])
+    leases = workdir / "leases"
+    wait_for(lambda: len(os.listdir(leases)) >= 4, what="both farmers' workers")
+    held = tmp_path / "held"
+    blocker = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); open(sys.argv[2], 'w').close(); "
+        f"time.sleep({HOLD})"), str(workdir / "lock"), str(held)])
+    wait_for(held.exists, what="the lock held from outside")
+    since = time.monotonic()
+    ages: list[float] = []
+    while time.monotonic() - since < HOLD - 0.5:
+        if time.monotonic() - since > float(LEASE) / 2:  # the main loops are blocked by now
+            now = time.time()
+            ages += [now - (leases / name).stat().st_mtime for name in os.listdir(leases)]
+        time.sleep(0.1)
+    assert blocker.wait(timeout=30) == 0
+    out, _ = local.communicate(timeout=300)
+    assert remote.wait(timeout=300) == 0, (tmp_path / "remote.log").read_text()
+    assert local.returncode == 0, out
+    assert ages and max(ages) < 0.75 * float(LEASE), f"a lease went {max(ages):.1f} s unrenewed"
+    assert "took over lease" not in out + (tmp_path / "remote.log").read_text()
+    done = ids(workdir / "finished")
+    assert sorted(done) == list(range(40))
+    assert "\tdiscarded\t" not in (workdir / "joblog").read_text()

@@ -76,3 +76,20 @@ def test_a_node_dying_while_a_worker_registers_leaves_no_lease_to_wait_for(
     assert logged(root), "the fault did not fire"
     assert run(root, farm, timeout=60).returncode == 1  # every 7th task fails
     assert not state_problems(root)
+
+
+def test_recording_a_result_of_a_taken_over_lease_fails_anywhere_without_a_double(
+        tmp_path: Path) -> None:
+    """A worker's lease is taken over while its task runs (the task renames the lease to
+    ``NAME.dead``, the commit point): from then on, every call site (the worker discarding
+    its result and registering a new lease, the farmer finishing the takeover) fails once and
+    SIGKILLs its process once; reruns record every task exactly once."""
+    farm = next(farm for farm in FARMS if farm.take_over_task)
+    calls, outcomes = sweep(tmp_path, farm, FULL, after=True)
+    sites = {call.site for call in calls}
+    assert any(":register:" in site for site in sites)  # the worker started over: discarded
+    assert any(":revoke:" in site for site in sites)  # the farmer put the task back
+    bad = [outcome.describe() for outcome in outcomes if outcome.problems]
+    assert not bad, f"{len(bad)} of {len(outcomes)} faults went wrong:\n" + "\n".join(bad)
+    reached = [outcome for outcome in outcomes if outcome.hit]
+    assert len(reached) >= 0.8 * len(outcomes), [o.describe() for o in outcomes if not o.hit]

@@ -43,22 +43,32 @@ ERROR_LINE = re.compile(r"^farmer: error: (?P<path>/\S.*): cannot (?P<op>[^:]+):
 
 @dataclass(frozen=True)
 class Farm:
-    """A small farm to sweep: its options, and whether a task stops it (SIGTERM, once)."""
+    """A small farm to sweep: its options, whether a task stops it (SIGTERM, once), and
+    whether a task has its own worker's lease taken over (once) while it runs."""
 
     name: str
     options: tuple[str, ...] = ("-n", "2")
     stop_task: int | None = None
+    take_over_task: int | None = None
 
     def tasks(self, root: Path) -> list[str]:
-        """The tasklist: ``echo``, every 7th fails; ``stop_task`` SIGTERMs the farmer once."""
+        """The tasklist: ``echo``, every 7th fails; ``stop_task`` SIGTERMs the farmer once;
+        ``take_over_task`` renames its worker's lease to ``NAME.dead`` once, the commit point
+        of a takeover (as another farmer does, or this one after a lock failure): the worker
+        then discards its result, and the farmer puts the task back."""
         lines = []
         for task in range(1, TASKS + 1):
             line = f"echo out{task}" if task % 7 else f"echo err{task}; exit 1"
+            flag = marker(root)
             if task == self.stop_task:
-                marker = root / "stopped"
                 # The task's parent is a worker; the worker's parent the farmer's main process.
-                line = (f"[ -e {marker} ] || {{ touch {marker}; "
+                line = (f"[ -e {flag} ] || {{ touch {flag}; "
                         f"kill -TERM $(cut -d' ' -f4 /proc/$PPID/stat); }}; {line}")
+            if task == self.take_over_task:
+                # Lease names are FARMER.wSLOT.PID.N, PID the worker's: the task's parent.
+                line = (f"[ -e {flag} ] || {{ touch {flag}; "
+                        f"for f in {root / 'wd' / 'leases'}/*.$PPID.*; do case $f in "
+                        f"*.dead) ;; *) mv \"$f\" \"$f.dead\";; esac; done; }}; {line}")
             lines.append(line)
         return lines
 
@@ -67,6 +77,9 @@ FARMS = (
     Farm("plain"),
     Farm("retries", ("-n", "2", "--retries", "1")),
     Farm("stopped", ("-n", "2"), stop_task=8),
+    # --lease 2: the farmer looks for leases to take over every 0.5 s (its own, renamed to
+    # NAME.dead, among them), not every 75 s.
+    Farm("taken-over", ("-n", "2", "--lease", "2"), take_over_task=9),
 )
 
 
@@ -106,9 +119,11 @@ class Outcome:
 
 
 def _environment(root: Path, mode: str, k: int = 0, fault: str = "EIO",
-                 persist: bool = False, site: str = "") -> dict[str, str]:
+                 persist: bool = False, site: str = "", after: bool = False
+                 ) -> dict[str, str]:
     return farmer_env({
         "FAULT_SITE": site,
+        "FAULT_AFTER": str(marker(root)) if after else "",
         "PYTHONPATH": f"{INJECTOR}{os.pathsep}{REPO}",
         "FAULT_ROOT": str(root),
         "FAULT_MODE": mode,
@@ -131,11 +146,17 @@ def prepare(root: Path, farm: Farm) -> None:
         Path(f"{root}{name}").unlink(missing_ok=True)
 
 
+def marker(root: Path) -> Path:
+    """The file the ``stop_task`` or ``take_over_task`` of a farm in ``root`` creates."""
+    return root / "stopped"
+
+
 def run(root: Path, farm: Farm, mode: str = "", k: int = 0, fault: str = "EIO",
-        persist: bool = False, site: str = "", timeout: float = 120
+        persist: bool = False, site: str = "", timeout: float = 120, after: bool = False
         ) -> subprocess.CompletedProcess:
-    """Run ``farm`` in ``root`` (with the injector in ``mode``; "" for none)."""
-    env = _environment(root, mode, k, fault, persist, site) if mode else farmer_env(
+    """Run ``farm`` in ``root`` (with the injector in ``mode``; "" for none); ``after``:
+    only the calls made once :func:`marker` exists count."""
+    env = _environment(root, mode, k, fault, persist, site, after) if mode else farmer_env(
         {"PYTHONPATH": str(REPO), "SCRATCH": str(root / "scratch")})
     return subprocess.run([*FARMER, str(root / "tasks"), "-w", str(root / "wd"),
                            *farm.options], capture_output=True, text=True, timeout=timeout,
@@ -151,10 +172,11 @@ def logged(root: Path) -> list[Call]:
     return [Call.parse(line) for line in path.read_text().splitlines() if line]
 
 
-def count(root: Path, farm: Farm) -> list[Call]:
-    """Every filesystem call of one run of ``farm`` (which must succeed)."""
+def count(root: Path, farm: Farm, after: bool = False) -> list[Call]:
+    """Every filesystem call of one run of ``farm`` (which must succeed); ``after``: those
+    made once :func:`marker` exists."""
     prepare(root, farm)
-    done = run(root, farm, "count")
+    done = run(root, farm, "count", after=after)
     assert done.returncode in (0, 1, 3), done.stderr
     return logged(root)
 
@@ -168,6 +190,7 @@ class Fault:
     fault: str
     site: str = ""
     persist: bool = False
+    after: bool = False  # counted from when the farm's marker() exists
 
 
 def choose(calls: Sequence[Call], full: bool, covered: set[str] = frozenset(),
@@ -247,7 +270,7 @@ def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     """Run ``farm`` with ``fault``, then without it until done; check."""
     prepare(root, farm)
     result = run(root, farm, "kill" if fault.fault == "kill" else "fail", fault.k,
-                 fault.fault, fault.persist, fault.site)
+                 fault.fault, fault.persist, fault.site, after=fault.after)
     hits = logged(root)
     outcome = Outcome(fault, hits[0] if hits else None, [result.returncode])
     outcome.problems += problems(root, result, fault.fault, outcome.hit)
@@ -265,13 +288,23 @@ def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     return outcome
 
 
-def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3) -> tuple[list[Call], list[Outcome]]:
-    """Count ``farm``'s calls, then try the chosen faults ``jobs`` at a time."""
-    calls = count(base / f"{farm.name}-count", farm)
+def after_marker(calls: Sequence[Call]) -> list[Fault]:
+    """Faults at the first call of every site seen once the marker exists (counted with
+    ``after``): each fails once (ENOSPC and EIO alternating) and SIGKILLs its process once."""
+    sites = sorted({call.site for call in calls})
+    return [Fault(1, fault, site, after=True)
+            for index, site in enumerate(sites) for fault in (FAULTS[index % 2], "kill")]
+
+
+def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3, after: bool = False
+          ) -> tuple[list[Call], list[Outcome]]:
+    """Count ``farm``'s calls, then try the chosen faults ``jobs`` at a time; ``after``: at
+    every call site reached once the farm's marker exists (:func:`after_marker`)."""
+    calls = count(base / f"{farm.name}-count", farm, after)
     covered: set[str] = set()
-    if farm != FARMS[0] and not full:
+    if farm != FARMS[0] and not full and not after:
         covered = {call.site for call in count(base / f"{FARMS[0].name}-count", FARMS[0])}
-    plan = choose(calls, full, covered)
+    plan = after_marker(calls) if after else choose(calls, full, covered)
 
     def one(index: int) -> Outcome:
         root = base / f"{farm.name}-{index}"

@@ -15,6 +15,9 @@ under ``FAULT_ROOT``, so the interpreter's own imports are not counted. Environm
     group, every process of the farmer, as when its node dies).
 ``FAULT_SITE``
     If set, only calls from this call site count (``FAULT_K=1``: its first call).
+``FAULT_AFTER``
+    If set, only calls made once this path exists count (a task creates it: the calls of
+    what that task sets off, such as recording a result whose lease was taken over).
 ``FAULT_COUNTER``
     The counter shared by every process of the run (an 8-byte file, changed under ``flock``).
 ``FAULT_LOG``
@@ -43,6 +46,7 @@ _PERSIST = os.environ.get("FAULT_PERSIST") == "1"
 _COUNTER = os.environ.get("FAULT_COUNTER", "")
 _LOG = os.environ.get("FAULT_LOG", "")
 _SITE = os.environ.get("FAULT_SITE", "")
+_AFTER = os.environ.get("FAULT_AFTER", "")
 
 _real_open = os.open
 _real_close = os.close
@@ -123,6 +127,8 @@ def _check(op: str, target: Any) -> None:
             return
         site = _site(path)
         if _SITE and site != _SITE:
+            return
+        if _AFTER and not os.path.exists(_AFTER):
             return
         count = _next_count()
         if _MODE == "count":
