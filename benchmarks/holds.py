@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 _OPEN = re.compile(r'openat\([^"]*"([^"]*)"')
 
 
-def count(code: Path, tasks: int, width: int, null: bool) -> dict[str, float]:
-    """One traced run; per task: lock holds, state-file opens, task-log opens."""
+def count(code: Path, tasks: int, width: int, null: bool) -> dict[str, float] | str:
+    """One traced run; per task: lock holds, state-file opens, task-log opens (or why the
+    run failed)."""
     with tempfile.TemporaryDirectory(prefix="holds-", dir="/dev/shm") as tmp:
         base = Path(tmp)
         (base / "runners.d").mkdir()
@@ -41,10 +42,11 @@ def count(code: Path, tasks: int, width: int, null: bool) -> dict[str, float]:
                 sys.executable, "-m", "taskfarmer", "t.txt", "--proc", str(width), "-w", "wd",
                 *(["--runner", "null"] if null else [])]
         done = subprocess.run(argv, cwd=base, env=env, capture_output=True, text=True)
-        finished = len((base / "wd" / "finished").read_text().splitlines())
-        if done.returncode != 0 or finished != tasks:
-            raise SystemExit(f"holds: the run failed (exit {done.returncode}, {finished} of "
-                             f"{tasks} finished): {done.stderr.strip()[-300:]}")
+        finished = base / "wd" / "finished"
+        recorded = len(finished.read_text().splitlines()) if finished.exists() else 0
+        if done.returncode != 0 or recorded != tasks:
+            return (f"failed: exit {done.returncode}, {recorded} of {tasks} finished; "
+                    + (done.stderr.strip().splitlines() or [""])[-1][:120])
         trace = (base / "trace").read_text()
         opened: Counter[str] = Counter()
         for path in _OPEN.findall(trace):
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     for width in (int(w) for w in args.widths.split(",")):
         for label, code in codes.items():
             row = count(code, args.tasks, width, args.null)
+            if isinstance(row, str):
+                print(f"| {label} | {width} | {args.tasks} | {row} | | |", flush=True)
+                continue
             print(f"| {label} | {width} | {args.tasks} | {row['holds']:.3f} | "
                   f"{row['state_opens']:.2f} | {row['log_opens']:.2f} |", flush=True)
     return 0

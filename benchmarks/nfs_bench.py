@@ -43,7 +43,6 @@ from external.nfs.farmers import (  # noqa: E402
     Farmer,
     assert_exactly_once,
     farmer_command,
-    start_farmers,
     wait_all,
     write_tasks,
 )
@@ -72,16 +71,31 @@ def start(lab: NfsLab, code: Path, directory: Path, tasklist: Path, shape: Shape
           ) -> list[Farmer]:
     """Start the farmers of ``shape`` in ``directory`` (where ``runners.d/null.ini`` is)."""
     args = ["-n", str(shape.proc), *(["--runner", "null"] if shape.zero else [])]
-    if not shape.zero:
-        return start_farmers(lab, tasklist, args, per_node=shape.per_node,
-                             nodes=(lab.a, lab.b)[:shape.nodes], env={"PYTHONPATH": str(code)})
     (directory / "runners.d").mkdir()
     (directory / "runners.d" / "null.ini").write_text(
         "[null]\nRunner = taskfarmer.runners.NullRunner\n")
     command = f"cd {shlex.quote(lab.node_path(directory))} && " + \
         farmer_command(lab, tasklist, args)
-    return [Farmer(node, node.spawn(command, env={"PYTHONPATH": str(code)}))
-            for _ in range(shape.per_node) for node in (lab.a, lab.b)[:shape.nodes]]
+    farmers = []
+    for number in range(shape.per_node):
+        for node in (lab.a, lab.b)[:shape.nodes]:
+            # One statistics file per farmer: appends from two NFS clients would collide.
+            stats = lab.node_path(directory / f"stats-{node.name}-{number}.jsonl")
+            env = {"PYTHONPATH": str(code), "TASKFARMER_STATS": stats}
+            farmers.append(Farmer(node, node.spawn(command, env=env)))
+    return farmers
+
+
+def lock_stats(directory: Path) -> tuple[int, int]:
+    """(lock holds, hand-overs between nodes) summed over the farmers' statistics files
+    (farmers of a code without them write none: 0, 0)."""
+    holds = handovers = 0
+    for path in directory.glob("stats-*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            holds += record["holds"]
+            handovers += record["handovers"]
+    return holds, handovers
 
 
 def run_once(lab: NfsLab, code: Path, shape: Shape, tasks: int, limit: float
@@ -112,7 +126,10 @@ def run_once(lab: NfsLab, code: Path, shape: Shape, tasks: int, limit: float
     except (AssertionError, ValueError) as error:  # ValueError: invalid JSON, bad lines
         verdict = "corrupted: " + (str(error).splitlines() or [repr(error)])[0][:200]
     verdict = hung + verdict
+    holds, handovers = lock_stats(directory)
     return {"nodes": shape.nodes, "per_node": shape.per_node, "proc": shape.proc,
+            "holds_per_task": round(holds / tasks, 3),
+            "handovers_per_task": round(handovers / tasks, 3),
             "zero": shape.zero, "tasks": tasks, "seconds": round(seconds, 2),
             "tasks_per_s": round(tasks / seconds, 1),
             "ops_per_task": round(sum(ops.values()) / tasks, 1), "top_ops_per_task": top,
@@ -165,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"NFS lab kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print("\n| mount | code | nodes | farmers/node | tasks/s | NFS ops/task | result |\n"
-          "|---|---|---|---|---|---|---|")
+    print("\n| mount | code | nodes | farmers/node | tasks/s | NFS ops/task | lock holds/task "
+          "| hand-overs/task | result |\n|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         exits = ",".join(sorted({str(code) for code in row["exit_codes"]}))
         print(f"| {row['mount']} | {row['code']} | {row['nodes']} | {row['per_node']} | "
-              f"{row['tasks_per_s']} | {row['ops_per_task']} | exit {exits}; "
-              f"{row['verdict']} |")
+              f"{row['tasks_per_s']} | {row['ops_per_task']} | {row['holds_per_task']} | "
+              f"{row['handovers_per_task']} | exit {exits}; {row['verdict']} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -40,7 +40,7 @@ from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
 from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
 from .recording import counter_events
-from .report import FarmReport
+from .report import FarmReport, append_stats
 from .signals import StopRequest
 from .takeover import Takeover
 from .worker import Parts, Worker, WorkerConfig
@@ -240,6 +240,7 @@ class Farm:
         self.display.finish(snapshot, report.outcome)
         self.display.say(self._where())
         close_quietly(self.store, self.timeline)
+        append_stats(self.config.environ, self.farmer, self.store.lock_holds, self.display.say)
         return report
 
     def _prepare(self) -> None:

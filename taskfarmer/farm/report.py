@@ -1,8 +1,11 @@
-"""How a farmer run ended: its counts, why it stopped, and its exit code."""
+"""How a farmer run ended: its counts, why it stopped, its exit code, its lock statistics."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import ExitCode
 from ..store import Counts
@@ -34,3 +37,23 @@ class FarmReport:
         if self.work_left:
             return f"stopped by {self.stopped_by}, work left"
         return "done with failures" if self.counts.failed else "done"
+
+
+#: The variable naming a file to which a farmer appends its lock statistics when it ends (for
+#: benchmarks: ``benchmarks/nfs_bench.py`` sums them over the farmers of a run).
+STATS_VARIABLE = "TASKFARMER_STATS"
+
+
+def append_stats(environ: Mapping[str, str], farmer: str, holds: tuple[int, int],
+                 say: Callable[[str], None]) -> None:
+    """With :data:`STATS_VARIABLE` set, append one JSON line to that file: the farmer's lock
+    holds and hand-overs from another node (a failure to write it is said, not raised)."""
+    path = environ.get(STATS_VARIABLE)
+    if not path:
+        return
+    record = {"farmer": farmer, "holds": holds[0], "handovers": holds[1]}
+    try:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as error:
+        say(f"cannot write the {STATS_VARIABLE} file {path}: {error.strerror}")

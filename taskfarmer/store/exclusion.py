@@ -57,7 +57,8 @@ class ExclusionCheck:
 
     def __init__(self, files: StateFiles, lock_file: str,
                  monotonic: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 hostname: Callable[[], str] = socket.gethostname) -> None:
         self.files = files
         self.path = files.holder
         self.lock_file = lock_file
@@ -68,8 +69,12 @@ class ExclusionCheck:
         self._me = b""
         self._seq = 0
         self._line = b""
+        self.hostname = hostname
         # The holder line that showed the lock does not exclude; shared with forked workers.
         self._seen = multiprocessing.RawArray(ctypes.c_char, 1024)
+        # Lock holds of this farmer (all its processes) and how many of them took the lock
+        # over from another node: changed only inside a hold, so never by two at once.
+        self._counts = multiprocessing.RawArray(ctypes.c_longlong, 2)
 
     # -- the file: kept open in the fast mode, opened per use in the coherent mode ----------
 
@@ -77,7 +82,7 @@ class ExclusionCheck:
         if self._pid != os.getpid():  # first use in this process (or after fork)
             self._pid = os.getpid()
             self._fd = -1
-            self._me = f"{socket.gethostname()}:{self._pid}:{os.urandom(3).hex()}".encode()
+            self._me = f"{self.hostname()}:{self._pid}:{os.urandom(3).hex()}".encode()
         if self._fd < 0:
             # Not O_APPEND: the line is rewritten in place at offset 0.
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -109,6 +114,11 @@ class ExclusionCheck:
         self._done()
 
     @property
+    def holds(self) -> tuple[int, int]:
+        """(lock holds, hand-overs from another node) of this farmer so far."""
+        return int(self._counts[0]), int(self._counts[1])
+
+    @property
     def failed(self) -> bool:
         """True once this farmer (any of its processes) saw the lock fail to exclude."""
         return bool(self._seen.value)
@@ -121,6 +131,9 @@ class ExclusionCheck:
             raise _error(self.lock_file, self._seen.value)
         line = self._read(keep=True)
         state, who, _ = _fields(line)
+        self._counts[0] += 1
+        if who and _host(who) != _host(self._me):
+            self._counts[1] += 1  # the last holder was on another node
         if state == b"open" and who != self._me:
             self._done()  # each look below opens the file anew: the server's line
             deadline = self.monotonic() + CRASH_WAIT
@@ -151,6 +164,11 @@ def _fields(line: bytes) -> tuple[bytes, bytes, bytes]:
     state, _, rest = line.partition(b" ")
     who, _, rest = rest.partition(b" ")
     return state, who, rest.partition(b" ")[2]
+
+
+def _host(who: bytes) -> bytes:
+    """The host of ``HOST:PID:NONCE``."""
+    return who.rsplit(b":", 2)[0]
 
 
 def _error(lock_file: str, line: bytes) -> LockError:

@@ -201,6 +201,11 @@ class StateStore:
         self.lease_files.release(lease)
 
     @property
+    def lock_holds(self) -> tuple[int, int]:
+        """(lock holds, hand-overs from another node) of this farmer, all its processes."""
+        return self.exclusion.holds
+
+    @property
     def lock_failed(self) -> bool:
         """True once this farmer saw the lock fail to exclude (:mod:`.exclusion`): it takes
         the lock no more."""

@@ -334,3 +334,15 @@ def test_stop_signal_while_reading_a_big_tasklist_exits_cleanly(tmp_path: Path) 
     assert "Traceback" not in result.stderr
     finished = ids(workdir / "finished")
     assert sorted(finished + ids(workdir / "toprocess")) == list(range(300_000))
+
+
+def test_the_stats_file_gets_the_farmer_s_lock_holds(tmp_path: Path) -> None:
+    """``TASKFARMER_STATS`` (benchmarks): one JSON line per farmer run, appended."""
+    stats = tmp_path / "stats.jsonl"
+    tasks = write_tasklist(tmp_path / "tasks", ["true"] * 20)
+    for _ in range(2):
+        result = run_farmer([str(tasks), "-n", "2"], env={"TASKFARMER_STATS": str(stats)})
+        assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in stats.read_text().splitlines())
+    assert first["holds"] >= 2 and first["handovers"] == 0  # one node
+    assert second["holds"] >= 1 and second["farmer"] != first["farmer"]

@@ -105,3 +105,19 @@ def test_one_process_reentering_is_not_a_second_holder(tmp_path: Path) -> None:
     one.begin()
     one.end()
     assert clock.now == 0
+
+
+def test_holds_and_hand_overs_from_another_node_are_counted(tmp_path: Path) -> None:
+    clock = FakeTime()
+    on_a = ExclusionCheck(StateFiles(tmp_path), "/s/x.lock", clock.monotonic, clock.sleep,
+                          hostname=lambda: "node-a")
+    also_on_a = ExclusionCheck(StateFiles(tmp_path), "/s/x.lock", clock.monotonic, clock.sleep,
+                               hostname=lambda: "node-a")
+    on_b = ExclusionCheck(StateFiles(tmp_path), "/s/x.lock", clock.monotonic, clock.sleep,
+                          hostname=lambda: "node-b")
+    for holder in (on_a, on_a, also_on_a, on_b, on_a, on_b):
+        holder.begin()
+        holder.end()
+    assert on_a.holds == (3, 1)  # the first hold found no holder; the third came from B
+    assert also_on_a.holds == (1, 0)  # the same node, another process: no hand-over
+    assert on_b.holds == (2, 2)
