@@ -78,3 +78,29 @@ def coherent_io(workdir: Path, environ: Mapping[str, str]) -> bool:
     if mode != "auto":
         return mode == "coherent"
     return filesystem_magic(workdir) not in LOCAL_MAGIC
+
+
+def mount_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The filesystem type (``nfs``, ``nfs4``, ``ext4`` ...) of the mount holding ``path``,
+    from ``/proc/self/mountinfo`` (or the text ``mountinfo``); None if it cannot be told.
+
+    ``statfs`` cannot tell NFSv3 from NFSv4 (one magic number); their lock managers differ.
+    """
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo") as handle:
+                mountinfo = handle.read()
+        except OSError:
+            return None
+    target = os.path.abspath(path)
+    best, found = -1, None
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].encode().decode("unicode_escape")  # spaces are written \040
+        fstype = line.split(" - ", 1)[1].split(" ", 1)[0]
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:  # the last of equal mount points is on top
+            best, found = len(point), fstype
+    return found

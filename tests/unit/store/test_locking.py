@@ -12,7 +12,15 @@ import pytest
 
 from taskfarmer.errors import ConfigError
 from taskfarmer.store import StateStore, lock_path, make_lock, shared_flock
-from taskfarmer.store.locking import FlockLock, SoftLock, open_lock
+from taskfarmer.store.filesystem import mount_type
+from taskfarmer.store.locking import (
+    POLL_FIRST,
+    POLL_MAX,
+    FlockLock,
+    SoftLock,
+    next_poll,
+    open_lock,
+)
 
 PROBE = ("import fcntl, os, sys\n"
          "fd = os.open(sys.argv[1], os.O_RDWR)\n"
@@ -127,3 +135,55 @@ def test_shared_flock_holds_an_existing_lock_file_and_never_creates_one(tmp_path
     with shared_flock(path) as held:
         assert held and not free(path)
     assert free(path)
+
+
+def test_on_nfsv4_a_waiter_polls_at_short_capped_intervals(tmp_path: Path) -> None:
+    """A blocked NFSv4 lock would wait in the client up to 30 s between tries (while the
+    holder's node re-takes it): our waiter tries itself, never waiting more than POLL_MAX."""
+    holder = FlockLock(str(tmp_path / "lock"), poll=False)
+    holder.acquire()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 12:
+            holder.release()  # another process (another descriptor) lets go
+
+    waiter = FlockLock(str(tmp_path / "lock"), poll=True, sleep=sleep, jitter=lambda: 1.0)
+    waiter.acquire()
+    assert waiter.is_locked and len(waits) == 12
+    assert waits[:3] == [POLL_FIRST, 2 * POLL_FIRST, 4 * POLL_FIRST]
+    assert max(waits) == POLL_MAX
+    waiter.release()
+
+
+def test_polls_jitter_but_never_exceed_the_cap() -> None:
+    assert next_poll(0.0, 1.0) == POLL_FIRST
+    assert next_poll(POLL_MAX, 1.0) == POLL_MAX
+    assert next_poll(POLL_MAX, 0.5) == POLL_MAX / 2
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+30 22 0:40 / /mnt/nfs rw,relatime - nfs4 10.77.0.1:/export rw,vers=4.2
+31 22 0:41 / /mnt/nfs3 rw,relatime - nfs 10.77.0.1:/export rw,vers=3
+32 30 0:42 / /mnt/nfs/local rw - tmpfs tmpfs rw
+33 22 0:43 / /mnt/with\\040space rw - nfs4 srv:/x rw
+"""
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/mnt/nfs/wd/lock", "nfs4"),
+    ("/mnt/nfs3/lock", "nfs"),
+    ("/mnt/nfs/local/lock", "tmpfs"),  # the deepest mount point
+    ("/mnt/nfsx/lock", "ext4"),  # a prefix of the name is not the mount point
+    ("/mnt/with space/lock", "nfs4"),
+])
+def test_the_mount_type_tells_nfsv4_from_nfsv3(path: str, expected: str) -> None:
+    assert mount_type(Path(path), MOUNTINFO) == expected
+
+
+def test_a_lock_file_on_a_local_filesystem_blocks_in_the_kernel(tmp_path: Path) -> None:
+    """Only NFSv4 polls: the kernel wakes a local (or NFSv3) waiter in turn."""
+    assert mount_type(tmp_path) not in ("nfs4", None)
+    assert not FlockLock(str(tmp_path / "lock"))._polls()
