@@ -169,7 +169,7 @@ def _late(text: bytes, position: int, data: Path, end: int) -> int:
 def _writer_lives(index: Path, leases: list[str]) -> bool:
     """Whether the worker that writes ``index`` (``FARMER.wSLOT.PID[-PART]``) holds a lease
     (``FARMER.wSLOT.PID.GEN``; ``.dead``: taken over)."""
-    prefix = index.name.removesuffix(INDEX_SUFFIX).split("-")[0] + "."
+    prefix = re.sub(r"(\.\d+)-\d+$", r"\1", index.name.removesuffix(INDEX_SUFFIX)) + "."
     return any(name.startswith(prefix) and not name.endswith(".dead") for name in leases)
 
 
