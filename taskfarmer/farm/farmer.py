@@ -29,6 +29,7 @@ from ..hpc.resources import SlotResources, pin
 from ..hpc.slurm import job_labels
 from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
 from ..logs.joblog import JobLogDurations
+from ..logs.tasklogs import free_inodes, inode_warning
 from ..store import DEFAULT_LEASE, Counts, StateCounter, farmer_name, heartbeat_period
 from ..timeline.counts import TaskCounts
 from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
@@ -169,6 +170,10 @@ class Farm:
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
         self.display.say(self._where())
+        warning = inode_warning(self.config.logs, free_inodes(self.config.workdir),
+                                self.counter.counts().pending)
+        if warning is not None:
+            self.display.say(warning)
         self.display.start(self._snapshot())
         while not self.stop.requested and self.errors.message is None:
             now = self.clock()

@@ -72,6 +72,16 @@ def inode_warning(layout: str, free_inodes: int | None, tasks: int) -> str | Non
             "does not")
 
 
+def free_inodes(path: Path) -> int | None:
+    """The inodes free for us on ``path``'s filesystem; None if it counts none (btrfs, some
+    network filesystems report 0 inodes in all)."""
+    try:
+        status = os.statvfs(path)
+    except OSError:
+        return None
+    return status.f_favail if status.f_files else None
+
+
 class TaskLogs:
     """The log files of one worker (``name``, unique in the workdir)."""
 

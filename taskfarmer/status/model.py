@@ -77,6 +77,9 @@ class Status:
     consistent: bool = True  # read under the lock
     now: float = 0.0
     unimported: int = 0  # complete lines appended to TASKLIST, not imported yet
+    files: int = 0  # files the workdir holds (the metadata cost of the run)
+    log_files: int = 0  # of which in logs/
+    files_per_task: float | None = None  # log files per finished or failed task
 
     @property
     def done(self) -> bool:

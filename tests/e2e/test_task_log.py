@@ -3,11 +3,14 @@ execution shown in order in every layout, a running task's output so far, unknow
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from helpers.farmer import run_farmer, start_farmer, wait_for, write_tasklist
+from helpers.tmpfs import Tmpfs
 
 
 def task_log(tasks: Path, task_id: int, *more: str) -> tuple[int, str, str]:
@@ -95,3 +98,28 @@ def test_task_log_abbreviations_do_not_clash_with_logs(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "t_workdir" / "logs") == ["packed"]
     done = run_farmer([str(tasks), "--task-l", "0"])
     assert done.returncode == 0 and done.stdout.endswith("hi\n")
+
+
+def test_the_start_line_warns_when_inodes_are_fewer_than_tasks(tmp_path: Path,
+                                                                tmpfs: Tmpfs) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["true"] * 100)
+    tmpfs.mount("nr_inodes=80")
+    packed = run_farmer([str(tasks), "--logs", "packed", "-w", str(tmpfs.path / "p")])
+    assert packed.returncode == 0 and "inode" not in packed.stdout + packed.stderr
+    flat = run_farmer([str(tasks), "-w", str(tmpfs.path / "f")])
+    warning = re.search(r"warning: 100 task\(s\) to run and (\d+) free inode\(s\) on the "
+                        r"workdir's filesystem: --logs flat creates a file per task; --logs "
+                        r"packed does not", flat.stdout + flat.stderr)
+    assert warning is not None and int(warning[1]) < 80, flat.stdout + flat.stderr
+
+
+@pytest.mark.parametrize(("layout", "log_files"), [("flat", 30), ("packed", 2)])
+def test_status_shows_the_metadata_cost(tmp_path: Path, layout: str, log_files: int) -> None:
+    tasks = write_tasklist(tmp_path / "t", [f"echo {i}" for i in range(30)])
+    assert run_farmer([str(tasks), "--logs", layout, "-n", "1"]).returncode == 0
+    done = run_farmer([str(tasks), "--status", "--json"])
+    status = json.loads(done.stdout)
+    assert (status["log_files"], status["files_per_task"]) == (log_files, log_files / 30)
+    state = sum(len(files) for _, _, files in os.walk(tmp_path / "t_workdir"))
+    assert status["files"] == state
+    assert f"{log_files} in logs/" in run_farmer([str(tasks), "--status"]).stdout
