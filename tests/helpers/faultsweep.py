@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taskfarmer.logs.reading import task_pieces
+
 from .farmer import FARMER, farmer_env, ids
 
 INJECTOR = Path(__file__).resolve().parent / "faultinject"
@@ -49,6 +51,11 @@ class Farm:
     options: tuple[str, ...] = ("-n", "2")
     stop_task: int | None = None
 
+    def output(self, task_id: int) -> bytes:
+        """What task ``task_id`` prints (the line of :meth:`tasks`)."""
+        line = task_id + 1
+        return f"out{line}\n".encode() if line % 7 else f"err{line}\n".encode()
+
     def tasks(self, root: Path) -> list[str]:
         """The tasklist: ``echo``, every 7th fails; ``stop_task`` SIGTERMs the farmer once."""
         lines = []
@@ -67,6 +74,7 @@ FARMS = (
     Farm("plain"),
     Farm("retries", ("-n", "2", "--retries", "1")),
     Farm("stopped", ("-n", "2"), stop_task=8),
+    Farm("packed", ("-n", "2", "--logs", "packed"), stop_task=8),
 )
 
 
@@ -243,6 +251,26 @@ def state_problems(root: Path) -> list[str]:
     return found
 
 
+def log_problems(root: Path, farm: Farm) -> list[str]:
+    """What is wrong with the task logs of a done farm: a recorded task without a complete
+    execution that printed its output, or a piece holding anything else (another task's
+    output, or two executions glued)."""
+    if "--logs" not in farm.options:
+        return []
+    workdir = root / "wd"
+    found = []
+    for task_id in ids(workdir / "finished") + ids(workdir / "failed"):
+        pieces = task_pieces(workdir / "logs", workdir / "joblog", [], task_id)
+        texts = [b"".join(piece.chunks()) for piece in pieces]
+        wanted = farm.output(task_id)
+        if any(text not in (b"", wanted) for text in texts):
+            found.append(f"task {task_id}'s log holds {texts}")
+        if not any(text == wanted and piece.outcome is not None
+                   for text, piece in zip(texts, pieces)):
+            found.append(f"task {task_id} has no complete execution in its log: {pieces}")
+    return found
+
+
 def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     """Run ``farm`` with ``fault``, then without it until done; check."""
     prepare(root, farm)
@@ -261,7 +289,7 @@ def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     if outcome.codes[-1] not in (0, 1):
         outcome.problems.append(f"reruns do not finish: {rerun.stderr[-600:]}")
     else:
-        outcome.problems += state_problems(root)
+        outcome.problems += state_problems(root) + log_problems(root, farm)
     return outcome
 
 
