@@ -36,7 +36,8 @@ def task_log_command(workdir: Path, task_id: int, lock_kind: str, environ: dict[
         WorkdirError: no workdir, or no farmer has started in it.
     """
     store = StateStore(workdir, make_lock(workdir, lock_kind, environ))
-    pieces = task_pieces(store.logs, store.files.joblog, store.lease_names(), task_id)
+    pieces = task_pieces(store.logs, store.files.joblog, store.lease_names(),
+                         [task_id]).get(task_id, [])
     if not pieces and not 0 <= task_id < known_tasks(store):
         click.echo(f"farmer: error: --task-log {task_id}: no such task in {workdir}", err=True)
         return ExitCode.ERROR

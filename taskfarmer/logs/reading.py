@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,57 +85,68 @@ def _read(fd: int, offset: int, end: int) -> Iterator[bytes]:
         yield block
 
 
-def task_pieces(logs: Path, joblog: Path, leases: list[str], task_id: int) -> list[Piece]:
-    """Every execution of ``task_id`` in ``logs``, in order of start (pieces whose start is
-    unknown first, in file order).
+def task_pieces(logs: Path, joblog: Path | None, leases: list[str], ids: Collection[int]
+                ) -> dict[int, list[Piece]]:
+    """Every execution of each task of ``ids`` in ``logs``, in order of start (pieces whose
+    start is unknown first, in file order); each file read once, whatever the number of IDs.
 
     Args:
         logs: ``WORKDIR/logs``.
-        joblog: ``WORKDIR/joblog``.
+        joblog: ``WORKDIR/joblog``, to name the executions in log files (None: do not read it).
         leases: the names of the lease files (a packed frame without an end is running while
             its writer holds one).
-        task_id: the task.
+        ids: the tasks.
     """
-    pieces = file_pieces(logs, joblog, task_id) + packed_pieces(logs, leases, task_id)
-    return sorted(pieces, key=lambda piece: piece.start if piece.start is not None else 0.0)
+    found = file_pieces(logs, joblog, ids)
+    for task_id, piece in packed_pieces(logs, leases, ids):
+        found.setdefault(task_id, []).append(piece)
+    return {task_id: sorted(pieces, key=lambda piece: piece.start or 0.0)
+            for task_id, pieces in found.items()}
+
+
+def _alternatives(ids: Collection[int]) -> bytes:
+    """A regular expression group matching any of ``ids``."""
+    return b"(" + b"|".join(b"%d" % task_id for task_id in ids) + b")"
 
 
 # -- packed ----------------------------------------------------------------------------------
 
 
-def packed_pieces(logs: Path, leases: list[str], task_id: int) -> list[Piece]:
-    """The frames of ``task_id`` in ``logs/packed``."""
+def packed_pieces(logs: Path, leases: list[str], ids: Collection[int]
+                  ) -> Iterator[tuple[int, Piece]]:
+    """The frames of the tasks of ``ids`` in ``logs/packed``, with their task IDs."""
     try:
         indexes = sorted(entry.path for entry in os.scandir(logs / PACKED)
                          if entry.name.endswith(INDEX_SUFFIX))
     except FileNotFoundError:
-        return []
-    pieces: list[Piece] = []
+        return
     for index in indexes:
-        pieces.extend(_frames(Path(index), leases, task_id))
-    return pieces
+        yield from _frames(Path(index), leases, ids)
 
 
-def _frames(index: Path, leases: list[str], task_id: int) -> Iterator[Piece]:
+def _frames(index: Path, leases: list[str], ids: Collection[int]
+            ) -> Iterator[tuple[int, Piece]]:
     try:
         text = index.read_bytes()
     except FileNotFoundError:
         return
     data = index.with_suffix(DATA_SUFFIX)
-    for match in re.finditer(rb"^B\t%d\t[^\n]*" % task_id, text, re.MULTILINE):
+    pattern = rb"^B\t%s\t[^\n]*" % _alternatives(ids)
+    for match in re.finditer(pattern, text, re.MULTILINE):
         begin = parse_record(match.group())
         if begin is None or len(begin) < 5:
             continue
-        offset, start, node = int(begin[2]), float(begin[3]), begin[4]
+        task_id, offset, start, node = int(begin[1]), int(begin[2]), float(begin[3]), begin[4]
         found = _record_at(text, match.end() + 1)
         if found is not None and found[0][0] == "E" and found[0][1] == begin[1]:
             end = int(found[0][2])
-            yield Piece(data, offset, end - offset, start, node, found[0][3],
-                        late=_late(text, found[1], data, end))
+            yield task_id, Piece(data, offset, end - offset, start, node, found[0][3],
+                                 late=_late(text, found[1], data, end))
         elif found is not None:  # the next frame began: this one was cut
-            yield Piece(data, offset, int(found[0][2]) - offset, start, node)
+            yield task_id, Piece(data, offset, int(found[0][2]) - offset, start, node)
         else:
-            yield Piece(data, offset, None, start, node, running=_writer_lives(index, leases))
+            yield task_id, Piece(data, offset, None, start, node,
+                                 running=_writer_lives(index, leases))
 
 
 def _record_at(text: bytes, position: int) -> tuple[list[str], int] | None:
@@ -176,17 +187,24 @@ def _writer_lives(index: Path, leases: list[str]) -> bool:
 # -- a file per task ---------------------------------------------------------------------------
 
 
-def file_pieces(logs: Path, joblog: Path, task_id: int) -> list[Piece]:
-    """The executions of ``task_id`` in its log file (``flat``/``nonempty``/PyTaskFarmer's, or
-    ``spread``'s), with their job log lines where they pair up."""
-    for layout in ("flat", "spread"):
-        path = log_path(logs, layout, task_id)
-        try:
-            text = path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        return _pair(_split(path, text, task_id), _job_entries(joblog, task_id))
-    return []
+def file_pieces(logs: Path, joblog: Path | None, ids: Collection[int]
+                ) -> dict[int, list[Piece]]:
+    """The executions of each task of ``ids`` in its log file (``flat``/``nonempty``/
+    PyTaskFarmer's, or ``spread``'s), with their job log lines where they pair up."""
+    found: dict[int, list[Piece]] = {}
+    for task_id in ids:
+        for layout in ("flat", "spread"):
+            path = log_path(logs, layout, task_id)
+            try:
+                found[task_id] = _split(path, path.read_bytes(), task_id)
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    if found and joblog is not None:
+        entries = _job_entries(joblog, found)
+        found = {task_id: _pair(pieces, entries.get(task_id, []))
+                 for task_id, pieces in found.items()}
+    return found
 
 
 def _split(path: Path, text: bytes, task_id: int) -> list[Piece]:
@@ -202,16 +220,20 @@ def _split(path: Path, text: bytes, task_id: int) -> list[Piece]:
     return pieces
 
 
-def _job_entries(joblog: Path, task_id: int) -> list[Entry]:
-    """The job log's lines of ``task_id``, in order of start."""
+def _job_entries(joblog: Path, ids: Collection[int]) -> dict[int, list[Entry]]:
+    """The job log's lines of each task of ``ids``, in order of start."""
     try:
         text = joblog.read_bytes()
     except FileNotFoundError:
-        return []
-    entries = [parse_line(match.group())
-               for match in re.finditer(rb"^%d\t[^\n]*" % task_id, text, re.MULTILINE)]
-    return sorted((entry for entry in entries if entry is not None),
-                  key=lambda entry: entry.start)
+        return {}
+    found: dict[int, list[Entry]] = {}
+    pattern = rb"^%s\t[^\n]*" % _alternatives(ids)
+    for match in re.finditer(pattern, text, re.MULTILINE):
+        entry = parse_line(match.group())
+        if entry is not None:
+            found.setdefault(entry.id, []).append(entry)
+    return {task_id: sorted(entries, key=lambda entry: entry.start)
+            for task_id, entries in found.items()}
 
 
 def _pair(pieces: list[Piece], entries: list[Entry]) -> list[Piece]:

@@ -179,10 +179,11 @@ class StatusReader:
                 exits[entry.id] = entry
                 if len(exits) == len(tasks):
                     break
+        logs = task_pieces(self.store.logs, None, snapshot.leases, attempts)
         result = []
         for task_id, text in tasks:
             found = exits.get(task_id)
-            pieces = task_pieces(self.store.logs, self.joblog, snapshot.leases, task_id)
+            pieces = logs.get(task_id, [])
             log = (str(pieces[-1].path) if pieces and pieces[-1].path.name == f"log_{task_id}"
                    else f"--task-log {task_id}")
             result.append(FailedTask(task_id, found.exit if found else None,

@@ -123,3 +123,10 @@ def test_status_shows_the_metadata_cost(tmp_path: Path, layout: str, log_files: 
     state = sum(len(files) for _, _, files in os.walk(tmp_path / "t_workdir"))
     assert status["files"] == state
     assert f"{log_files} in logs/" in run_farmer([str(tasks), "--status"]).stdout
+
+
+def test_status_shows_a_packed_failed_tasks_last_line(tmp_path: Path) -> None:
+    tasks = write_tasklist(tmp_path / "t", ["echo fine", "echo first; echo oops; exit 2"])
+    assert run_farmer([str(tasks), "--logs", "packed"]).returncode == 1
+    failed, = json.loads(run_farmer([str(tasks), "--status", "--json"]).stdout)["failed_tasks"]
+    assert (failed["id"], failed["log"], failed["last_line"]) == (1, "--task-log 1", "oops")

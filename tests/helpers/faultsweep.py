@@ -259,8 +259,10 @@ def log_problems(root: Path, farm: Farm) -> list[str]:
         return []
     workdir = root / "wd"
     found = []
-    for task_id in ids(workdir / "finished") + ids(workdir / "failed"):
-        pieces = task_pieces(workdir / "logs", workdir / "joblog", [], task_id)
+    recorded = ids(workdir / "finished") + ids(workdir / "failed")
+    logs = task_pieces(workdir / "logs", workdir / "joblog", [], recorded)
+    for task_id in recorded:
+        pieces = logs.get(task_id, [])
         texts = [b"".join(piece.chunks()) for piece in pieces]
         wanted = farm.output(task_id)
         if any(text not in (b"", wanted) for text in texts):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from taskfarmer.farm.execution import outcome
 from taskfarmer.logs.packed import PackedLogs, parse_record, record
-from taskfarmer.logs.reading import LATE, Piece, packed_pieces, task_pieces
+from taskfarmer.logs.reading import LATE, Piece, task_pieces
 from taskfarmer.logs.tasklogs import inode_warning
 
 
@@ -22,6 +22,11 @@ def run(logs: PackedLogs, task_id: int, output: bytes, end: str | None = "exit 0
     os.close(fd)
     if end is not None:
         logs.done(task_id, end, lingering)
+
+
+def packed_pieces(logs: Path, leases: list[str], task_id: int) -> list[Piece]:
+    """The executions of ``task_id`` (the job log unread)."""
+    return task_pieces(logs, None, leases, [task_id]).get(task_id, [])
 
 
 def text(piece: Piece) -> bytes:
@@ -49,6 +54,8 @@ def test_frames_hold_each_execution_apart(tmp_path: Path) -> None:
     assert b"execution 2 of 2" in pieces[1].separator(1, 2, 2)
     assert [text(p) for p in packed_pieces(tmp_path, [], 2)] == [b"two\n"]
     assert packed_pieces(tmp_path, [], 3) == []
+    both = task_pieces(tmp_path, None, [], [1, 2, 3])
+    assert {task_id: len(pieces) for task_id, pieces in both.items()} == {1: 2, 2: 1}
 
 
 def test_a_frame_without_its_end_is_cut_or_running(tmp_path: Path) -> None:
@@ -113,12 +120,12 @@ def test_log_files_pair_with_the_job_log(tmp_path: Path) -> None:
                       "4\t1\tn1\tf\t0\t1000\t0.5\t1\t0\tretry\tx\n"
                       "14\t1\tn1\tf\t0\t1500\t0.5\t0\t0\tfinished\tx\n"
                       "4\t2\tn2\tf\t0\t2000\t0.5\t0\t0\tfinished\tx\n")
-    first, second = task_pieces(logs, joblog, [], 4)
+    first, second = task_pieces(logs, joblog, [], [4, 14])[4]
     assert (text(first), first.node, first.outcome, first.start) == (
         b"a\n", "n1", "retry, exit 1", 1.0)
     assert (text(second), second.node, second.outcome) == (b"b\n", "n2", "finished, exit 0")
     joblog.write_text("id\tattempt\n")  # no line pairs: the nodes of the notes only
-    first, second = task_pieces(logs, joblog, [], 4)
+    first, second = task_pieces(logs, joblog, [], [4, 14])[4]
     assert (first.node, second.node, first.start) == (None, "n2", None)
     assert b"start unknown, node unknown" in first.separator(4, 1, 2)
 
