@@ -18,9 +18,12 @@
 #
 # Options for the farmer itself (see `farmer --help`) can be passed in FARMER_OPTS:
 #   FARMER_OPTS="--verbose --retries 2" sbatch examples/slurm_array.sh tasks.txt
+# --logs packed: the tasks' output goes into two files per worker, not one file per task
+# (inodes, and the metadata server's time); read a task's with `farmer TASKLIST --task-log ID`
+# (docs/usage.md#logs-at-scale).
 #
 # The state of the campaign lives in TASKLIST_workdir next to the tasklist (`finished`,
-# `failed`, `toprocess`, `logs/log_ID`, `timeline.json`). It must be on a filesystem all
+# `failed`, `toprocess`, `logs/`, `timeline.json`). It must be on a filesystem all
 # nodes share. Submit the same script again to run more farmers on it at any time.
 
 #SBATCH --job-name=farmer-array
@@ -52,4 +55,4 @@ echo "$(date '+%F %T') array job ${SLURM_ARRAY_JOB_ID:-?} element ${SLURM_ARRAY_
 # TASKLIST_workdir/failed), 2 a usage or state error, 3 stopped with work left.
 # FARMER_OPTS is left unquoted on purpose: it holds several words.
 # shellcheck disable=SC2086
-exec farmer "$1" ${FARMER_OPTS:-}
+exec farmer "$1" --logs packed ${FARMER_OPTS:-}

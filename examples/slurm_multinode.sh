@@ -16,9 +16,12 @@
 #
 # Options for the farmer itself (see `farmer --help`) can be passed in FARMER_OPTS:
 #   FARMER_OPTS="--verbose --retries 2" sbatch examples/slurm_multinode.sh tasks.txt
+# --logs packed: the tasks' output goes into two files per worker, not one file per task
+# (inodes, and the metadata server's time); read a task's with `farmer TASKLIST --task-log ID`
+# (docs/usage.md#logs-at-scale).
 #
 # The state of the campaign lives in TASKLIST_workdir next to the tasklist (`finished`,
-# `failed`, `toprocess`, `logs/log_ID`, `timeline.json`), on a filesystem all nodes share.
+# `failed`, `toprocess`, `logs/`, `timeline.json`), on a filesystem all nodes share.
 # Every log line and timeline track names the node it comes from ($SLURMD_NODENAME).
 
 #SBATCH --job-name=farmer-nodes
@@ -51,4 +54,4 @@ echo "$(date '+%F %T') job $SLURM_JOB_ID on nodes $SLURM_JOB_NODELIST"
 # FARMER_OPTS is left unquoted on purpose: it holds several words.
 # shellcheck disable=SC2086
 srun --ntasks-per-node=1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} \
-     --kill-on-bad-exit=0 farmer "$1" ${FARMER_OPTS:-}
+     --kill-on-bad-exit=0 farmer "$1" --logs packed ${FARMER_OPTS:-}

@@ -44,6 +44,9 @@
 # options your site needs (--account, --partition, --qos, --constraint, --time-min, ...).
 # Options for the farmer itself (see `farmer --help`) go into FARMER_OPTS:
 #   FARMER_OPTS="--verbose --retries 2" sbatch examples/slurm_requeue.sh tasks.txt
+# --logs packed: the tasks' output goes into two files per worker, not one file per task
+# (inodes, and the metadata server's time); read a task's with `farmer TASKLIST --task-log ID`
+# (docs/usage.md#logs-at-scale).
 
 #SBATCH --job-name=farmer-campaign
 #SBATCH --nodes=1
@@ -99,9 +102,9 @@ if [ "${FARMER_SRUN:-0}" = 1 ]; then
     # it over from sbatch. --kill-on-bad-exit=0: one farmer's exit code 1 must not get the
     # others killed.
     srun --ntasks-per-node=1 ${SLURM_CPUS_PER_TASK:+--cpus-per-task=$SLURM_CPUS_PER_TASK} \
-         --kill-on-bad-exit=0 farmer "$1" ${FARMER_OPTS:-} &
+         --kill-on-bad-exit=0 farmer "$1" --logs packed ${FARMER_OPTS:-} &
 else
-    farmer "$1" ${FARMER_OPTS:-} &
+    farmer "$1" --logs packed ${FARMER_OPTS:-} &
 fi
 farmer_pid=$!
 if [ -n "$stop_signal" ]; then   # it arrived before $farmer_pid was known

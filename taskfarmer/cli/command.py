@@ -24,6 +24,7 @@ from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display
 from .status import status_command
+from .tasklog import task_log_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
@@ -90,8 +91,12 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
                    "[default: $TASKFARMER_LOCK or flock].")
 @click.option("--logs", "logs", type=click.Choice(LOG_LAYOUTS), default="flat",
               show_default=True,
-              help="Task logs: flat (logs/log_ID), spread (logs/ID//1000/log_ID) or nonempty "
-                   "(logs/log_ID only for tasks that print something).")
+              help="Task logs: flat (logs/log_ID), spread (logs/ID//1000/log_ID), nonempty "
+                   "(logs/log_ID only for tasks that print something) or packed (a few files "
+                   "per farmer, none per task: for big runs; read with --task-log).")
+@click.option("--task-log", "task_log", type=int, default=None, metavar="ID",
+              help="Print the output of task ID, every execution of it with a line naming it "
+                   "(start, node, outcome), whatever --logs wrote it, and exit.")
 @click.option("--status", "show_status", is_flag=True,
               help="Show where the farm stands (read-only, safe while farmers run) and exit: "
                    "0 done, 1 done with failures, 3 work left, 2 no such workdir.")
@@ -110,7 +115,8 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         workdir: Path | None, verbose: bool, runner: str, handler: str, lease: float,
         retries: int, task_timeout: float | None, requeue_failed: bool, follow: bool,
-        accept_list: bool, lock_kind: str, logs: str, show_status: bool, as_json: bool,
+        accept_list: bool, lock_kind: str, logs: str, task_log: int | None,
+        show_status: bool, as_json: bool,
         watch: bool, task_time: float | None, stop_margin: float,
         gpus_per_task: int | None, cpus_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
@@ -122,10 +128,15 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    if tasklist is None and (not show_status or workdir is None):
-        raise click.UsageError("missing TASKLIST (--status needs TASKLIST or --workdir)")
+    reading = show_status or task_log is not None
+    if tasklist is None and (not reading or workdir is None):
+        raise click.UsageError("missing TASKLIST (--status and --task-log need TASKLIST or "
+                               "--workdir)")
+    where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
+    if task_log is not None:
+        assert where is not None  # the usage check above
+        sys.exit(task_log_command(where, task_log, lock_kind, environ, sys.stdout.buffer))
     if show_status:
-        where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
         assert where is not None  # the usage check above
         sys.exit(status_command(where, tasklist, lock_kind, lease, as_json, watch, environ))
     assert tasklist is not None

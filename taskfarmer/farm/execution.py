@@ -31,6 +31,28 @@ _GROUP_POLL = 0.02
 _STOP_POLL = 0.01
 
 
+def outcome(returncode: int, timed_out: bool, stopped: bool) -> str:
+    """How an execution ended, as its log says: ``exit N``, ``signal N``, ``timed out`` or
+    ``stopped``."""
+    if stopped:
+        return "stopped"
+    if timed_out:
+        return "timed out"
+    return f"signal {-returncode}" if returncode < 0 else f"exit {returncode}"
+
+
+def group_exists(pgid: int) -> bool:
+    """Whether process group ``pgid`` still has a member, its leader reaped (one syscall, per
+    task: a background process of the task may still write to its log)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member runs as another user: it exists
+        return True
+    return True
+
+
 class TaskOptions(Protocol):
     """What an execution needs of a worker's configuration
     (:class:`~taskfarmer.farm.worker.WorkerConfig`)."""
@@ -129,30 +151,31 @@ class Execution:
             self._say(f"start task {task.id}: {command}")
         if not self._runner.executes:  # zero-execution (benchmarks): the farm's own cost
             return self._finish(task, command, 0, self._clock(), rerun)
-        rerun_note = (f"---- taskfarmer: task {task.id} runs again on {self._options.node} "
-                      "----\n").encode()
-        log_fd = self._logs.open(task.id, rerun_note)
+        node = self._options.node
         self._terminating = False
         self._timed_out = False
+        start = self._clock()
+        log_fd = self._logs.open(task.id, node, start)
         try:
-            start = self._clock()
             try:
                 process = self._runner.start(task.id, command, log_fd, self._options.environ)
             except OSError as error:
                 os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
                 os.close(log_fd)
                 log_fd = -1
-                self._logs.done(task.id, rerun_note)
+                self._logs.done(task.id, node, "cannot start", lingering=False)
                 return self._finish(task, command, 127, start, rerun)
         finally:
             if log_fd >= 0:
                 os.close(log_fd)
         returncode, stopped = self._supervise(process)
-        self._logs.done(task.id, rerun_note)
+        lingering = group_exists(process.pid)
         self._process = None
         self._runner.cleanup(task.id)
         if not stopped and not self._timed_out and died_of_stop_signal(returncode):
             stopped = self._stop_arrives()
+        self._logs.done(task.id, node, outcome(returncode, self._timed_out, stopped),
+                        lingering)
         if stopped:
             if self._options.verbose:
                 self._say(f"stopped task {task.id}: back to toprocess")

@@ -29,7 +29,15 @@ from ..hpc.resources import SlotResources, pin
 from ..hpc.slurm import job_labels
 from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
 from ..logs.joblog import JobLogDurations
-from ..store import DEFAULT_LEASE, Counts, StateCounter, farmer_name, heartbeat_period
+from ..logs.tasklogs import free_inodes, inode_warning
+from ..store import (
+    DEFAULT_LEASE,
+    Counts,
+    StateCounter,
+    StateStore,
+    farmer_name,
+    heartbeat_period,
+)
 from ..timeline.counts import TaskCounts
 from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
 from .display import Display, DisplayFactory, Snapshot, quiet
@@ -174,7 +182,11 @@ class Farm:
         self.heartbeat.start()  # renewals go on while this loop waits for the lock
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
-        self.display.say(self._where())
+        self.display.say(where(self.store))
+        warning = inode_warning(self.config.logs, free_inodes(self.config.workdir),
+                                self.counter.counts().pending)
+        if warning is not None:
+            self.display.say(warning)
         self.display.start(self._snapshot())
         while not self.stop.requested and self.errors.message is None:
             now = self.clock()
@@ -238,7 +250,7 @@ class Farm:
                 clock=self.clock, monotonic=self.monotonic)):
             report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message)
         self.display.finish(snapshot, report.outcome)
-        self.display.say(self._where())
+        self.display.say(where(self.store))
         close_quietly(self.store, self.timeline)
         append_stats(self.config.environ, self.farmer, self.store.lock_holds, self.display.say)
         return report
@@ -294,12 +306,6 @@ class Farm:
     def _appended(self, now: float, count: int) -> Event:
         return instant("tasks appended", now, self.track,
                        {"tasks": count, "tasklist": str(self.config.tasklist)})
-
-    def _where(self) -> str:
-        workdir = self.config.workdir
-        files = self.store.files
-        return (f"workdir {workdir}: task logs in {self.store.logs}, job log "
-                f"{files.joblog}, timeline {files.timeline}")
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -389,6 +395,13 @@ class Farm:
 
     def _snapshot(self) -> Snapshot:
         return Snapshot(self.counter.counts(), self.pool.running())
+
+
+def where(store: StateStore) -> str:
+    """The line that says where a farm's workdir, task logs, job log and timeline are."""
+    files = store.files
+    return (f"workdir {store.workdir}: task logs in {store.logs}, job log {files.joblog}, "
+            f"timeline {files.timeline}")
 
 
 def idle_backoff(idle_poll: float, waiting: bool) -> tuple[float, float]:

@@ -78,6 +78,9 @@ class Status:
     now: float = 0.0
     unimported: int = 0  # complete lines appended to TASKLIST, not imported yet
     claimed: int = 0  # claimed by a worker with its chunk, not started yet
+    files: int = 0  # files the workdir holds (the metadata cost of the run)
+    log_files: int = 0  # of which in logs/
+    files_per_task: float | None = None  # log files per finished or failed task
 
     @property
     def done(self) -> bool:

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taskfarmer.logs.reading import task_pieces
+
 from .farmer import FARMER, farmer_env, ids
 
 INJECTOR = Path(__file__).resolve().parent / "faultinject"
@@ -50,6 +52,11 @@ class Farm:
     options: tuple[str, ...] = ("-n", "2")
     stop_task: int | None = None
     take_over_task: int | None = None
+
+    def output(self, task_id: int) -> bytes:
+        """What task ``task_id`` prints (the line of :meth:`tasks`)."""
+        line = task_id + 1
+        return f"out{line}\n".encode() if line % 7 else f"err{line}\n".encode()
 
     def tasks(self, root: Path) -> list[str]:
         """The tasklist: ``echo``, every 7th fails; ``stop_task`` SIGTERMs the farmer once;
@@ -80,6 +87,7 @@ FARMS = (
     # --lease 2: the farmer looks for leases to take over every 0.5 s (its own, renamed to
     # NAME.dead, among them), not every 75 s.
     Farm("taken-over", ("-n", "2", "--lease", "2"), take_over_task=9),
+    Farm("packed", ("-n", "2", "--logs", "packed"), stop_task=8),
 )
 
 
@@ -266,6 +274,28 @@ def state_problems(root: Path) -> list[str]:
     return found
 
 
+def log_problems(root: Path, farm: Farm) -> list[str]:
+    """What is wrong with the task logs of a done farm: a recorded task without a complete
+    execution that printed its output, or a piece holding anything else (another task's
+    output, or two executions glued)."""
+    if "--logs" not in farm.options:
+        return []
+    workdir = root / "wd"
+    found = []
+    recorded = ids(workdir / "finished") + ids(workdir / "failed")
+    logs = task_pieces(workdir / "logs", workdir / "joblog", [], recorded)
+    for task_id in recorded:
+        pieces = logs.get(task_id, [])
+        texts = [b"".join(piece.chunks()) for piece in pieces]
+        wanted = farm.output(task_id)
+        if any(text not in (b"", wanted) for text in texts):
+            found.append(f"task {task_id}'s log holds {texts}")
+        if not any(text == wanted and piece.outcome is not None
+                   for text, piece in zip(texts, pieces)):
+            found.append(f"task {task_id} has no complete execution in its log: {pieces}")
+    return found
+
+
 def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     """Run ``farm`` with ``fault``, then without it until done; check."""
     prepare(root, farm)
@@ -284,7 +314,7 @@ def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     if outcome.codes[-1] not in (0, 1):
         outcome.problems.append(f"reruns do not finish: {rerun.stderr[-600:]}")
     else:
-        outcome.problems += state_problems(root)
+        outcome.problems += state_problems(root) + log_problems(root, farm)
     return outcome
 
 

@@ -44,7 +44,8 @@ PSEUDO = "/export"
 #: Where the export is mounted on each node; /mnt/local is node-local scratch (tmpfs).
 MOUNTPOINT = "/mnt/nfs"
 NODE_LOCAL = "/mnt/local"
-NODE_MEM_MB = 384
+#: Memory of each node (MiB); benchmarks with many farmers per node raise it (``TFNFS_NODE_MEM``).
+NODE_MEM_MB = int(os.environ.get("TFNFS_NODE_MEM", "384"))
 
 #: Programs the lab runs (on the host and, through hostfs, on the nodes).
 PROGRAMS = ("ganesha.nfsd", "linux", "rpcbind", "rpc.statd", "mount.nfs", "ip", "unshare",
