@@ -23,11 +23,11 @@ from ..store import DEFAULT_LEASE, MIN_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display
-from .status import status_command
+from .status import status_command, verify_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
-limit) with work left."""
+limit) with work left; 4 --verify found the workdir inconsistent."""
 
 
 def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -95,6 +95,10 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 @click.option("--status", "show_status", is_flag=True,
               help="Show where the farm stands (read-only, safe while farmers run) and exit: "
                    "0 done, 1 done with failures, 3 work left, 2 no such workdir.")
+@click.option("--verify", "verify", is_flag=True,
+              help="Check that every task is in exactly one of finished, failed, pending or "
+                   "running, and that the job log agrees (read-only, safe while farmers run) "
+                   "and exit: 0 consistent, 4 not, 2 no such workdir.")
 @click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
 @click.option("--watch", is_flag=True,
               help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
@@ -111,7 +115,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         workdir: Path | None, verbose: bool, runner: str, handler: str, lease: float,
         retries: int, task_timeout: float | None, requeue_failed: bool, follow: bool,
         accept_list: bool, lock_kind: str, logs: str, show_status: bool, as_json: bool,
-        watch: bool, task_time: float | None, stop_margin: float,
+        watch: bool, verify: bool, task_time: float | None, stop_margin: float,
         gpus_per_task: int | None, cpus_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
@@ -122,12 +126,16 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    if tasklist is None and (not show_status or workdir is None):
-        raise click.UsageError("missing TASKLIST (--status needs TASKLIST or --workdir)")
-    if show_status:
+    if verify and show_status:
+        raise click.UsageError("--verify and --status exclude each other")
+    if tasklist is None and (not (show_status or verify) or workdir is None):
+        raise click.UsageError("missing TASKLIST (--status and --verify need TASKLIST or "
+                               "--workdir)")
+    if show_status or verify:
         where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
         assert where is not None  # the usage check above
-        sys.exit(status_command(where, tasklist, lock_kind, lease, as_json, watch, environ))
+        sys.exit(verify_command(where, tasklist, lock_kind, lease, environ) if verify else
+                 status_command(where, tasklist, lock_kind, lease, as_json, watch, environ))
     assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
