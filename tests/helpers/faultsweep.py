@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .farmer import FARMER, farmer_env, ids
+from .farmer import FARMER, farmer_env, ids, verify_problems
 
 INJECTOR = Path(__file__).resolve().parent / "faultinject"
 REPO = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def state_problems(root: Path) -> list[str]:
         json.loads((workdir / "timeline.json").read_text())
     except (OSError, ValueError) as error:
         found.append(f"timeline.json: {error}")
-    return found
+    return found + verify_problems(workdir, {"SCRATCH": str(root / "scratch")})
 
 
 def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
