@@ -35,6 +35,8 @@ class ExitCode(enum.IntEnum):
     ERROR = 2
     #: Stopped (signal, ``--timeout``, job end) or, for ``--status``, work left.
     STOPPED = 3
+    #: ``--verify``: the workdir is inconsistent (a task lost, recorded twice ...).
+    INCONSISTENT = 4
 
 
 class TaskfarmerError(Exception):

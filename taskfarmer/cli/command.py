@@ -23,12 +23,12 @@ from ..store import DEFAULT_LEASE, MIN_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display
-from .status import status_command
+from .status import status_command, verify_command
 from .tasklog import task_log_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
-limit) with work left."""
+limit) with work left; 4 --verify found the workdir inconsistent."""
 
 
 def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -100,6 +100,10 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 @click.option("--status", "show_status", is_flag=True,
               help="Show where the farm stands (read-only, safe while farmers run) and exit: "
                    "0 done, 1 done with failures, 3 work left, 2 no such workdir.")
+@click.option("--verify", "verify", is_flag=True,
+              help="Check that every task is in exactly one of finished, failed, pending or "
+                   "running, and that the job log agrees (read-only, safe while farmers run) "
+                   "and exit: 0 consistent, 4 not, 2 no such workdir.")
 @click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
 @click.option("--watch", is_flag=True,
               help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
@@ -117,7 +121,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         retries: int, task_timeout: float | None, requeue_failed: bool, follow: bool,
         accept_list: bool, lock_kind: str, logs: str, task_log: int | None,
         show_status: bool, as_json: bool,
-        watch: bool, task_time: float | None, stop_margin: float,
+        watch: bool, verify: bool, task_time: float | None, stop_margin: float,
         gpus_per_task: int | None, cpus_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
@@ -128,17 +132,20 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    reading = show_status or task_log is not None
+    if sum((show_status, verify, task_log is not None)) > 1:
+        raise click.UsageError("--status, --verify and --task-log exclude each other")
+    reading = show_status or verify or task_log is not None
     if tasklist is None and (not reading or workdir is None):
-        raise click.UsageError("missing TASKLIST (--status and --task-log need TASKLIST or "
-                               "--workdir)")
+        raise click.UsageError("missing TASKLIST (--status, --verify and --task-log need "
+                               "TASKLIST or --workdir)")
     where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
     if task_log is not None:
         assert where is not None  # the usage check above
         sys.exit(task_log_command(where, task_log, lock_kind, environ, sys.stdout.buffer))
-    if show_status:
+    if show_status or verify:
         assert where is not None  # the usage check above
-        sys.exit(status_command(where, tasklist, lock_kind, lease, as_json, watch, environ))
+        sys.exit(verify_command(where, tasklist, lock_kind, lease, environ) if verify else
+                 status_command(where, tasklist, lock_kind, lease, as_json, watch, environ))
     assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)

@@ -1,5 +1,5 @@
-"""``farmer --status``: read a workdir's state without changing it, print it, exit with
-what it says."""
+"""``farmer --status`` and ``--verify``: read a workdir's state without changing it, print
+it, exit with what it says."""
 
 from __future__ import annotations
 
@@ -34,3 +34,17 @@ def status_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: 
             status = reader.read(time.time())
             console.print(status_view.render(status))
     return status.exit_code
+
+
+def verify_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: float,
+                   environ: dict[str, str]) -> ExitCode:
+    """``--verify``: check that every task is in exactly one place; print the summary and
+    one line per finding; returns 0 if consistent, :attr:`ExitCode.INCONSISTENT` if not."""
+    from ..status import verify  # see status_command
+
+    lock_file = lock_path(workdir, environ) if lock_kind == "flock" else None
+    verdict = verify(StateStore(workdir, make_lock(workdir, lock_kind, environ)), lock_file,
+                     lease, tasklist, time.time())
+    for line in verdict.lines():
+        click.echo(line)
+    return ExitCode.OK if verdict.consistent else ExitCode.INCONSISTENT

@@ -14,6 +14,7 @@ well under 2 s.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,6 +67,18 @@ def _tail(handle: BinaryIO, start: int, end: int, size: int = RECENT) -> bytes:
     return b"\n" + data if begin == start else data
 
 
+def _open_all(paths: Iterable[tuple[str, Path]]) -> dict[str, tuple[BinaryIO, int]]:
+    """``name -> (descriptor, size)`` of those of ``paths`` that exist."""
+    files: dict[str, tuple[BinaryIO, int]] = {}
+    for name, path in paths:
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            continue
+        files[name] = (handle, os.fstat(handle.fileno()).st_size)
+    return files
+
+
 class Snapshot:
     """Descriptors of ``toprocess``, ``finished``, ``failed`` and ``claims`` and their sizes,
     the cursor and the lease names, fixed at one moment (see the module docstring).
@@ -74,9 +87,11 @@ class Snapshot:
     """
 
     def __init__(self, store: StateStore, files: dict[str, tuple[BinaryIO, int]], cursor: int,
-                 consistent: bool) -> None:
+                 consistent: bool, others: dict[str, tuple[BinaryIO, int]] | None = None
+                 ) -> None:
         self.store = store
         self.files = files
+        self.others = others or {}  # more files fixed at the same moment (``take(also=)``)
         self.cursor = cursor
         self.consistent = consistent  # taken under the lock
         self.leases = store.lease_names()
@@ -84,8 +99,12 @@ class Snapshot:
         self._recent: bytes | None = None
 
     @classmethod
-    def take(cls, store: StateStore, lock_file: Path | None) -> Snapshot:
+    def take(cls, store: StateStore, lock_file: Path | None, also: tuple[Path, ...] = ()
+             ) -> Snapshot:
         """Fix the state of ``store``'s workdir, under ``flock`` on ``lock_file`` if possible.
+
+        Files in ``also`` (the job log, ``attempts`` ...) are fixed at the same moment: they
+        are opened and their sizes taken under the lock too (:meth:`data` reads them).
 
         Raises:
             WorkdirError: no workdir, or no farmer has read a tasklist into it yet.
@@ -95,14 +114,9 @@ class Snapshot:
                 raise WorkdirError(store.workdir, "no such workdir")
             raise WorkdirError(store.workdir, "no toprocess: no farmer has started here")
         with shared_flock(lock_file) as consistent:
-            files: dict[str, tuple[BinaryIO, int]] = {}
-            for name, path in (("toprocess", store.toprocess), ("finished", store.finished),
-                               ("failed", store.failed), ("claims", store.claims)):
-                try:
-                    handle = open(path, "rb")
-                except FileNotFoundError:
-                    continue
-                files[name] = (handle, os.fstat(handle.fileno()).st_size)
+            files = _open_all((("toprocess", store.toprocess), ("finished", store.finished),
+                               ("failed", store.failed), ("claims", store.claims)))
+            others = _open_all((path.name, path) for path in also)
             cursor = store.peek_cursor()
             if cursor is None:  # a compaction was left half done: its new list counts
                 if store.files.toprocess_new.exists():
@@ -111,12 +125,29 @@ class Snapshot:
                     files["toprocess"] = (handle, os.fstat(handle.fileno()).st_size)
                 files.pop("claims", None)
                 cursor = 0
-            return cls(store, files, min(cursor, files["toprocess"][1]), consistent)
+            return cls(store, files, min(cursor, files["toprocess"][1]), consistent, others)
 
     def close(self) -> None:
         """Close the descriptors."""
-        for handle, _ in self.files.values():
+        for handle, _ in (*self.files.values(), *self.others.values()):
             handle.close()
+
+    def data(self, name: str) -> bytes | None:
+        """All bytes of state file or ``also`` file ``name`` up to the size the snapshot
+        fixed; None if it did not exist (``claims`` during a half-done compaction neither)."""
+        entry = self.files.get(name) or self.others.get(name)
+        if entry is None:
+            return None
+        handle, size = entry
+        chunks = []
+        position = 0
+        while position < size:
+            block = os.pread(handle.fileno(), min(BLOCK * 16, size - position), position)
+            if not block:
+                break
+            chunks.append(block)
+            position += len(block)
+        return b"".join(chunks)
 
     def __enter__(self) -> Snapshot:
         return self

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.farmer import farmer_env, ids, wait_for, write_tasklist
+from helpers.farmer import farmer_env, ids, verify_problems, wait_for, write_tasklist
 
 pytestmark = pytest.mark.chaos
 
@@ -97,6 +97,7 @@ def test_nodes_killed_at_random_lose_and_duplicate_nothing(tmp_path: Path) -> No
     ran = [int(x) for x in runs.read_text().split()]
     assert set(ran) == set(range(TASKS))  # some ran twice (killed mid-way), none recorded twice
     json.loads((workdir / "timeline.json").read_text())
+    assert verify_problems(workdir) == []
     # the job log never shows an outcome that was not recorded: at most one "finished" line
     # per task (a farmer killed between the record and the log line leaves none)
     logged = [line.split("\t") for line in (workdir / "joblog").read_text().splitlines()[1:]]

@@ -123,3 +123,12 @@ def no_traceback(*texts: str) -> None:
 def error_lines(stderr: str) -> list[str]:
     """The ``farmer: error:`` lines of ``stderr``."""
     return [line for line in stderr.splitlines() if line.startswith("farmer: error:")]
+
+
+def verify_problems(workdir: Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """What ``farmer -w WORKDIR --verify`` finds wrong: [] when it says consistent (exit 0),
+    else its output (each line names the tasks and the file)."""
+    done = run_farmer(["-w", str(workdir), "--verify"], env)
+    if done.returncode == 0 and "Traceback" not in done.stderr:
+        return []
+    return [f"--verify exit {done.returncode}: {done.stdout}{done.stderr}"]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from taskfarmer.logs.reading import task_pieces
 
-from .farmer import FARMER, farmer_env, ids
+from .farmer import FARMER, farmer_env, ids, verify_problems
 
 INJECTOR = Path(__file__).resolve().parent / "faultinject"
 REPO = Path(__file__).resolve().parents[2]
@@ -271,7 +271,7 @@ def state_problems(root: Path) -> list[str]:
         json.loads((workdir / "timeline.json").read_text())
     except (OSError, ValueError) as error:
         found.append(f"timeline.json: {error}")
-    return found
+    return found + verify_problems(workdir, {"SCRATCH": str(root / "scratch")})
 
 
 def log_problems(root: Path, farm: Farm) -> list[str]:
