@@ -128,9 +128,12 @@ def test_a_removed_logs_directory_is_made_again_and_the_farm_goes_on(tmp_path: P
     assert sorted(ids(workdir / "finished")) == list(range(30))  # each exactly once
     assert ids(workdir / "toprocess") == [] and ids(workdir / "failed") == []
     logs = {path.name: path.read_text() for path in (workdir / "logs").rglob("log_*")}
-    # The two tasks running at the removal may have lost their output; no later one did.
-    later = {f"log_{i}": f"out{i}\n" for i in range(6, 30)}
-    assert {name: logs.get(name) for name in later} == later
+    # The tasks running at the removal (one per worker: which ones depends on how the
+    # workers' chunks fell) may have lost their output; no other did.
+    later = {f"log_{i}": f"out{i}\n" for i in range(4, 30)}
+    lost = [name for name, text in later.items() if logs.get(name) != text]
+    assert len(lost) <= 2, lost
+    assert all(logs.get(name) in (None, "") for name in lost)
 
 
 # -- full and over-quota filesystems ------------------------------------------------------------
