@@ -138,4 +138,5 @@ def test_verify_without_a_workdir_or_with_status_is_one_error_line(tmp_path: Pat
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "no such workdir" in done.stderr
     done = run_farmer(["-w", str(tmp_path), "--verify", "--status"])
-    assert done.returncode == 2 and "--status, --verify and --task-log exclude each other" in done.stderr
+    assert done.returncode == 2
+    assert "--status, --verify and --task-log exclude each other" in done.stderr
