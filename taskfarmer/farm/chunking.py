@@ -6,11 +6,11 @@ without it; the results are recorded in batches. So one lock hold serves many sh
 throughput is bounded by: see "The ceiling of one workdir" in ``docs/design.md``), while a
 long task still claims one at a time. The decisions are pure functions, unit-tested alone:
 
-* :func:`chunk_size`: enough tasks to keep the slot busy for :data:`CLAIM_PERIOD` seconds, from
-  the durations the worker measured (no more than it measured: one task at first), at most
+* :func:`wanted`: enough tasks to keep the slot busy for :data:`CLAIM_PERIOD` seconds, from the
+  durations the worker measured (no more than it measured: one task at first), at most
   :data:`MAX_CHUNK`;
-  near the end of the list no more than a share of what is left, so that no slot idles while
-  another holds unstarted work.
+* :func:`chunk_size`: that, but near the end of the list no more than a share of what is left,
+  so that no slot idles while another holds unstarted work.
 * :func:`record_due`: held results are recorded once the youngest is ``RESULT_HOLD`` old and
   the oldest :data:`RECORD_DELAY` old (or at the next claim, whichever comes first).
 

@@ -94,8 +94,9 @@ def test_a_stale_lease_is_a_warning_and_a_vanished_one_a_lost_task(tmp_path: Pat
     farmer = start_farmer([str(tasks), "-n", "1"])
     wait_for(lambda: len((workdir / "finished").read_text().splitlines()) == 1
              if (workdir / "finished").exists() else False, what="task 0 finished")
-    os.killpg(farmer.pid, signal.SIGKILL)  # farmer, worker and task: the lease stays
+    os.killpg(farmer.pid, signal.SIGKILL)  # farmer and worker: the lease stays
     farmer.wait()
+    go.touch()  # the task (its own session, not in the farmer's group) ends too
     wait_for(lambda: not alive(farmer.pid), what="the farmer gone")
     (lease,) = (workdir / "leases").iterdir()
     old = time.time() - 600
