@@ -331,7 +331,10 @@ def test_requeue_example_ends_the_campaign_on_a_full_filesystem(slurm: SlurmClus
     campaign = make_campaign(quick=40)
     tmpfs.mount("nr_inodes=30")
     workdir = tmpfs.path / "wd"
-    job = _submit(slurm, "slurm_requeue.sh", campaign, f"--workdir {workdir}", cpus_per_task=2)
+    # A log file per task (the example's --logs packed would stay under the quota; FARMER_OPTS
+    # comes after it, so this wins)
+    job = _submit(slurm, "slurm_requeue.sh", campaign, f"--workdir {workdir} --logs flat",
+                  cpus_per_task=2)
     info = _wait_done(slurm, job, campaign, states=("FAILED",))[0]
     output = campaign.output()
     assert (info.exit_code, info.restarts) == (2, 0), output
