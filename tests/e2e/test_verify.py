@@ -39,6 +39,8 @@ def tree(directory: Path) -> dict[str, tuple[int, int]]:
 def test_verify_is_consistent_all_along_while_two_farmers_run(tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "t", [f"echo {i}" for i in range(400)])
     farmers = [start_farmer([str(tasks), "-n", "2"]) for _ in range(2)]
+    # --verify needs a workdir: on a slow machine the farmers may not have made it yet
+    wait_for(lambda: (tmp_path / "t_workdir" / "toprocess").exists(), what="the workdir")
     checks = []
     while any(farmer.poll() is None for farmer in farmers) or not checks:
         code, lines = verify(str(tasks), "-w", str(tmp_path / "t_workdir"))
