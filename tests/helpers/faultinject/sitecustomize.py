@@ -36,7 +36,6 @@ import os
 import re
 import signal
 import sys
-import threading
 from typing import Any, Callable
 
 _ROOT = os.environ.get("FAULT_ROOT", "")
@@ -53,14 +52,7 @@ _real_open = os.open
 _real_close = os.close
 _real_write = os.write
 _real_readlink = os.readlink
-# Our own bookkeeping calls are not counted. Per thread: the farmer's heartbeat thread may be
-# inside a check while the main thread forks a worker, and a process-wide flag would then be
-# copied into the worker set, so that none of the worker's calls would ever be counted.
-_local = threading.local()
-
-
-def _busy() -> bool:
-    return getattr(_local, "busy", False)
+_busy = False  # our own bookkeeping calls are not counted
 
 
 def _path_of(target: Any) -> str | None:
@@ -125,9 +117,10 @@ def _note(count: int, op: str, site: str, path: str) -> None:
 
 def _check(op: str, target: Any) -> None:
     """Count a call on ``target``; fail or kill if it is the chosen one."""
-    if _busy() or not _MODE:
+    global _busy
+    if _busy or not _MODE:
         return
-    _local.busy = True
+    _busy = True
     try:
         path = _path_of(target)
         if path is None:
@@ -150,7 +143,7 @@ def _check(op: str, target: Any) -> None:
                 os.killpg(os.getpgrp(), signal.SIGKILL)
             raise OSError(_ERRNO, os.strerror(_ERRNO), path)
     finally:
-        _local.busy = False
+        _busy = False
 
 
 def _wrap(name: str, fd_arg: bool = False) -> None:
@@ -194,7 +187,7 @@ def _wrap_write() -> None:
 
 def _wrap_close() -> None:
     def close(fd: int) -> None:
-        path = None if _busy() else _path_of(fd)
+        path = None if _busy else _path_of(fd)
         _real_close(fd)  # closed in any case, as the system does when close(2) fails
         if path is not None:
             _check("close", path)
@@ -229,7 +222,7 @@ _real_io_open = io.open
 def _open(file: Any, mode: str = "r", buffering: int = -1, encoding: str | None = None,
           errors: str | None = None, newline: str | None = None, closefd: bool = True,
           opener: Any = None) -> Any:
-    if isinstance(file, int) or _busy() or not _MODE or _path_of(file) is None:
+    if isinstance(file, int) or _busy or not _MODE or _path_of(file) is None:
         return _real_io_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
     _check("open", file)
     raw_mode = mode.replace("t", "").replace("b", "")
