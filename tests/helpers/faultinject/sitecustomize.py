@@ -53,6 +53,7 @@ _real_close = os.close
 _real_write = os.write
 _real_readlink = os.readlink
 _busy = False  # our own bookkeeping calls are not counted
+_counter_fd: int | None = None  # the counter's descriptor while this process holds its flock
 
 
 def _path_of(target: Any) -> str | None:
@@ -96,7 +97,9 @@ def _site(path: str) -> str:
 
 
 def _next_count() -> int:
+    global _counter_fd
     fd = _real_open(_COUNTER, os.O_RDWR | os.O_CREAT, 0o644)
+    _counter_fd = fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         raw = os.pread(fd, 8, 0)
@@ -104,7 +107,20 @@ def _next_count() -> int:
         os.pwrite(fd, count.to_bytes(8, "little"), 0)
         return count
     finally:
+        _counter_fd = None
         _real_close(fd)
+
+
+def _after_fork_in_child() -> None:
+    """A worker forked while another thread of its parent (the heartbeat) was inside
+    :func:`_check` inherits ``_busy`` set, and none of its calls would ever count; it may also
+    inherit the counter's descriptor under ``flock`` (closing this copy keeps the parent's
+    lock, which ends when the parent closes its own)."""
+    global _busy, _counter_fd
+    _busy = False
+    if _counter_fd is not None:
+        _real_close(_counter_fd)
+        _counter_fd = None
 
 
 def _note(count: int, op: str, site: str, path: str) -> None:
@@ -245,6 +261,7 @@ def _open(file: Any, mode: str = "r", buffering: int = -1, encoding: str | None 
 
 
 if _MODE:
+    os.register_at_fork(after_in_child=_after_fork_in_child)
     for _name in ("open", "pwrite", "read", "pread", "ftruncate", "truncate", "fsync",
                   "utime", "mkdir", "unlink", "remove", "rmdir", "fstat", "stat", "listdir",
                   "scandir"):
