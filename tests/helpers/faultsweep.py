@@ -206,11 +206,11 @@ def choose(calls: Sequence[Call], full: bool, covered: set[str] = frozenset(),
     """The faults to try.
 
     Full mode: every call with each fault, and a persistent EIO from the first call of every
-    site. Else, for every distinct site not in ``covered`` (tried with another farm): its
-    first call (targeted by site, so it is hit even if timing shifts the count), ENOSPC and
-    EIO alternating, a kill on every fourth site and a persistent EIO on every fifth; plus
-    ``extra`` calls spread over the run (more when sites are ``covered``: the farm's
-    own situations) with each fault in turn.
+    site. Else (CI), every distinct site not in ``covered`` (tried with another farm) once,
+    at its first call (targeted by site, so it is hit even if timing shifts the count), with
+    ENOSPC, EIO and a kill in turn, and a persistent EIO on every tenth site; plus ``extra``
+    calls spread over the run (more when sites are ``covered``: the farm's own situations)
+    with each fault in turn.
     """
     sites = sorted({call.site for call in calls})
     if full:
@@ -218,13 +218,11 @@ def choose(calls: Sequence[Call], full: bool, covered: set[str] = frozenset(),
             [Fault(1, "EIO", site, persist=True) for site in sites]
     chosen: list[Fault] = []
     for index, site in enumerate(site for site in sites if site not in covered):
-        chosen.append(Fault(1, FAULTS[index % 2], site))
-        if index % 4 == 3:
-            chosen.append(Fault(1, "kill", site))
-        if index % 5 == 4:
+        chosen.append(Fault(1, FAULTS[index % 3], site))
+        if index % 10 == 9:
             chosen.append(Fault(1, "EIO", site, persist=True))
     if covered:
-        extra *= 8
+        extra *= 4
     step = max(1, len(calls) // extra)
     chosen += [Fault(call.number, FAULTS[i % 3]) for i, call in enumerate(calls[step // 2::step])]
     return chosen
@@ -318,12 +316,15 @@ def sweep_one(root: Path, farm: Farm, fault: Fault) -> Outcome:
     return outcome
 
 
-def after_marker(calls: Sequence[Call]) -> list[Fault]:
+def after_marker(calls: Sequence[Call], full: bool) -> list[Fault]:
     """Faults at the first call of every site seen once the marker exists (counted with
-    ``after``): each fails once (ENOSPC and EIO alternating) and SIGKILLs its process once."""
+    ``after``): full mode, each site fails once (ENOSPC and EIO alternating) and SIGKILLs
+    its process once; else (CI) each site gets one of ENOSPC, EIO and a kill, in turn."""
     sites = sorted({call.site for call in calls})
-    return [Fault(1, fault, site, after=True)
-            for index, site in enumerate(sites) for fault in (FAULTS[index % 2], "kill")]
+    if full:
+        return [Fault(1, fault, site, after=True)
+                for index, site in enumerate(sites) for fault in (FAULTS[index % 2], "kill")]
+    return [Fault(1, FAULTS[index % 3], site, after=True) for index, site in enumerate(sites)]
 
 
 def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3, after: bool = False
@@ -334,7 +335,7 @@ def sweep(base: Path, farm: Farm, full: bool, jobs: int = 3, after: bool = False
     covered: set[str] = set()
     if farm != FARMS[0] and not full and not after:
         covered = {call.site for call in count(base / f"{FARMS[0].name}-count", FARMS[0])}
-    plan = after_marker(calls) if after else choose(calls, full, covered)
+    plan = after_marker(calls, full) if after else choose(calls, full, covered)
 
     def one(index: int) -> Outcome:
         root = base / f"{farm.name}-{index}"

@@ -53,7 +53,6 @@ _real_close = os.close
 _real_write = os.write
 _real_readlink = os.readlink
 _busy = False  # our own bookkeeping calls are not counted
-_counter_fd: int | None = None  # the counter's descriptor while this process holds its flock
 
 
 def _path_of(target: Any) -> str | None:
@@ -97,9 +96,7 @@ def _site(path: str) -> str:
 
 
 def _next_count() -> int:
-    global _counter_fd
     fd = _real_open(_COUNTER, os.O_RDWR | os.O_CREAT, 0o644)
-    _counter_fd = fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         raw = os.pread(fd, 8, 0)
@@ -107,20 +104,25 @@ def _next_count() -> int:
         os.pwrite(fd, count.to_bytes(8, "little"), 0)
         return count
     finally:
-        _counter_fd = None
         _real_close(fd)
 
 
 def _after_fork_in_child() -> None:
     """A worker forked while another thread of its parent (the heartbeat) was inside
-    :func:`_check` inherits ``_busy`` set, and none of its calls would ever count; it may also
-    inherit the counter's descriptor under ``flock`` (closing this copy keeps the parent's
-    lock, which ends when the parent closes its own)."""
-    global _busy, _counter_fd
+    :func:`_check` inherits ``_busy`` set, and none of its calls would ever count; it may
+    also inherit that thread's descriptor of the counter, whose ``flock`` belongs to the open
+    file, not to a process: as long as the worker kept its copy, the lock would outlive the
+    parent's ``close`` and every later count would wait for ever. The worker's only thread
+    was in ``fork``, not counting, so every counter descriptor it has is such a copy."""
+    global _busy
     _busy = False
-    if _counter_fd is not None:
-        _real_close(_counter_fd)
-        _counter_fd = None
+    counter = os.path.realpath(_COUNTER)
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if _real_readlink(f"/proc/self/fd/{name}") == counter:
+                _real_close(int(name))
+        except OSError:
+            pass  # the descriptor listdir itself used, closed since
 
 
 def _note(count: int, op: str, site: str, path: str) -> None:
