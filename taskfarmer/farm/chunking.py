@@ -11,6 +11,9 @@ long task still claims one at a time. The decisions are pure functions, unit-tes
   :data:`MAX_CHUNK`;
 * :func:`chunk_size`: that, but near the end of the list no more than a share of what is left,
   so that no slot idles while another holds unstarted work.
+* :func:`hand_back_due`: a task that runs past :data:`HAND_BACK_AFTER` was not what the chunk
+  was sized for: the claimed tasks waiting behind it go back into ``toprocess`` then, for the
+  slots that are free (or free soon), rather than wait for it, which may take hours;
 * :func:`record_due`: held results are recorded once the youngest is ``RESULT_HOLD`` old and
   the oldest :data:`RECORD_DELAY` old (or at the next claim, whichever comes first).
 
@@ -31,6 +34,8 @@ CLAIM_PERIOD = 1.0
 MAX_CHUNK = 32
 #: Held results are recorded once the oldest is this old (seconds), at the latest.
 RECORD_DELAY = 1.0
+#: Seconds a task may run before the claimed tasks queued behind it are handed back.
+HAND_BACK_AFTER = 2 * CLAIM_PERIOD
 #: Weight of the latest duration in the running estimate (exponential moving average).
 DURATION_WEIGHT = 0.2
 
@@ -85,6 +90,14 @@ def chunk_size(want: int, pending: int, claimants: int) -> int:
     if pending >= want * claimants:
         return want
     return max(1, min(want, pending // (2 * claimants)))
+
+
+def hand_back_due(started: float | None, queued: int) -> float | None:
+    """When the ``queued`` claimed tasks waiting behind the running task (started at
+    ``started``, monotonic time; None: none runs) are to be handed back; None: never."""
+    if started is None or queued == 0:
+        return None
+    return started + HAND_BACK_AFTER
 
 
 def record_due(oldest_end: float, youngest_end: float) -> float:

@@ -86,15 +86,15 @@ class Execution:
         monotonic: the monotonic clock.
         sleep: sleeps that many seconds.
         say: tells the farmer a line.
-        record_due: when the held results are due to be recorded (monotonic time; None: none
-            is held).
-        record_held: records the held results that are old enough (takes the lock).
+        chores_due: when the worker has chores to do while a task runs (monotonic time; None:
+            none): held results to record, claimed tasks to hand back.
+        do_chores: does the chores that are due (takes the lock).
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
                  *, clock: Callable[[], float], monotonic: Callable[[], float],
                  sleep: Callable[[float], None], say: Callable[[str], None],
-                 record_due: Callable[[], float | None], record_held: Callable[[], None]) -> None:
+                 chores_due: Callable[[], float | None], do_chores: Callable[[], None]) -> None:
         self._options = options
         self._runner = runner
         self._logs = logs
@@ -103,8 +103,8 @@ class Execution:
         self._monotonic = monotonic
         self._sleep = sleep
         self._say = say
-        self._record_due = record_due
-        self._record_held = record_held
+        self._chores_due = chores_due
+        self._do_chores = do_chores
         self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
@@ -208,16 +208,16 @@ class Execution:
         return process.wait(), stopped
 
     def _wait(self, process: Process) -> None:
-        """Wait until the task's leader exits, recording held results meanwhile.
+        """Wait until the task's leader exits, doing the worker's chores meanwhile.
 
         The leader is not reaped: while it is a zombie its pid (= the group id) cannot be
         reused, so killing the group afterwards cannot hit an unrelated process. Held results
-        are due to be recorded a moment after they ended (``record_due``); waiting on a pidfd
-        with a timeout lets us record them then rather than after this task, which may run for
-        hours.
+        are due to be recorded a moment after they ended, and the claimed tasks queued behind
+        a long task to be handed back (``chores_due``); waiting on a pidfd with a timeout lets
+        us do that then rather than after this task, which may run for hours.
         """
         pidfd = None
-        if self._record_due() is not None:
+        if self._chores_due() is not None:
             try:
                 pidfd = os.pidfd_open(process.pid)
             except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3: record later
@@ -226,10 +226,10 @@ class Execution:
             try:
                 poller = select.poll()
                 poller.register(pidfd, select.POLLIN)
-                while (due := self._record_due()) is not None:
+                while (due := self._chores_due()) is not None:
                     if poller.poll(max(0.0, due - self._monotonic()) * 1000):
                         break  # the task ended first
-                    self._record_held()
+                    self._do_chores()
             finally:
                 os.close(pidfd)
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)

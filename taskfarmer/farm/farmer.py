@@ -328,7 +328,7 @@ class Farm:
                               task_timeout=self.config.task_timeout,
                               retries=self.config.retries,
                               environ=resources.environment(self.config.environ),
-                              logs=self.config.logs)
+                              logs=self.config.logs, slots=self.config.proc)
         return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
                       may_start=self.gate.may_start)

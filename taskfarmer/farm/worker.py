@@ -28,7 +28,7 @@ from ..runners.base import Runner
 from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
-from .chunking import DurationEstimate, chunk_size, record_due, wanted
+from .chunking import DurationEstimate, chunk_size, hand_back_due, record_due, wanted
 from .execution import Execution
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
@@ -50,6 +50,7 @@ class WorkerConfig:
     retries: int = 0
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     logs: str = "flat"
+    slots: int = 1  # the farmer's workers, this one included (--proc)
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,14 @@ class Worker:
         self._generation = 0
         self._durations = DurationEstimate()
         self._claimants: tuple[int, float] | None = None  # (lease files, counted when)
+        self._started: float | None = None  # when the running task started (monotonic)
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
         self.joblog = JobLog(self.store.files.joblog, coherent=self.store.files.coherent)
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
-                                   record_due=self._record_due, record_held=self._record_held)
+                                   chores_due=self._chores_due, do_chores=self._do_chores)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:
@@ -182,7 +184,9 @@ class Worker:
         while self.queue and self.may_start() and not self.stop.requested:
             task = self.queue.popleft()
             self._busy(task.id)
+            self._started = self.monotonic()
             result = self._execute(task)
+            self._started = None
             self._busy(-1)
             self._durations.add(result.end - result.start)
             self.results.append(result)
@@ -207,11 +211,13 @@ class Worker:
     def _count_claimants(self) -> int:
         """*locked* The workers of the workdir (its lease files), counted at most every
         :data:`CLAIMANTS_REFRESH` seconds (a directory listing: on a workdir shared by many
-        nodes, not something to do per claim)."""
+        nodes, not something to do per claim), and at least our farmer's: at start-up its
+        other workers may not have registered yet, and a count that low would let the first
+        worker claim the end of the list alone."""
         now = self.monotonic()
         if self._claimants is None or now - self._claimants[1] >= CLAIMANTS_REFRESH:
-            self._claimants = (max(1, len(self.store.lease_names())), now)
-        return self._claimants[0]
+            self._claimants = (len(self.store.lease_names()), now)
+        return max(self.config.slots, self._claimants[0])
 
     def _put_back_unstarted(self) -> None:
         """*locked* Put the claimed tasks not started back into ``toprocess``."""
@@ -272,12 +278,14 @@ class Worker:
 
     # -- held results ------------------------------------------------------------------------
 
-    def _record_due(self) -> float | None:
-        """When the held results are due to be recorded (monotonic clock; see
-        :func:`~.chunking.record_due`); None if none is held."""
-        if not self.results:
-            return None
-        return record_due(self.results[0].ended_at, self.results[-1].ended_at)
+    def _chores_due(self) -> float | None:
+        """When the next chore is due while a task runs (monotonic clock): recording the held
+        results (:func:`~.chunking.record_due`), handing the queued tasks back
+        (:func:`~.chunking.hand_back_due`); None if there is none."""
+        due = [hand_back_due(self._started, len(self.queue))]
+        if self.results:
+            due.append(record_due(self.results[0].ended_at, self.results[-1].ended_at))
+        return min((when for when in due if when is not None), default=None)
 
     def _sleep_until_recordable(self) -> None:
         """Wait until the youngest held result may be recorded (or a stop arrives)."""
@@ -285,10 +293,14 @@ class Worker:
         if remaining > 0 and not self.stop.requested:
             self.sleep(remaining)
 
-    def _record_held(self) -> None:
-        """Record the held results that are old enough (while a task runs)."""
+    def _do_chores(self) -> None:
+        """While a task runs: record the held results that are old enough, and hand the queued
+        tasks back once the task has run past :data:`~.chunking.HAND_BACK_AFTER`."""
         with self.store.locked():
             self._settle()
+            back = hand_back_due(self._started, len(self.queue))
+            if back is not None and self.monotonic() >= back:
+                self._put_back_unstarted()
             self.batch.flush()
 
     def _settle(self, final: bool = False) -> None:

@@ -10,10 +10,12 @@ from helpers.farmer import ids
 
 from taskfarmer.farm.chunking import (
     CLAIM_PERIOD,
+    HAND_BACK_AFTER,
     MAX_CHUNK,
     RECORD_DELAY,
     DurationEstimate,
     chunk_size,
+    hand_back_due,
     record_due,
     wanted,
 )
@@ -87,14 +89,20 @@ def test_held_results_wait_for_the_youngest_hold_and_the_oldest_delay() -> None:
     assert record_due(oldest_end=10.0, youngest_end=late) == late + RESULT_HOLD
 
 
-def _worker(workdir: Path, lines: list[str], **kwargs: object) -> Worker:
+def test_queued_tasks_are_handed_back_once_the_running_one_overruns() -> None:
+    assert hand_back_due(started=10.0, queued=3) == 10.0 + HAND_BACK_AFTER
+    assert hand_back_due(started=10.0, queued=0) is None  # nothing waits behind it
+    assert hand_back_due(started=None, queued=3) is None  # no task runs
+
+
+def _worker(workdir: Path, lines: list[str], slots: int = 1, **kwargs: object) -> Worker:
     store = StateStore(workdir, make_lock(workdir, "flock", {}))
     store.prepare()
     with store.locked():
         store.initialize(lines)
     parts = Parts(store, Timeline(workdir / "timeline.json"), BasicRunner(), ListTaskList())
-    return Worker(WorkerConfig(slot=0, farmer="f", track=1, node="n"), parts, StopRequest(),
-                  say=lambda text: None, **kwargs)  # type: ignore[arg-type]
+    return Worker(WorkerConfig(slot=0, farmer="f", track=1, node="n", slots=slots), parts,
+                  StopRequest(), say=lambda text: None, **kwargs)  # type: ignore[arg-type]
 
 
 def _claimed(worker: Worker) -> list[int]:
@@ -131,3 +139,27 @@ def test_claimed_tasks_not_started_go_back_when_the_start_gate_closes(tmp_path: 
         assert worker.store.pending_count(100) == 39
         assert not worker.store.any_leases()
     assert ids(tmp_path / "toprocess")[-MAX_CHUNK + 1:] == list(range(1, MAX_CHUNK))  # put back
+
+
+def test_the_farmers_own_slots_count_before_they_registered(tmp_path: Path) -> None:
+    """At start-up the first worker claims before its siblings have lease files: it must not
+    take the end of the list alone (they would find nothing, exit, and leave its chunk to
+    run one task after the other)."""
+    worker = _worker(tmp_path, ["true"] * 12, slots=3)
+    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    assert _claimed(worker) == [0, 1]  # 12 // (2 * 3 slots), though 1 lease file exists
+
+
+def test_tasks_queued_behind_a_long_one_are_handed_back(tmp_path: Path) -> None:
+    """A chunk sized for short tasks met a long one: the tasks behind it go back into
+    toprocess while it runs (for the free slots), instead of waiting for it."""
+    worker = _worker(tmp_path, [f"sleep {HAND_BACK_AFTER + 0.5}", "true", "true"])
+    with worker.store.locked():
+        worker.lease = worker._register()
+        worker._take(worker.store.claim(worker.lease, 3))
+    assert worker._run_queue()
+    assert [result.task.id for result in worker.results] == [0]  # only the long one ran
+    assert not worker.queue
+    with worker.store.locked():
+        assert worker.store.pending_count(10) == 2
+    assert ids(tmp_path / "toprocess")[-2:] == [1, 2]  # put back while task 0 ran
