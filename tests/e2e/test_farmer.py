@@ -98,6 +98,22 @@ def test_farmers_on_one_workdir_share_the_tasks(tmp_path: Path) -> None:
     assert not os.listdir(workdir / "leases")
 
 
+def test_long_tasks_among_short_ones_run_side_by_side(tmp_path: Path) -> None:
+    """Short tasks make chunks grow; four long tasks in the middle of the list must still run
+    on every slot at once, not one after the other in one worker's chunk: each waits (at most
+    a minute) until all four have started, and fails if they never do."""
+    started = tmp_path / "started"
+    started.mkdir()
+    barrier = (f"touch {started}/$$; n=0; while [ $(ls {started} | wc -l) -lt 4 ]; do "
+               "n=$((n+1)); [ $n -gt 600 ] && exit 1; sleep 0.1; done")
+    tasks = write_tasklist(tmp_path / "t", ["true"] * 300 + [barrier] * 4 + ["true"] * 300)
+    done = run_farmer([str(tasks), "-n", "4"], timeout=240)
+    assert done.returncode == 0, done.stderr
+    workdir = tmp_path / "t_workdir"
+    assert sorted(ids(workdir / "finished")) == list(range(604))
+    assert ids(workdir / "failed") == []
+
+
 def _long_tasks(tmp_path: Path, count: int, body: str = "sleep 300") -> Path:
     """Tasks that record their pid, then run ``body`` (in the task's process group)."""
     pids = tmp_path / "pids"
