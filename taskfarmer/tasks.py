@@ -10,15 +10,25 @@ keyword arguments of their INI section, as strings.
 
 from __future__ import annotations
 
+import os
 import shlex
+import stat
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from .errors import ConfigError, FilesystemError, TasklistError
 from .ini import flag
+
+#: The longest tasklist line, in bytes (its newline not counted). A longer line is refused when
+#: the list is read, with its line number: lines are read at most this long at a time, so no
+#: file, however long its lines (``/dev/zero`` has one without end), makes a farmer read without
+#: end or fill its memory. No shell could run such a line anyway: Linux refuses a single
+#: argument over 128 KiB (``/bin/sh -c LINE`` fails with E2BIG).
+MAX_LINE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,36 +55,50 @@ class TaskList:
         """The task lines of ``path`` in order.
 
         Blank lines and lines starting with ``#`` are not tasks. Surrounding whitespace and
-        CRLF line ends are stripped. The file is opened by this call, so a missing or
-        unreadable tasklist is reported before anything else happens; the lines are read as
-        the result is iterated.
+        CRLF line ends are stripped. The last line is a task also without its newline, as
+        PyTaskFarmer's ``readlines()`` had it. The file is opened by this call, so a missing
+        or unreadable tasklist is reported before anything else happens; the lines are read
+        as the result is iterated.
 
         Raises:
-            TasklistError: the file cannot be read, or a line is not valid UTF-8 or holds a
-                NUL byte (a shell cannot run it).
+            TasklistError: the file cannot be read, or a line is not valid UTF-8, holds a
+                NUL byte (a shell cannot run it) or is longer than :data:`MAX_LINE`.
         """
         return self._read(path, self.open(path))
 
     @staticmethod
     def open(path: Path) -> BinaryIO:
-        """``path`` opened for reading.
+        """``path`` opened for reading: a regular file.
+
+        A FIFO, a device or a socket is refused without blocking (``O_NONBLOCK``: opening a
+        FIFO would wait for a writer): a farm reads its list again at every start and looks
+        for appended lines while it runs, which only a file allows.
 
         Raises:
-            TasklistError: it is missing, a directory or unreadable.
+            TasklistError: it is missing, not a regular file or unreadable.
         """
         try:
-            return open(path, "rb")
-        except IsADirectoryError:
-            raise TasklistError(path, "is a directory, not a tasklist") from None
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise TasklistError(path, "no such tasklist") from None
         except OSError as error:
             raise TasklistError(path, f"cannot read tasklist: {error.strerror}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
+                raise TasklistError(path, "is a directory, not a tasklist")
+            raise TasklistError(path, (
+                f"is {_file_kind(mode)}, not a regular file: a farm reads its tasklist again "
+                "when it continues; save it to a file, or give it on standard input as '-' "
+                "with --workdir"))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
 
     @staticmethod
     def _read(path: Path, handle: BinaryIO) -> Iterator[str]:
         with handle:
-            yield from TaskList.parse(path, handle)
+            yield from TaskList.parse(path, raw_lines(handle))
 
     @staticmethod
     def parse(path: Path, raw_lines: Iterable[bytes], first: int = 1) -> Iterator[str]:
@@ -83,6 +107,10 @@ class TaskList:
         number = first - 1
         try:
             for number, raw in enumerate(raw_lines, start=first):
+                if len(raw) - raw.endswith(b"\n") > MAX_LINE:
+                    raise TasklistError(path, (
+                        f"line is longer than {MAX_LINE} bytes (1 MiB), the limit of a "
+                        "tasklist line"), line=number)
                 stripped = raw.strip()
                 if not stripped or stripped.startswith(b"#"):
                     continue
@@ -105,6 +133,19 @@ class TaskList:
     def command(self, task: Task) -> str:
         """The shell command that runs ``task`` (the line itself by default)."""
         return task.text
+
+
+def raw_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``handle`` from its position, in bounded memory: a line longer than
+    :data:`MAX_LINE` comes in pieces, the first of which :meth:`TaskList.parse` refuses."""
+    return iter(partial(handle.readline, MAX_LINE + 2), b"")
+
+
+def _file_kind(mode: int) -> str:
+    """``a FIFO``, ``a character device`` ... for messages."""
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 class ListTaskList(TaskList):
