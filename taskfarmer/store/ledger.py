@@ -9,15 +9,17 @@ from collections.abc import Iterable
 from typing import Callable
 
 from ..errors import StateError
-from ..tasks import Task
+from ..tasks import MAX_LINE, Task
 from .files import StateFiles
 from .lines import (
+    MALFORMED_HINT,
     READ_CHUNK,
     append,
     complete_end,
     cut_incomplete_line,
     last_line,
     line_ids,
+    line_number,
     lines,
     parse_task_line,
     task_line,
@@ -25,6 +27,9 @@ from .lines import (
 
 #: How much of ``toprocess`` one claim reads at the cursor (grown for longer lines).
 CLAIM_READ = 4096
+#: The longest ``toprocess`` line: a tasklist line at its limit, its ID, a space and the
+#: newline. The read at the cursor grows up to this and no further.
+LONGEST_LINE = MAX_LINE + 64
 #: The most tasks one claim takes (one ``claims`` write; ``--status`` relies on the bound).
 MAX_CLAIM = 256
 #: The ``claims`` line that marks a compaction in progress.
@@ -136,7 +141,12 @@ class Ledger:
             if start == 0:  # no complete line in the chunk
                 if cursor + len(data) >= size:
                     break  # a line still being appended by hand: not a task yet
-                chunk = min(chunk * 2, READ_CHUNK * 64)
+                if chunk >= LONGEST_LINE:  # reading the same chunk again would not end
+                    raise StateError(toprocess, (
+                        f"line longer than {LONGEST_LINE} bytes (no task line is: tasklist "
+                        f"lines are at most {MAX_LINE}): {MALFORMED_HINT}"), cursor,
+                        line_number(toprocess, cursor))
+                chunk = min(chunk * 2, LONGEST_LINE)
             cursor += start
         if records:
             append(self.files.fd(self.files.claims), self.files.claims, b"".join(records))

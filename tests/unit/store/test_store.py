@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from taskfarmer.errors import StateError
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.store import READ_CHUNK, LeaseRevoked, Outcome, StateCounter, StateStore
 from taskfarmer.store.locking import make_lock
-from taskfarmer.tasks import Task
+from taskfarmer.tasks import MAX_LINE, Task
 
 
 def make_store(workdir: Path, tasks: list) -> StateStore:
@@ -78,6 +79,32 @@ def test_claim_reads_a_bounded_chunk_of_a_huge_list(tmp_path: Path,
     assert (tmp_path / "toprocess").stat().st_size > 20 * READ_CHUNK
     assert max(reads) <= READ_CHUNK
     assert sum(reads) <= 50 * (READ_CHUNK + 4096)
+
+
+def test_a_claim_takes_a_line_at_the_limit_and_refuses_a_longer_one(tmp_path: Path) -> None:
+    """A toprocess line longer than any task line (an old workdir, a hand edit) is a clear
+    error: the claim loop once read the same 4 MiB again and again, holding the lock."""
+    store = make_store(tmp_path, ["x" * MAX_LINE, "echo " + "y" * (5 << 20), "echo z"])
+    outcome: list[object] = []
+
+    def claim_all() -> None:
+        with store.locked():
+            lease = store.register("l1", owner())
+            try:
+                outcome.append(store.claim(lease, 1))
+                outcome.append(store.claim(lease, 1))
+            except StateError as error:
+                outcome.append(error)
+
+    claiming = threading.Thread(target=claim_all, daemon=True)
+    claiming.start()
+    claiming.join(timeout=60)
+    assert not claiming.is_alive(), "the claim did not end"
+    assert [task.id for task in outcome[0]] == [0]  # type: ignore[attr-defined]
+    error = outcome[1]
+    assert isinstance(error, StateError)
+    assert (error.path, error.line) == (tmp_path / "toprocess", 2)
+    assert "line longer than 1048640 bytes" in str(error)
 
 
 def test_revoked_lease_cannot_record_or_claim(tmp_path: Path) -> None:
