@@ -107,10 +107,7 @@ class TaskList:
         number = first - 1
         try:
             for number, raw in enumerate(raw_lines, start=first):
-                if len(raw) - raw.endswith(b"\n") > MAX_LINE:
-                    raise TasklistError(path, (
-                        f"line is longer than {MAX_LINE} bytes (1 MiB), the limit of a "
-                        "tasklist line"), line=number)
+                check_length(path, raw, number)
                 stripped = raw.strip()
                 if not stripped or stripped.startswith(b"#"):
                     continue
@@ -133,6 +130,18 @@ class TaskList:
     def command(self, task: Task) -> str:
         """The shell command that runs ``task`` (the line itself by default)."""
         return task.text
+
+
+def check_length(path: Path, raw: bytes, number: int) -> None:
+    """Refuse line ``number`` of ``path``, ``raw`` (maybe without its newline, or the first
+    piece :func:`raw_lines` gave of it), if it is longer than :data:`MAX_LINE`.
+
+    Raises:
+        TasklistError: it is.
+    """
+    if len(raw) - raw.endswith(b"\n") > MAX_LINE:
+        raise TasklistError(path, (f"line is longer than {MAX_LINE} bytes (1 MiB), the limit "
+                                   "of a tasklist line"), line=number)
 
 
 def raw_lines(handle: BinaryIO) -> Iterator[bytes]:

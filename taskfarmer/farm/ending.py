@@ -87,8 +87,9 @@ def _tidy(store: StateStore, catch_orphans: Callable[[], int]) -> None:
         store.tidy()
 
 
-def work_left(store: StateStore, errors: FirstError) -> bool:
-    """Whether tasks wait or run anywhere (True after an error: the files cannot tell)."""
+def work_left(store: StateStore, errors: FirstError, tasklist: Path) -> bool:
+    """Whether tasks wait or run anywhere, or lines of ``tasklist`` wait to be imported (True
+    after an error: the files cannot tell)."""
     left = True
     if errors.message is None:
         def look() -> None:
@@ -96,7 +97,7 @@ def work_left(store: StateStore, errors: FirstError) -> bool:
             with store.locked():
                 left = store.pending() or store.any_leases()
         errors.attempt(look)
-    return left
+    return left or store.unimported_bytes(tasklist) > 0
 
 
 def mark_end(store: StateStore, timeline: Timeline, track: int, stop: StopRequest,

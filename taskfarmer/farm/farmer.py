@@ -134,7 +134,6 @@ class Farm:
         self.counter = StateCounter(parts.store)
         self.errors = FirstError(config.workdir)
         self.crashes = 0
-        self.list_changed = False
         self.draining: str | None = None  # why no task starts any more
         self.pipe = MessagePipe()
         self.pool = WorkerPool(config.proc, self._make_worker, self.pipe, self.stop,
@@ -238,7 +237,7 @@ class Farm:
                     partial(self.orphans.catch, self.track))
 
     def _report(self) -> FarmReport:
-        left = work_left(self.store, self.errors)
+        left = work_left(self.store, self.errors, self.config.tasklist)
         try:
             snapshot = self._snapshot()
         except (TaskfarmerError, OSError):
@@ -365,6 +364,8 @@ class Farm:
 
     def _all_done(self) -> bool:
         self._import_growth()  # out of work: lines appended since are work too
+        if self.store.unimported_bytes(self.config.tasklist) > 0:
+            return False  # a last line without its newline: imported once the list rests
         with self.store.locked():
             if self.store.pending() or self.store.any_leases():
                 return False
@@ -374,9 +375,10 @@ class Farm:
         """Import lines appended to the tasklist since (one ``stat`` when there are none).
 
         A list whose imported part changed while we run is reported once and no longer
-        imported from: the tasks already imported stay valid and are finished.
+        imported from (``ListImport.refused``): the tasks already imported stay valid
+        and are finished.
         """
-        if self.list_changed or self.store.unimported_bytes(self.config.tasklist) <= 0:
+        if self.store.unimported_bytes(self.config.tasklist) <= 0:
             return
         try:
             with self.store.locked():
@@ -387,7 +389,6 @@ class Farm:
                     self.timeline.append([self._appended(now, added),
                                           *counter_events(self.timeline, now, pending=added)])
         except TasklistError as error:
-            self.list_changed = True
             self.display.say(f"error: {error}; importing no more from it")
             return
         if added:

@@ -15,7 +15,8 @@ Modules, one job each:
   :mod:`.results` -- finished, failed, attempts; :mod:`.leases` -- lease files and names,
   takeover; :mod:`.compaction`; :mod:`.orphans` -- the safety net at rest; :mod:`.workdir`
   -- set-up, repair; :mod:`.adopt` -- PyTaskFarmer's workdirs; :mod:`.listimport` -- the
-  tasklist: first read, growth;
+  tasklist: first read, growth; :mod:`.tail` -- what an import takes of the list's end;
+  :mod:`.listcheck` -- the list compared with its imported copy;
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
 * :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``.
 """

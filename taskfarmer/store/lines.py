@@ -24,7 +24,7 @@ READ_CHUNK = 64 * 1024
 LINE_ID = re.compile(rb"^(\d+) ", re.MULTILINE)
 
 
-def append(fd: int, path: Path, data: bytes) -> None:
+def append(fd: int, path: Path, data: bytes, open_end: bool = False) -> None:
     """Append whole lines with one ``write(2)``; undo a failed one (disk full).
 
     The descriptor is ``O_APPEND`` and the caller holds the lock, so the bytes land at the end
@@ -37,13 +37,15 @@ def append(fd: int, path: Path, data: bytes) -> None:
     to it would be glued onto the fragment and read as one wrong line (a mangled command, a
     lost ID). A result or claim cut off this way was never acknowledged: its task is still
     under its lease, and whoever takes the lease over puts it back unless it is recorded.
+    ``open_end``: the file may end inside a line (the copy of a tasklist whose last line had
+    no newline): no such move.
 
     Raises:
         FilesystemError: the write failed (the first failure: not one of the clean-up).
     """
     try:
         before = os.fstat(fd).st_size
-        if before and os.pread(fd, 1, before - 1) != b"\n":
+        if before and not open_end and os.pread(fd, 1, before - 1) != b"\n":
             cut_incomplete_line(path, path.parent / StateFiles.TORN)
             before = os.fstat(fd).st_size
     except OSError as error:

@@ -4,21 +4,23 @@ Lines appended to TASKLIST are new tasks with the next IDs. Two files remember w
 imported:
 
 ``tasklist``
-    a copy of the imported part of TASKLIST (whole lines), appended to as lines are imported.
+    a copy of the imported part of TASKLIST, appended to as lines are imported.
 ``imported``
     ``bytes N``, ``lines L``, ``tasks T`` lines: the first ``N`` bytes (``L`` lines, ``T``
     tasks) of TASKLIST are imported, so the next task gets ID ``T``. Replaced by ``rename(2)``
     (atomic); ``fixed yes`` marks a list read once by a handler that does not grow.
 
-An import of the bytes ``[N, N')`` (complete lines only: a line without its newline yet is left
-for later) is, under the lock: (1) append them to ``tasklist``, (2) append their tasks to
-``toprocess`` in one ``write(2)``, (3) rename the new ``imported`` into place — the commit
-point. A crash before (3) leaves ``tasklist`` longer than ``imported`` says: the next import
-(or farmer start) finds the tasks of that batch already in the state files (IDs ``>= T`` can
-come from nowhere else), appends those still missing, and commits (:meth:`ListImport.recover`).
-Importing costs O(appended bytes): the check that the imported part was not changed compares
-the whole of it with ``tasklist`` when a farmer starts (a sequential read, as PyTaskFarmer's
-restart did) and only its last :data:`TAIL_CHECK` bytes when a running farmer imports growth.
+An import of the bytes ``[N, N')`` (complete lines, and the list's last line without its
+newline once the list is at rest, see :mod:`.tail`; until then that line is left for later; a
+line is at most :data:`~taskfarmer.tasks.MAX_LINE` bytes) is, under the lock: (1) append them
+to ``tasklist``, (2) append their tasks to ``toprocess`` in one ``write(2)``, (3) rename the
+new ``imported`` into place — the commit point. A crash before (3) leaves ``tasklist`` longer
+than ``imported`` says: the next import (or farmer start) finds the tasks of that batch
+already in the state files (IDs ``>= T`` can come from nowhere else), appends those still
+missing, and commits (:meth:`ListImport.recover`). Importing costs O(appended bytes): the
+check that the imported part was not changed compares the whole of it with ``tasklist`` when a
+farmer starts (a sequential read, as PyTaskFarmer's restart did) and only its last
+:data:`TAIL_CHECK` bytes when a running farmer imports growth.
 
 A changed or shorter imported part (an edit, a reordering, another list on the same workdir)
 raises :class:`~taskfarmer.errors.TasklistError` naming the first differing line, unless
@@ -35,17 +37,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import StateError, TasklistError
-from ..tasks import Task, TaskList
+from ..tasks import MAX_LINE, Task, TaskList, check_length, raw_lines
 from .files import StateFiles, private_tmp
 from .lines import append, line_ids, task_line
+from .listcheck import BLOCK, blocks, changed, continued, count_newlines, first_difference
+from .listcheck import open_at as _open_at
+from .tail import Batch, RestWatch, split
 from .workdir import Workdir
 
 #: Bytes of the imported part compared with the copy when a running farmer imports growth.
 TAIL_CHECK = 64 * 1024
 #: Bytes imported per batch (one ``write(2)`` to ``toprocess`` each).
 BATCH = 16 << 20
-#: Block size of comparisons and copies.
-BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,13 @@ class Imported:
 class ListImport:
     """Imports TASKLIST into ``toprocess`` (see the module docstring)."""
 
-    def __init__(self, files: StateFiles) -> None:
+    def __init__(self, files: StateFiles, rest: RestWatch | None = None) -> None:
         self.files = files
         self.state_path = files.imported
         self.copy_path = files.tasklist
         self.copy_tmp = files.tasklist_tmp
+        self.rest = rest or RestWatch()  # is the list at rest (its last line complete)?
+        self.refused = False  # a list that changed while we ran: imported from no more
 
     # -- the state file ------------------------------------------------------------------------
 
@@ -128,15 +133,19 @@ class ListImport:
         if state.accepting:
             state = self._finish_accept(state)
         state = self.recover(tasklist, state)
-        handle = _open_list(tasklist)
+        handle = TaskList.open(tasklist)
+        added = 0
         with handle:
-            state = self._check(tasklist, handle, state, starting, accept)
-            added = 0
-            while True:
-                count, state = self._batch(tasklist, handle, state)
-                if count < 0:
-                    return added
-                added += count
+            try:
+                state = self._check(tasklist, handle, state, starting, accept)
+                while True:
+                    count, state = self._batch(tasklist, handle, state)
+                    if count < 0:
+                        return added
+                    added += count
+            except TasklistError:
+                self.refused = True  # a farmer that runs goes on without the list
+                raise
 
     def _first(self, tasklist: Path, handler: TaskList) -> int:
         """Make ``toprocess`` and the copy from the whole list (the workdir is new)."""
@@ -147,10 +156,17 @@ class ListImport:
             count = self._initialize(handler.lines(tasklist))
             self._commit(Imported(0, 0, count, fixed=True))
             return count
-        handle = _open_list(tasklist)
+        handle = TaskList.open(tasklist)
         with handle:
-            end = _complete_end(handle, os.fstat(handle.fileno()).st_size)
-            lines = self._place_copy(handle, end)
+            info = os.fstat(handle.fileno())
+            end = _complete_end(handle, info.st_size)
+            if end < info.st_size:  # the last line has no newline
+                if info.st_size - end > MAX_LINE:
+                    check_length(tasklist, os.pread(handle.fileno(), MAX_LINE + 1, end),
+                                 count_newlines(handle, 0, end) + 1)
+                if self.rest.at_rest(info):
+                    end = info.st_size
+            lines = self._place_copy(handle, end) + _open_at(handle, end)
             handle.seek(0)
             count = self._initialize(TaskList.parse(tasklist, _bounded(handle, end)))
         self._commit(Imported(end, lines, count))
@@ -172,7 +188,7 @@ class ListImport:
         fsynced, to be renamed into place); returns their number of lines."""
         lines = 0
         with open(tmp or self.copy_tmp, "wb") as out:
-            for block in _blocks(handle, 0, end):
+            for block in blocks(handle, 0, end):
                 out.write(block)
                 lines += block.count(b"\n")
             out.flush()
@@ -187,20 +203,26 @@ class ListImport:
 
     def _batch(self, tasklist: Path, handle: BinaryIO, state: Imported
                ) -> tuple[int, Imported]:
-        """Import up to :data:`BATCH` bytes of complete lines after ``state``; (-1, state) if
-        there are none."""
-        size = os.fstat(handle.fileno()).st_size
-        data = os.pread(handle.fileno(), min(BATCH, size - state.bytes), state.bytes) \
-            if size > state.bytes else b""
-        data = data[: data.rfind(b"\n") + 1]
-        if not data:
+        """Import up to :data:`BATCH` bytes after ``state``: complete lines, and the list's
+        last line without its newline once the list is at rest; (-1, state) if there is
+        nothing to import."""
+        info = os.fstat(handle.fileno())
+        if info.st_size <= state.bytes:
             return -1, state
-        texts = list(TaskList.parse(tasklist, data.splitlines(keepends=True), state.lines + 1))
+        data = os.pread(handle.fileno(), min(BATCH, info.st_size - state.bytes), state.bytes)
+        whole = (state.bytes + len(data) == info.st_size and not data.endswith(b"\n")
+                 and self.rest.at_rest(info))
+        batch = split(data, _open_at(handle, state.bytes), whole)
+        self._refuse(tasklist, state, batch)
+        if not batch.used:
+            return -1, state
+        data = data[:batch.used]
+        texts = list(TaskList.parse(tasklist, batch.lines, state.lines + 1))
         copy_fd = os.open(self.copy_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if os.fstat(copy_fd).st_size != state.bytes:
                 os.ftruncate(copy_fd, state.bytes)  # a batch abandoned before its step (2)
-            append(copy_fd, self.copy_path, data)  # (1)
+            append(copy_fd, self.copy_path, data, open_end=True)  # (1)
         finally:
             os.close(copy_fd)
         tasks = [Task(state.tasks + index, text) for index, text in enumerate(texts)]
@@ -208,10 +230,23 @@ class ListImport:
             toprocess = self.files.toprocess
             append(self.files.fd(toprocess), toprocess,
                    b"".join(task_line(task) for task in tasks))  # (2)
-        new = Imported(state.bytes + len(data), state.lines + data.count(b"\n"),
+        new = Imported(state.bytes + len(data), state.lines + len(batch.lines),
                        state.tasks + len(tasks))
         self._commit(new)  # (3)
         return len(tasks), new
+
+    def _refuse(self, tasklist: Path, state: Imported, batch: Batch) -> None:
+        """Refuse text added to an open last line (a line already imported), and a last line
+        already longer than a line may be.
+
+        Raises:
+            TasklistError: either.
+        """
+        if batch.continuation.strip():  # the copy ends where state says (recovered)
+            raise continued(tasklist, self.copy_path, (state.bytes, state.lines))
+        if len(batch.rest) > MAX_LINE:
+            first = state.lines + len(batch.lines) + (not batch.in_open_line)
+            check_length(tasklist, batch.rest, first)
 
     def recover(self, tasklist: Path, state: Imported) -> Imported:
         """*locked* Finish an import that a crash cut short between its steps (1) and (3).
@@ -228,20 +263,26 @@ class ListImport:
             return state
         with open(self.copy_path, "rb") as copy:
             data = os.pread(copy.fileno(), size - state.bytes, state.bytes)
-        data = data[: data.rfind(b"\n") + 1]
-        texts = list(TaskList.parse(tasklist, data.splitlines(keepends=True), state.lines + 1))
+            batch = split(data, _open_at(copy, state.bytes), whole=False)
+        texts = list(TaskList.parse(tasklist, batch.lines, state.lines + 1))
         present: set[int] = set()
         for path in (self.files.toprocess, self.files.finished, self.files.failed):
             present.update(i for i in line_ids(path) if i >= state.tasks)
+        lines, used = batch.lines, batch.used
+        if batch.rest and not batch.in_open_line:
+            # A last line taken at rest, if its task went in with the batch (one write);
+            # otherwise cut, and imported again (with the same ID) when its time comes.
+            tail = list(TaskList.parse(tasklist, [batch.rest], state.lines + len(lines) + 1))
+            if tail and state.tasks + len(texts) in present:
+                texts, lines, used = texts + tail, [*lines, batch.rest], len(data)
         missing = [Task(state.tasks + index, text) for index, text in enumerate(texts)
                    if state.tasks + index not in present]
         if missing:
             toprocess = self.files.toprocess
             append(self.files.fd(toprocess), toprocess,
                    b"".join(task_line(task) for task in missing))
-        os.truncate(self.copy_path, state.bytes + len(data))
-        new = Imported(state.bytes + len(data), state.lines + data.count(b"\n"),
-                       state.tasks + len(texts))
+        os.truncate(self.copy_path, state.bytes + used)
+        new = Imported(state.bytes + used, state.lines + len(lines), state.tasks + len(texts))
         self._commit(new)
         return new
 
@@ -252,58 +293,25 @@ class ListImport:
         """Compare the imported part of the list with the copy; refuse or ``accept`` changes."""
         size = os.fstat(handle.fileno()).st_size
         start = 0 if starting else max(0, state.bytes - TAIL_CHECK)
-        difference = self._first_difference(handle, start, min(size, state.bytes))
+        difference = first_difference(self.copy_path, handle, start, min(size, state.bytes))
         if difference is None and size >= state.bytes:
             return state
         if accept:
-            return self._accept(handle, state)
-        with open(self.copy_path, "rb") as copy:
-            if difference is None:  # the list is shorter
-                line = state.lines - _count(copy, size, state.bytes) + 1
-                was = _line_at(copy, size)
-                raise TasklistError(tasklist, (
-                    f"the list is shorter than the {state.lines} lines imported into "
-                    f"{self.files.workdir} (line {line} was {was!r}): use a new --workdir, or "
-                    "--accept-list to take the list as it is now"), line=line)
-            line = _count(handle, 0, difference) + 1
-            was, now = _line_at(copy, difference), _line_at(handle, difference)
-        raise TasklistError(tasklist, (
-            f"differs from the list imported into {self.files.workdir} (was {was!r}, now "
-            f"{now!r}): use a new --workdir, or --accept-list to take the list as it is now"),
-            line=line)
+            return self._accept(tasklist, handle, state)
+        raise changed(tasklist, self.files.workdir, self.copy_path, handle,
+                      (state.bytes, state.lines), difference)
 
-    def _first_difference(self, handle: BinaryIO, start: int, end: int) -> int | None:
-        """Offset of the first byte in ``[start, end)`` where the list and the copy differ."""
-        try:
-            copy = open(self.copy_path, "rb")
-        except FileNotFoundError:
-            raise StateError(self.copy_path, "missing (the copy of the imported list)") from None
-        with copy:
-            if os.fstat(copy.fileno()).st_size < end:
-                raise StateError(self.copy_path, "shorter than 'imported' says")
-            position = start
-            while position < end:
-                length = min(BLOCK, end - position)
-                mine = os.pread(handle.fileno(), length, position)
-                theirs = os.pread(copy.fileno(), length, position)
-                if mine != theirs:
-                    index = next(i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b)
-                    return position + index
-                position += length
-        return None
-
-    def _accept(self, handle: BinaryIO, state: Imported) -> Imported:
-        """Take the list as it is now: its first ``state.lines`` lines count as imported."""
-        size = os.fstat(handle.fileno()).st_size
+    def _accept(self, tasklist: Path, handle: BinaryIO, state: Imported) -> Imported:
+        """Take the list as it is now: its first ``state.lines`` lines count as imported (the
+        last of them also without its newline, as it may have been imported)."""
         end, lines = 0, 0
-        for block in _blocks(handle, 0, _complete_end(handle, size)):
-            for line in block.splitlines(keepends=True):
-                if lines == state.lines:
-                    break
-                end += len(line)
-                lines += 1
+        handle.seek(0)
+        for raw in raw_lines(handle):
             if lines == state.lines:
                 break
+            lines += 1
+            check_length(tasklist, raw, lines)
+            end += len(raw)
         self._copy_prefix(handle, end)
         # Three steps, so that a crash leaves a state the next import completes: (1) the new
         # copy is complete in tasklist.tmp; (2) ``imported`` says so (``accepting``); (3) the
@@ -329,27 +337,29 @@ class ListImport:
         tasks = 1 + max((max(line_ids(path), default=-1)
                          for path in (files.toprocess, files.finished, files.failed)),
                         default=-1)
-        handle = _open_list(tasklist)
+        handle = TaskList.open(tasklist)
         with handle:
             end, lines, found = 0, 0, 0
-            while found < tasks:
-                raw = handle.readline()
-                if not raw.endswith(b"\n"):
-                    raise TasklistError(tasklist, (
-                        f"has fewer than the {tasks} tasks of {files.workdir}: use a new "
-                        "--workdir"), line=lines + 1)
+            for raw in raw_lines(handle):  # the last one may have no newline: it was a task
+                if found >= tasks:
+                    break
                 lines += 1
                 end += len(raw)
                 found += len(list(TaskList.parse(tasklist, [raw], lines)))
+            if found < tasks:
+                raise TasklistError(tasklist, (
+                    f"has fewer than the {tasks} tasks of {files.workdir}: use a new "
+                    "--workdir"), line=lines + 1)
             self._place_copy(handle, end)
         state = Imported(end, lines, tasks)
         self._commit(state)
         return state
 
     def unimported_bytes(self, tasklist: Path) -> int:
-        """Bytes of TASKLIST beyond the imported part (no lock; 0 for a list read once)."""
+        """Bytes of TASKLIST beyond the imported part (no lock; 0 for a list read once, or
+        :attr:`refused`)."""
         state = self.state()
-        if state is None or state.fixed:
+        if state is None or state.fixed or self.refused:
             return 0
         try:
             return max(0, tasklist.stat().st_size - state.bytes)
@@ -370,13 +380,6 @@ class _Counted:
             yield text
 
 
-def _open_list(tasklist: Path) -> BinaryIO:
-    try:
-        return open(tasklist, "rb")
-    except OSError as error:
-        raise TasklistError(tasklist, f"cannot read tasklist: {error.strerror}") from None
-
-
 def _complete_end(handle: BinaryIO, size: int) -> int:
     """The end of the last complete line of the first ``size`` bytes."""
     position = size
@@ -390,34 +393,11 @@ def _complete_end(handle: BinaryIO, size: int) -> int:
     return 0
 
 
-def _blocks(handle: BinaryIO, start: int, end: int) -> Iterator[bytes]:
-    position = start
-    while position < end:
-        block = os.pread(handle.fileno(), min(BLOCK, end - position), position)
-        if not block:
-            return
-        yield block
-        position += len(block)
-
-
 def _bounded(handle: BinaryIO, end: int) -> Iterator[bytes]:
-    """The lines of ``handle`` from its position up to byte ``end``."""
+    """The lines of ``handle`` from its position up to byte ``end`` (:func:`raw_lines`)."""
     position = handle.tell()
-    for line in handle:
+    for line in raw_lines(handle):
         if position >= end:
             return
         position += len(line)
         yield line
-
-
-def _count(handle: BinaryIO, start: int, end: int) -> int:
-    return sum(block.count(b"\n") for block in _blocks(handle, start, end))
-
-
-def _line_at(handle: BinaryIO, offset: int) -> str:
-    """The line that contains byte ``offset`` (for messages; at most 200 characters)."""
-    start = max(0, offset - 4096)
-    before = os.pread(handle.fileno(), offset - start, start)
-    after = os.pread(handle.fileno(), 4096, offset)
-    line = before[before.rfind(b"\n") + 1:] + after.split(b"\n", 1)[0]
-    return line.decode("utf-8", "replace")[:200]

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import WorkdirError
+from ..errors import TasklistError, WorkdirError
+from ..tasks import TaskList
 from .leases import LeaseInfo, live_name
 from .ledger import MAX_CLAIM
 from .listimport import Imported
@@ -47,14 +48,17 @@ def count_lines(handle: BinaryIO, start: int, end: int) -> int:
 
 
 def unimported_lines(tasklist: Path | None, imported: Imported | None) -> int:
-    """Complete lines of TASKLIST after its imported part (reads only those; 0 if unknown)."""
+    """Lines of TASKLIST after its imported part, a last one without its newline included
+    (reads only those; 0 if unknown, or if TASKLIST is not a regular file)."""
     if tasklist is None or imported is None or imported.fixed:
         return 0
     try:
-        with open(tasklist, "rb") as handle:
+        with TaskList.open(tasklist) as handle:
             size = os.fstat(handle.fileno()).st_size
-            return count_lines(handle, min(imported.bytes, size), size)
-    except OSError:
+            start = min(imported.bytes, size)
+            last = os.pread(handle.fileno(), 1, size - 1) if size > start else b"\n"
+            return count_lines(handle, start, size) + (last != b"\n")
+    except (OSError, TasklistError):
         return 0
 
 

@@ -20,25 +20,45 @@ def store_of(workdir: Path) -> StateStore:
     return StateStore(workdir, make_lock(workdir, "flock", {}))
 
 
-def test_appended_lines_are_new_tasks_and_only_complete_lines_count(tmp_path: Path) -> None:
+def test_appended_lines_are_new_tasks_and_a_last_line_without_newline_one_at_rest(
+        tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "t", ["echo 0", "# a comment", "echo 1"])
     assert run_farmer([str(tasks)]).returncode == 0
     with open(tasks, "a") as handle:
-        handle.write("echo 2\n\necho 3\necho 4")  # the last line is still being written
+        handle.write("echo 2\n\necho 3\necho 4")  # no newline: a task once the list rests
     again = run_farmer([str(tasks)])
     assert again.returncode == 0, again.stderr
-    assert "imported 2 task(s) appended to" in again.stdout
+    assert "imported 2 task(s) appended to" in again.stdout  # at start; echo 4 two seconds later
     workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3]
+    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3, 4]
     assert (workdir / "finished").read_text().count("echo 3") == 1
-    assert (workdir / "imported").read_text() == "bytes 41\nlines 6\ntasks 4\n"
-    assert (workdir / "tasklist").read_bytes() == tasks.read_bytes()[:41]
-    with open(tasks, "a") as handle:
-        handle.write("\n")
+    assert (workdir / "imported").read_text() == "bytes 47\nlines 7\ntasks 5\n"
+    assert (workdir / "tasklist").read_bytes() == tasks.read_bytes()
+    with open(tasks, "a") as handle:  # the newline, then more lines: the line is the same
+        handle.write("\necho 5\n")
     assert run_farmer([str(tasks)]).returncode == 0
-    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3, 4]
+    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3, 4, 5]
+    assert (workdir / "imported").read_text() == "bytes 55\nlines 8\ntasks 6\n"
     assert run_farmer([str(tasks)]).returncode == 0  # nothing new: nothing runs twice
-    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3, 4]
+    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3, 4, 5]
+
+
+def test_text_glued_onto_a_last_line_imported_without_newline_is_refused(
+        tmp_path: Path) -> None:
+    tasks = tmp_path / "t"
+    tasks.write_text("echo 0\necho 1")
+    os.utime(tasks, (0, 0))  # written long ago: at rest at once
+    assert run_farmer([str(tasks)]).returncode == 0
+    with open(tasks, "a") as handle:
+        handle.write("echo 2\n")  # the line becomes "echo 1echo 2"
+    refused = run_farmer([str(tasks)])
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (
+        f"farmer: error: {tasks}:2: line 2 was imported without its newline (the list was at "
+        "rest), as 'echo 1'; text added to it since changes a task already imported (end a "
+        "list's last line with a newline before appending): use a new --workdir, or "
+        "--accept-list to take the list as it is now\n")
+    assert sorted(ids(tmp_path / "t_workdir" / "finished")) == [0, 1]
 
 
 def test_an_edited_truncated_or_different_list_is_refused(tmp_path: Path) -> None:
