@@ -11,8 +11,9 @@ argparse accepts and click does not:
   verbose output off, anything else turns it on.
 
 As ``farmer``, ``-v`` is a flag: a following argument is taken as its value only if it is a
-true or false word (``farmer -v tasks.txt`` keeps its tasklist). As ``pytaskfarmer.py``,
-``-v`` always takes the next argument, as PyTaskFarmer did.
+true or false word or a number (``farmer t.txt -v 3``; ``farmer -v tasks.txt`` keeps its
+tasklist, and a tasklist named ``3`` is given as ``./3``). As ``pytaskfarmer.py``, ``-v``
+always takes the next argument, as PyTaskFarmer did.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def translate(argv: Sequence[str], known: Sequence[str], always_value: bool = Fa
             continue
         if value is None and index < len(items):
             following = items[index].lower()
-            if always_value or following in _TRUE or following in _FALSE:
+            if always_value or following in _TRUE or following in _FALSE or \
+                    following.isdigit():
                 value = items[index]
                 index += 1
         if value is None or value.strip().lower() not in _FALSE:

@@ -19,8 +19,14 @@ class Workdir:
         self.files = files
 
     def prepare(self) -> None:
-        """Create the workdir and its sub-directories (safe to race with other farmers)."""
+        """Create the workdir and its sub-directories (safe to race with other farmers).
+
+        Raises:
+            WorkdirError: a directory cannot be created or written, or the workdir is not a
+                farm's (:meth:`check_ours`).
+        """
         files = self.files
+        self.check_ours()
         for directory in (files.workdir, files.logs, files.leases):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -29,6 +35,27 @@ class Workdir:
                 raise WorkdirError(directory, reason) from None
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise WorkdirError(directory, "directory is not writable")
+
+    def check_ours(self) -> None:
+        """Refuse a directory that has ``finished``, ``failed`` or ``claims`` lines but no
+        ``toprocess`` (``-w .`` in a directory of other files): its lines would count as tasks
+        done. Safe while other farmers start: a farm creates ``toprocess`` before any of them
+        gets a line, and never removes it.
+
+        Raises:
+            WorkdirError: it is such a directory.
+        """
+        files = self.files
+        if files.toprocess.exists():
+            return
+        for path in (files.finished, files.failed, files.claims):
+            try:
+                if path.stat().st_size:
+                    raise WorkdirError(files.workdir, (
+                        f"has a {path.name} file but no toprocess: not a farm's workdir (or "
+                        "its toprocess was deleted); give a new or empty --workdir"))
+            except FileNotFoundError:
+                continue
 
     def initialized(self) -> bool:
         """True once ``toprocess`` exists (some farmer has read the tasklist)."""

@@ -16,6 +16,8 @@ def test_pytaskfarmer_verbose_values() -> None:
     assert translate(["t", "-v", "True"], KNOWN) == ["t", "--verbose"]
     assert translate(["t", "--verbose", "0", "-n", "2"], KNOWN) == ["t", "-n", "2"]
     assert translate(["-v", "tasks.txt"], KNOWN) == ["--verbose", "tasks.txt"]
+    assert translate(["t", "-v", "3"], KNOWN) == ["t", "--verbose"]  # PyTaskFarmer's VERB
+    assert translate(["-v", "./3"], KNOWN) == ["--verbose", "./3"]
     assert translate(["--verbose=True", "t"], KNOWN) == ["--verbose", "t"]
     assert translate(["--verbose=0", "t"], KNOWN) == ["t"]
     # As pytaskfarmer.py, -v always takes a value, whatever it is (argparse did).
