@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -23,8 +24,9 @@ from ..store import DEFAULT_LEASE, MIN_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .numbers import MAX_RETRIES, Seconds, Whole, proc_type
+from .piped import STDIN, spooled
 from .progress import make_display
-from .status import status_command, verify_command
+from .status import dry_run_command, status_command, verify_command
 from .tasklog import task_log_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
@@ -108,6 +110,9 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Check that every task is in exactly one of finished, failed, pending or "
                    "running, and that the job log agrees (read-only, safe while farmers run) "
                    "and exit: 0 consistent, 4 not, 2 no such workdir.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the tasks a farmer would run now, one 'ID<tab>command' line each, "
+                   "and exit; nothing is changed or created.")
 @click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
 @click.option("--watch", is_flag=True,
               help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
@@ -124,25 +129,35 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         workdir: Path | None, verbose: bool, runner: str, handler: str, lease: float,
         retries: int, task_timeout: float | None, requeue_failed: bool, follow: bool,
         accept_list: bool, lock_kind: str, logs: str, task_log: int | None,
-        show_status: bool, as_json: bool,
+        show_status: bool, as_json: bool, dry_run: bool,
         watch: bool, verify: bool, task_time: float | None, stop_margin: float,
         gpus_per_task: int | None, cpus_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
+    TASKLIST '-' is standard input (with --workdir).
     """
     environ = dict(os.environ)
     if (as_json or watch) and not show_status:
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    if sum((show_status, verify, task_log is not None)) > 1:
-        raise click.UsageError("--status, --verify and --task-log exclude each other")
+    if sum((show_status, verify, task_log is not None, dry_run)) > 1:
+        raise click.UsageError("--status, --verify, --task-log and --dry-run exclude each other")
     reading = show_status or verify or task_log is not None
     if tasklist is None and (not reading or workdir is None):
         raise click.UsageError("missing TASKLIST (--status, --verify and --task-log need "
                                "TASKLIST or --workdir)")
+    piped = tasklist == STDIN
+    if piped and workdir is None:
+        raise click.UsageError("TASKLIST '-' (standard input) needs --workdir: a farm on it "
+                               "is continued with the same --workdir")
+    if piped and follow:
+        raise click.UsageError("--follow cannot wait for more of standard input: append to "
+                               "a file and give that as TASKLIST")
     where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
+    if piped and reading:
+        tasklist = None  # the workdir alone says where the farm stands
     if task_log is not None:
         assert where is not None  # the usage check above
         sys.exit(task_log_command(where, task_log, lock_kind, environ, sys.stdout.buffer))
@@ -159,26 +174,30 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
     slots = plan_slots(proc, default_proc(environ), gpus_per_task,
                        discover_devices(environ) if gpus_per_task else None,
                        cpus_per_task, sorted(os.sched_getaffinity(0)))
-    config = FarmConfig(
-        tasklist=tasklist,
-        workdir=workdir_for(tasklist, workdir),
-        proc=len(slots),
-        slots=slots,
-        timeout=timeout,
-        verbose=verbose,
-        lease=lease,
-        retries=retries,
-        task_timeout=task_timeout,
-        requeue_failed=requeue_failed,
-        follow=follow,
-        accept_list=accept_list,
-        environ=environ,
-        logs=logs,
-        task_time=task_time,
-        stop_margin=stop_margin,
-        job_end=slurm_job_end(environ),
-    )
-    report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
+    assert where is not None
+    with spooled(sys.stdin.buffer) if piped else nullcontext(tasklist) as path:
+        if dry_run:
+            sys.exit(dry_run_command(path, where, the_handler, requeue_failed, accept_list))
+        config = FarmConfig(
+            tasklist=path,
+            workdir=where,
+            proc=len(slots),
+            slots=slots,
+            timeout=timeout,
+            verbose=verbose,
+            lease=lease,
+            retries=retries,
+            task_timeout=task_timeout,
+            requeue_failed=requeue_failed,
+            follow=follow,
+            accept_list=accept_list,
+            environ=environ,
+            logs=logs,
+            task_time=task_time,
+            stop_margin=stop_margin,
+            job_end=slurm_job_end(environ),
+        )
+        report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
     if report.error is not None:
         click.echo(f"{click.get_current_context().info_name}: error: {report.error}", err=True)

@@ -11,6 +11,8 @@ from rich.console import Console
 
 from ..errors import ExitCode
 from ..store import StateStore, lock_path, make_lock
+from ..store.preview import would_run
+from ..tasks import TaskList
 
 
 def status_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: float,
@@ -48,3 +50,13 @@ def verify_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: 
     for line in verdict.lines():
         click.echo(line)
     return ExitCode.OK if verdict.consistent else ExitCode.INCONSISTENT
+
+
+def dry_run_command(tasklist: Path, workdir: Path, handler: TaskList, requeue_failed: bool,
+                    accept: bool) -> ExitCode:
+    """``--dry-run``: print ``ID<tab>command`` for each task a farmer would run now
+    (:func:`~taskfarmer.store.preview.would_run`); changes nothing. Returns 0."""
+    handler.prepare(tasklist, workdir)  # builds a PyTaskFarmer-style handler; others: nothing
+    for task in would_run(workdir, tasklist, handler, requeue_failed, accept):
+        click.echo(f"{task.id}\t{handler.command(task)}")
+    return ExitCode.OK

@@ -65,13 +65,20 @@ def _ids(path: Path) -> Counter:
     return Counter(parse_task_line(line, path, offset).id for offset, line in lines(path))
 
 
-def reconcile(files: StateFiles, tasklist: Iterable[str]) -> Adoption:
-    """*locked* Reconcile the state files of an adopted workdir with the task lines.
+def still_to_do(files: StateFiles, tasklist: Iterable[str]) -> dict[int, str]:
+    """The tasks an adoption leaves in ``toprocess`` (``ID -> task``): those neither finished
+    nor failed, listed there or in no file at all (read only: for ``--dry-run``).
 
     Raises:
         StateError: a state file has a malformed line.
         TasklistError: the tasklist cannot be read.
     """
+    return _plan(files, tasklist)[0]
+
+
+def _plan(files: StateFiles, tasklist: Iterable[str]
+          ) -> tuple[dict[int, str], Counter, Counter, set[int], int]:
+    """(todo, finished, failed, IDs listed in toprocess and recorded, tasks put back)."""
     finished = _ids(files.finished)
     failed = _ids(files.failed)
     listed = _texts(files.toprocess)
@@ -82,6 +89,17 @@ def reconcile(files: StateFiles, tasklist: Iterable[str]) -> Adoption:
         if task_id not in recorded and task_id not in todo:
             todo[task_id] = text
             put_back += 1
+    return todo, finished, failed, set(listed) & recorded, put_back
+
+
+def reconcile(files: StateFiles, tasklist: Iterable[str]) -> Adoption:
+    """*locked* Reconcile the state files of an adopted workdir with the task lines.
+
+    Raises:
+        StateError: a state file has a malformed line.
+        TasklistError: the tasklist cannot be read.
+    """
+    todo, finished, failed, dropped, put_back = _plan(files, tasklist)
     both = finished + failed
     tmp = files.toprocess_adopt
     with open(tmp, "wb") as out:
@@ -92,5 +110,5 @@ def reconcile(files: StateFiles, tasklist: Iterable[str]) -> Adoption:
     files.forget(files.toprocess)  # a descriptor of the old file would be stale
     files.create(files.claims)  # last: from now on the workdir is ours
     return Adoption(finished=len(finished), failed=len(failed), pending=len(todo),
-                    put_back=put_back, dropped=len(set(listed) & recorded),
+                    put_back=put_back, dropped=len(dropped),
                     duplicates=sum(1 for count in both.values() if count > 1))
