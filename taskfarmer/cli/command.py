@@ -23,7 +23,7 @@ from ..registry import Registry
 from ..store import DEFAULT_LEASE, MIN_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
-from .numbers import MAX_RETRIES, Seconds, Whole, proc_type
+from .numbers import MAX_RETRIES, proc_type, seconds_type, whole_type
 from .piped import STDIN, spooled
 from .progress import make_display
 from .status import dry_run_command, status_command, verify_command
@@ -50,7 +50,7 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 @click.option("--proc", "-n", "-j", type=proc_type(), default=None, metavar="N",
               help="Tasks to run at once, at most 64 per CPU or 256, whichever is more [default: "
                    "the CPUs this process may use; inside SLURM, those of the step].")
-@click.option("--timeout", type=Seconds(above=True), default=None,
+@click.option("--timeout", type=seconds_type(above=True), default=None,
               metavar="SECONDS", help="Stop after SECONDS, putting running tasks back.")
 @click.option("--workdir", "-w", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where state, logs and timeline go [default: TASKLIST_workdir].")
@@ -61,27 +61,27 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Tasklist handler definition to read TASKLIST with.")
 # At least MIN_LEASE: heartbeats come from the main loop, which wakes every 0.5 s at worst; four
 # of them per lease leave no room below.
-@click.option("--lease", type=Seconds(MIN_LEASE), default=DEFAULT_LEASE,
+@click.option("--lease", type=seconds_type(MIN_LEASE), default=DEFAULT_LEASE,
               show_default=True, metavar="SECONDS",
               help="Take over the tasks of a farmer silent for this long.")
-@click.option("--retries", type=Whole(0, MAX_RETRIES, ", the most retries"), default=0,
+@click.option("--retries", type=whole_type(0, MAX_RETRIES, ", the most retries"), default=0,
               show_default=True, metavar="N",
               help="Run a failed task up to N more times before recording it in failed.")
-@click.option("--task-timeout", type=Seconds(above=True), default=None,
+@click.option("--task-timeout", type=seconds_type(above=True), default=None,
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
-@click.option("--task-time", type=Seconds(above=True), default=None,
+@click.option("--task-time", type=seconds_type(above=True), default=None,
               metavar="SECONDS",
               help="Start no task later than this before the time limit (SLURM job end or "
                    "--timeout) [default: learned from the workdir's finished tasks].")
-@click.option("--stop-margin", type=Seconds(), default=DEFAULT_MARGIN,
+@click.option("--stop-margin", type=seconds_type(), default=DEFAULT_MARGIN,
               show_default=True, metavar="SECONDS",
               help="Inside SLURM, stop this long before the job's end, putting tasks back.")
-@click.option("--gpus-per-task", type=Whole(1), default=None, metavar="N",
+@click.option("--gpus-per-task", type=whole_type(1), default=None, metavar="N",
               help="Give each worker slot its own N GPUs (CUDA_VISIBLE_DEVICES ...); --proc "
                    "defaults to the number of such sets.")
-@click.option("--cpus-per-task", type=Whole(1), default=None, metavar="N",
+@click.option("--cpus-per-task", type=whole_type(1), default=None, metavar="N",
               help="Pin each worker slot to its own N CPUs, OMP_NUM_THREADS=N unless set; "
                    "--proc defaults to CPUs / N.")
 @click.option("--follow", is_flag=True,
@@ -99,7 +99,7 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Task logs: flat (logs/log_ID), spread (logs/ID//1000/log_ID), nonempty "
                    "(logs/log_ID only for tasks that print something) or packed (a few files "
                    "per farmer, none per task: for big runs; read with --task-log).")
-@click.option("--task-log", "task_log", type=Whole(0, 2**63 - 1, ", more than any task ID"),
+@click.option("--task-log", "task_log", type=whole_type(0, 2**63 - 1, ", more than any task ID"),
               default=None, metavar="ID",
               help="Print the output of task ID, every execution of it with a line naming it "
                    "(start, node, outcome), whatever --logs wrote it, and exit.")

@@ -5,14 +5,16 @@ infinity are refused, leaving an option out is "no limit"; at most :data:`MAX_SE
 whole number (a count or an ID). Each has a least value and may have a largest: ``--proc`` at
 most :func:`max_proc` workers, ``--retries`` at most :data:`MAX_RETRIES`. The checks are the
 pure functions :func:`seconds` and :func:`whole`, which raise ``ValueError`` with the reason;
-:class:`Seconds` and :class:`Whole` are their click types, so a bad value is a one-line usage
-error naming the option (exit 2), before the workdir is touched.
+:func:`seconds_type` and :func:`whole_type` make their click types, so a bad value is a
+one-line usage error naming the option (exit 2), before the workdir is touched.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from functools import partial
+from typing import Callable
 
 import click
 
@@ -71,47 +73,36 @@ def whole(text: str, least: int, most: int | None = None, why: str = "") -> int:
     return value
 
 
-class Seconds(click.ParamType):
-    """A number of seconds (:func:`seconds`)."""
+class Checked(click.ParamType):
+    """A click type that checks its value with ``check`` (:func:`seconds` or :func:`whole`
+    with their bounds: see :func:`seconds_type` and :func:`whole_type`)."""
 
-    name = "seconds"
-
-    def __init__(self, least: float = 0.0, above: bool = False) -> None:
-        self.least = least
-        self.above = above
+    def __init__(self, name: str, check: Callable[[str], float]) -> None:
+        self.name = name
+        self.check = check
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, float):
+        if isinstance(value, (int, float)):
             return value  # a default
         try:
-            return seconds(str(value), self.least, self.above)
+            return self.check(str(value))
         except ValueError as error:
             self.fail(str(error), param, ctx)
 
 
-class Whole(click.ParamType):
+def seconds_type(least: float = 0.0, above: bool = False) -> Checked:
+    """A number of seconds (:func:`seconds`)."""
+    return Checked("seconds", partial(seconds, least=least, above=above))
+
+
+def whole_type(least: int, most: int | None = None, why: str = "") -> Checked:
     """A whole number (:func:`whole`); ``most`` None: no largest."""
-
-    name = "whole number"
-
-    def __init__(self, least: int, most: int | None = None, why: str = "") -> None:
-        self.least = least
-        self.most = most
-        self.why = why
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value  # a default
-        try:
-            return whole(str(value), self.least, self.most, self.why)
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
+    return Checked("whole number", partial(whole, least=least, most=most, why=why))
 
 
-def proc_type() -> Whole:
+def proc_type() -> Checked:
     """``--proc``'s type on this node."""
     cpus = os.cpu_count()
-    return Whole(1, max_proc(cpus), f", the most workers on a node of {cpus} CPU(s) "
+    return whole_type(1, max_proc(cpus), f", the most workers on a node of {cpus} CPU(s) "
                                    f"({PROC_PER_CPU} per CPU, at least {MIN_MAX_PROC})")

@@ -12,7 +12,7 @@ import pytest
 
 from taskfarmer.cli import main
 from taskfarmer.cli.command import cli
-from taskfarmer.cli.numbers import MAX_SECONDS, Seconds, Whole, max_proc, seconds, whole
+from taskfarmer.cli.numbers import MAX_SECONDS, Checked, max_proc, seconds, whole
 
 #: The values every numeric option is tried with.
 VALUES = {"nan": "nan", "inf": "inf", "-inf": "-inf", "zero": "0", "negative": "-3",
@@ -24,7 +24,7 @@ ACCEPTED = {("--retries", "zero"), ("--stop-margin", "zero"), ("--task-log", "ze
 def numeric_options() -> list[str]:
     params = cli.get_params(click.Context(cli))
     return sorted(param.opts[0] for param in params
-                  if isinstance(param, click.Option) and isinstance(param.type, (Seconds, Whole)))
+                  if isinstance(param, click.Option) and isinstance(param.type, Checked))
 
 
 def test_every_numeric_option_is_checked_by_our_types() -> None:
