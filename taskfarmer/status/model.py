@@ -76,7 +76,7 @@ class Status:
     failed_more: int = 0
     consistent: bool = True  # read under the lock
     now: float = 0.0
-    unimported: int = 0  # complete lines appended to TASKLIST, not imported yet
+    unimported: int = 0  # lines of TASKLIST not imported yet (a last one without newline too)
     claimed: int = 0  # claimed by a worker with its chunk, not started yet
     files: int = 0  # files the workdir holds (the metadata cost of the run)
     log_files: int = 0  # of which in logs/
