@@ -83,7 +83,11 @@ class TaskList:
             raise TasklistError(path, "no such tasklist") from None
         except OSError as error:
             raise TasklistError(path, f"cannot read tasklist: {error.strerror}") from None
-        mode = os.fstat(fd).st_mode
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            os.close(fd)
+            raise
         if not stat.S_ISREG(mode):
             os.close(fd)
             if stat.S_ISDIR(mode):
