@@ -141,7 +141,7 @@ class Ledger:
             if start == 0:  # no complete line in the chunk
                 if cursor + len(data) >= size:
                     break  # a line still being appended by hand: not a task yet
-                if chunk >= LONGEST_LINE:  # reading the same chunk again would not end
+                if len(data) >= LONGEST_LINE:  # reading the same chunk again would not end
                     raise StateError(toprocess, (
                         f"line longer than {LONGEST_LINE} bytes (no task line is: tasklist "
                         f"lines are at most {MAX_LINE}): {MALFORMED_HINT}"), cursor,
