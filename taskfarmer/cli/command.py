@@ -142,9 +142,11 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    if sum((show_status, verify, task_log is not None, dry_run)) > 1:
-        raise click.UsageError("--status, --verify, --task-log and --dry-run exclude each other")
+    if sum((show_status, verify, task_log is not None)) > 1:
+        raise click.UsageError("--status, --verify and --task-log exclude each other")
     reading = show_status or verify or task_log is not None
+    if dry_run and reading:
+        raise click.UsageError("--dry-run goes with none of --status, --verify, --task-log")
     if tasklist is None and (not reading or workdir is None):
         raise click.UsageError("missing TASKLIST (--status, --verify and --task-log need "
                                "TASKLIST or --workdir)")

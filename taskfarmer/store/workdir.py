@@ -54,7 +54,7 @@ class Workdir:
                     raise WorkdirError(files.workdir, (
                         f"has a {path.name} file but no toprocess: not a farm's workdir (or "
                         "its toprocess was deleted); give a new or empty --workdir"))
-            except FileNotFoundError:
+            except OSError:  # none, or no directory there: prepare() says what is wrong
                 continue
 
     def initialized(self) -> bool:
