@@ -16,11 +16,19 @@ ceiling of the workdir rather than the fork speed of the lab's one-CPU nodes:
 * NFS operations per task: the RPCs the nodes' NFS clients sent (``/proc/self/mountstats``,
   every operation, summed over the nodes, before and after the run) divided by the tasks.
   NFSv3's NLM lock calls are not counted there (they are not RPCs of the mount);
+* metadata operations per task: the same, without the data operations (READ, WRITE,
+  COMMIT); and the state-file opens per task the farmers counted themselves (``opens`` in
+  their ``TASKFARMER_STATS`` lines; :mod:`taskfarmer.store.opencount`);
+* with ``--logs MODES`` (e.g. ``flat,spread,nonempty,packed``): each shape once per
+  ``--logs`` mode, on tasks that print a line (``echo``) instead of ``true``, so that the modes'
+  log files are made; the table gets the creates per task (NFSv3 CREATE; NFSv4 creates with
+  OPEN, counted among the opens) and the top operations;
 * a run still going after ``--limit`` seconds is killed and marked ``hung``;
 * exactly-once: every task ID once in finished+failed, nothing left, no NUL byte, a valid
   timeline (``corrupted`` otherwise, with what was wrong).
 
     sudo PYTHONPATH=$PWD python3 benchmarks/nfs_bench.py [--tasks 300] [--before /tmp/before]
+    sudo PYTHONPATH=$PWD python3 benchmarks/nfs_bench.py --logs flat,spread,nonempty,packed
 """
 
 from __future__ import annotations
@@ -65,12 +73,19 @@ class Shape:
     per_node: int = 2
     proc: int = 2
     zero: bool = False  # the null runner: no process per task, the farm's own cost
+    logs: str = ""  # --logs MODE; "" for the default (flat) with silent tasks
+
+    @property
+    def task(self) -> str:
+        """Each task's command: one that prints when the log layout is measured."""
+        return "echo line" if self.logs else "true"
 
 
 def start(lab: NfsLab, code: Path, directory: Path, tasklist: Path, shape: Shape
           ) -> list[Farmer]:
     """Start the farmers of ``shape`` in ``directory`` (where ``runners.d/null.ini`` is)."""
-    args = ["-n", str(shape.proc), *(["--runner", "null"] if shape.zero else [])]
+    args = ["-n", str(shape.proc), *(["--runner", "null"] if shape.zero else []),
+            *(["--logs", shape.logs] if shape.logs else [])]
     (directory / "runners.d").mkdir()
     (directory / "runners.d" / "null.ini").write_text(
         "[null]\nRunner = taskfarmer.runners.NullRunner\n")
@@ -86,23 +101,26 @@ def start(lab: NfsLab, code: Path, directory: Path, tasklist: Path, shape: Shape
     return farmers
 
 
-def lock_stats(directory: Path) -> tuple[int, int]:
-    """(lock holds, hand-overs between nodes) summed over the farmers' statistics files
-    (farmers of a code without them write none: 0, 0)."""
-    holds = handovers = 0
+def farmer_stats(directory: Path) -> Counter:
+    """Lock holds, hand-overs between nodes and opens of state files, summed over the
+    farmers' statistics files (farmers of a code without them write none or fewer: 0)."""
+    total: Counter = Counter()
     for path in directory.glob("stats-*.jsonl"):
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            holds += record["holds"]
-            handovers += record["handovers"]
-    return holds, handovers
+            total.update({key: record.get(key, 0) for key in ("holds", "handovers", "opens")})
+    return total
+
+
+#: Operations that move file data; the others are metadata operations.
+DATA_OPS = ("READ", "WRITE", "COMMIT")
 
 
 def run_once(lab: NfsLab, code: Path, shape: Shape, tasks: int, limit: float
              ) -> dict[str, object]:
     """One run of ``shape``, farmer code from ``code``."""
     directory = Path(tempfile.mkdtemp(prefix="bench-", dir=lab.export))
-    tasklist = write_tasks(directory / "t", ["true"] * tasks)
+    tasklist = write_tasks(directory / "t", [shape.task] * tasks)
     ops_before = ops_by_name(lab)
     began = time.monotonic()
     farmers = start(lab, code, directory, tasklist, shape)
@@ -126,10 +144,15 @@ def run_once(lab: NfsLab, code: Path, shape: Shape, tasks: int, limit: float
     except (AssertionError, ValueError) as error:  # ValueError: invalid JSON, bad lines
         verdict = "corrupted: " + (str(error).splitlines() or [repr(error)])[0][:200]
     verdict = hung + verdict
-    holds, handovers = lock_stats(directory)
+    stats = farmer_stats(directory)
+    metadata = sum(count for name, count in ops.items() if name not in DATA_OPS)
     return {"nodes": shape.nodes, "per_node": shape.per_node, "proc": shape.proc,
-            "holds_per_task": round(holds / tasks, 3),
-            "handovers_per_task": round(handovers / tasks, 3),
+            "logs": shape.logs or "flat", "task": shape.task,
+            "holds_per_task": round(stats["holds"] / tasks, 3),
+            "handovers_per_task": round(stats["handovers"] / tasks, 3),
+            "opens_per_task": round(stats["opens"] / tasks, 2),
+            "metadata_ops_per_task": round(metadata / tasks, 1),
+            "creates_per_task": round(ops["CREATE"] / tasks, 2),
             "zero": shape.zero, "tasks": tasks, "seconds": round(seconds, 2),
             "tasks_per_s": round(tasks / seconds, 1),
             "ops_per_task": round(sum(ops.values()) / tasks, 1), "top_ops_per_task": top,
@@ -152,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zero", action="store_true",
                         help="zero-execution: the null runner, no process per task")
     parser.add_argument("--mounts", default="4.2,3", help="NFS versions [4.2,3]")
+    parser.add_argument("--nodes", default="1,2", help="node counts, comma-separated [1,2]")
+    parser.add_argument("--logs", default="",
+                        help="--logs modes to compare, comma-separated, on tasks that print "
+                             "(default: the default mode, silent tasks)")
     args = parser.parse_args(argv)
     per_node = [int(count) for count in args.per_node.split(",")]
+    node_counts = [int(count) for count in args.nodes.split(",")]
+    layouts = args.logs.split(",") if args.logs else [""]
     mounts = [MountOptions(vers=vers) for vers in args.mounts.split(",")]
     missing = missing_requirements()
     if missing:
@@ -169,25 +198,29 @@ def main(argv: list[str] | None = None) -> int:
         for mount in mounts:
             lab.mount(mount)
             for count in per_node:
-                for nodes in (1, 2):
-                    for label, code in codes.items():  # before and after side by side
-                        shape = Shape(nodes, count, args.proc, args.zero)
-                        row = {"mount": str(mount), "code": label,
-                               **run_once(lab, code, shape, args.tasks, args.limit)}
-                        print(json.dumps(row), flush=True)
-                        rows.append(row)
+                for nodes in node_counts:
+                    for layout in layouts:
+                        for label, code in codes.items():  # before and after side by side
+                            shape = Shape(nodes, count, args.proc, args.zero, layout)
+                            row = {"mount": str(mount), "code": label,
+                                   **run_once(lab, code, shape, args.tasks, args.limit)}
+                            print(json.dumps(row), flush=True)
+                            rows.append(row)
     finally:
         lab.stop()
         if args.keep:
             print(f"NFS lab kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print("\n| mount | code | nodes | farmers/node | tasks/s | NFS ops/task | lock holds/task "
-          "| hand-overs/task | result |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| mount | code | --logs | nodes | farmers/node | tasks/s | NFS ops/task | metadata "
+          "ops/task | creates/task (v3) | state-file opens/task (farmers' count) | "
+          "lock holds/task | hand-overs/task | result |\n" + "|---" * 13 + "|")
     for row in rows:
         exits = ",".join(sorted({str(code) for code in row["exit_codes"]}))
-        print(f"| {row['mount']} | {row['code']} | {row['nodes']} | {row['per_node']} | "
-              f"{row['tasks_per_s']} | {row['ops_per_task']} | {row['holds_per_task']} | "
+        print(f"| {row['mount']} | {row['code']} | {row['logs']} | {row['nodes']} | "
+              f"{row['per_node']} | {row['tasks_per_s']} | {row['ops_per_task']} | "
+              f"{row['metadata_ops_per_task']} | {row['creates_per_task']} | "
+              f"{row['opens_per_task']} | {row['holds_per_task']} | "
               f"{row['handovers_per_task']} | exit {exits}; {row['verdict']} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -61,8 +61,10 @@ def render(status: Status) -> RenderableType:
                     "(a farmer imports them)")
     per_task = (f", {status.files_per_task:.3g} log file(s) per finished task"
                 if status.files_per_task is not None else "")
+    opens = (f"; {status.opens_per_task:.3g} state-file opens per task (coherent I/O)"
+             if status.opens_per_task is not None else "")
     head.append(f"\nmetadata: {status.files} file(s) in the workdir, {status.log_files} in "
-                f"logs/{per_task}", "dim")
+                f"logs/{per_task}{opens}", "dim")
     if not status.consistent:
         head.append("\n(read without the lock: counts may be off by a few)", "dim")
     parts.append(head)

@@ -251,7 +251,7 @@ class Farm:
         self.display.finish(snapshot, report.outcome)
         self.display.say(where(self.store))
         close_quietly(self.store, self.timeline)
-        append_stats(self.config.environ, self.farmer, self.store.lock_holds, self.display.say)
+        append_stats(self.config.environ, self.farmer, self.store, self.display.say)
         return report
 
     def _prepare(self) -> None:

@@ -6,10 +6,12 @@ mount can take seconds. Beating from that loop would silence a live farmer for a
 invite takeovers of its live workers (safe, since a taken-over worker records nothing, but
 its work is lost). The thread beats on its own schedule, whatever the main loop waits for.
 
-It never renews a lease once the farmer's lock failed to exclude (the farmer hands its
-leases over then, :meth:`StateStore.abandon`), nor after :meth:`Heartbeat.stop` returned. A
-lease our farmer released or took over is gone from ``leases`` (renamed away first), and a
-``utime`` of a missing name fails: it cannot bring it back.
+In the coherent mode each round also leaves the farmer's counts of its opens of workdir files in
+the workdir, for ``--status`` (:meth:`taskfarmer.store.opencount.OpenCount.save`). It never
+renews a lease once the farmer's lock failed to exclude (the farmer hands its leases over
+then, :meth:`StateStore.abandon`), nor after :meth:`Heartbeat.stop` returned. A lease our
+farmer released or took over is gone from ``leases`` (renamed away first), and a ``utime`` of
+a missing name fails: it cannot bring it back.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class Heartbeat:
             except TaskfarmerError as error:
                 self.error = error
                 return False
+            try:
+                self._store.opens.save(self._farmer)  # for --status; lock-free too
+            except OSError:
+                pass  # only a figure, written again at the next round and at the end
             self.rounds += 1
             return True
 

@@ -1,4 +1,4 @@
-"""How a farmer run ended: its counts, why it stopped, its exit code, its lock statistics."""
+"""How a farmer run ended: its counts, why it stopped, its exit code, its I/O statistics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ExitCode
-from ..store import Counts
+from ..store import Counts, StateStore
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,23 @@ class FarmReport:
 STATS_VARIABLE = "TASKFARMER_STATS"
 
 
-def append_stats(environ: Mapping[str, str], farmer: str, holds: tuple[int, int],
+def append_stats(environ: Mapping[str, str], farmer: str, store: StateStore,
                  say: Callable[[str], None]) -> None:
-    """With :data:`STATS_VARIABLE` set, append one JSON line to that file: the farmer's lock
-    holds and hand-overs from another node (a failure to write it is said, not raised)."""
+    """Leave the farmer's final counts of opens in the workdir (coherent mode: ``--status``
+    shows them) and, with :data:`STATS_VARIABLE` set, append one JSON line to that file: the
+    farmer's lock holds, hand-overs from another node and (coherent mode) opens of workdir files
+    and results recorded. A failure to write either is said, not raised."""
+    try:
+        counts = store.opens.save(farmer)
+    except OSError as error:
+        counts = store.opens.record(farmer)
+        say(f"cannot write {store.files.farmers / farmer}: {error.strerror}")
     path = environ.get(STATS_VARIABLE)
     if not path:
         return
-    record = {"farmer": farmer, "holds": holds[0], "handovers": holds[1]}
+    holds, handovers = store.lock_holds
+    record = {"farmer": farmer, "holds": holds, "handovers": handovers,
+              **({"opens": counts.opens, "results": counts.results} if counts else {})}
     try:
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")

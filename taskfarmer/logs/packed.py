@@ -32,6 +32,7 @@ task start, with new files.
 
 from __future__ import annotations
 
+import errno
 import os
 import zlib
 from pathlib import Path
@@ -145,5 +146,6 @@ class PackedLogs:
         self._cut = True
         written = os.write(self._index, line)
         if written != len(line):
-            raise OSError(28, "No space left on device (short write)")
+            # What fits was written: a full disk, said as the state files say it.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self._cut = False

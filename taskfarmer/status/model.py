@@ -81,6 +81,8 @@ class Status:
     files: int = 0  # files the workdir holds (the metadata cost of the run)
     log_files: int = 0  # of which in logs/
     files_per_task: float | None = None  # log files per finished or failed task
+    #: State-file opens per recorded result of the farmers in the coherent mode (None: none)
+    opens_per_task: float | None = None
 
     @property
     def done(self) -> bool:

@@ -23,7 +23,9 @@ a moment, so the counts add up). On top of it:
   whatever ``--logs`` wrote it);
 * the metadata cost: the files the workdir holds, and those in ``logs/`` per finished or
   failed task (``--logs packed``: near 0; ``flat``: 1). Counted by listing every directory
-  (``os.scandir``, no ``stat`` per file): a second or so per million files on a local disk.
+  (``os.scandir``, no ``stat`` per file): a second or so per million files on a local disk;
+  and the state-file opens per recorded result, from the counts each farmer in the coherent
+  mode (NFS and the like) leaves in ``farmers/`` (:mod:`taskfarmer.store.opencount`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from pathlib import Path
 
 from ..logs.joblog import FINAL, Entry, read_backward, recent_executions
 from ..logs.reading import Piece, task_pieces
-from ..store import LeaseInfo, Snapshot, StateStore, farmer_pid, heartbeat_period, unimported_lines
+from ..store import (
+    LeaseInfo,
+    Snapshot,
+    StateStore,
+    farmer_pid,
+    heartbeat_period,
+    opens_per_result,
+    read_records,
+    unimported_lines,
+)
 from .model import FailedTask, FarmerRow, LeaseRow, RunningTask, Status
 
 #: Seconds of job log the rate is computed over.
@@ -99,7 +110,8 @@ class StatusReader:
             failed_tasks=failed_tasks, failed_more=max(0, failed - len(failed_tasks)),
             consistent=snapshot.consistent, now=now,
             unimported=unimported_lines(self.tasklist, imported),
-            files=files, log_files=log_files, files_per_task=log_files / done if done else None)
+            files=files, log_files=log_files, files_per_task=log_files / done if done else None,
+            opens_per_task=opens_per_result(read_records(self.store.files.farmers)))
 
     # -- running tasks -----------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ Modules, one job each:
   tasklist: first read, growth; :mod:`.tail` -- what an import takes of the list's end;
   :mod:`.listcheck` -- the list compared with its imported copy;
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
-* :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``.
+* :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``;
+  :mod:`.opencount` -- each farmer's opens of workdir files (the metadata cost).
 """
 
 from .adopt import Adoption
@@ -45,6 +46,7 @@ from .lines import READ_CHUNK
 from .lines import append as append_lines
 from .listimport import Imported
 from .locking import LOCK_KINDS, WorkdirLock, lock_path, make_lock, shared_flock
+from .opencount import opens_per_result, read_records
 from .results import Outcome
 from .snapshot import Snapshot, unimported_lines
 from .state import StateStore
@@ -79,7 +81,9 @@ __all__ = [
     "live_name",
     "lock_path",
     "make_lock",
+    "opens_per_result",
     "owns",
+    "read_records",
     "shared_flock",
     "unimported_lines",
     "worker_name",

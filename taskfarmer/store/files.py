@@ -48,6 +48,7 @@ class StateFiles:
         self.tasklist_tmp = workdir / "tasklist.tmp"
         self.leases = workdir / "leases"
         self.logs = workdir / "logs"
+        self.farmers = workdir / "farmers"  # coherent farmers' counts (:mod:`.opencount`)
         self.joblog = workdir / "joblog"  # :mod:`taskfarmer.logs.joblog`
         self.timeline = workdir / "timeline.json"  # :mod:`taskfarmer.timeline`
         self.lock = workdir / "lock"  # the lock file when ``SCRATCH`` is not set

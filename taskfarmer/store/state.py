@@ -17,6 +17,7 @@ from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
 from .listimport import Imported, ListImport
 from .locking import WorkdirLock, open_lock
+from .opencount import OpenCount
 from .orphans import Orphans
 from .results import Outcome, Results
 from .workdir import Workdir
@@ -54,6 +55,7 @@ class StateStore:
         self.compactor = Compactor(self.files, self.ledger)
         self.orphans = Orphans(self.files, self.ledger)
         self.exclusion = ExclusionCheck(self.files, lock.lock_file)
+        self.opens = OpenCount(self.files.farmers, coherent)
         self._depth = 0  # nested holds of this process
         self.list_import = ListImport(self.files)
 
@@ -95,6 +97,7 @@ class StateStore:
             self.lease_files.begin_hold()
             try:
                 self.exclusion.begin()
+                self.opens.flush()
                 try:
                     yield
                 finally:
@@ -112,7 +115,10 @@ class StateStore:
     # -- set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the workdir and its sub-directories: see :meth:`Workdir.prepare`."""
+        """A farmer's start: in the coherent mode, count this process's opens of workdir
+        files from now on (and its workers', :mod:`.opencount`); create the workdir and its
+        sub-directories (see :meth:`Workdir.prepare`)."""
+        self.opens.start()
         self.workdir_setup.prepare()
 
     def initialized(self) -> bool:
@@ -261,7 +267,9 @@ class StateStore:
         self._held("record")
         if not self.holds(lease):
             return Outcome.DISCARDED
-        return self.results.record(task, succeeded, retries)
+        outcome = self.results.record(task, succeeded, retries)
+        self.opens.flush(results=1)
+        return outcome
 
     def attempt_count(self, task_id: int) -> int:
         """*locked* See :meth:`Results.attempt_count`."""

@@ -113,16 +113,25 @@ def test_the_start_line_warns_when_inodes_are_fewer_than_tasks(tmp_path: Path,
     assert warning is not None and int(warning[1]) < 80, flat.stdout + flat.stderr
 
 
-@pytest.mark.parametrize(("layout", "log_files"), [("flat", 30), ("packed", 2)])
-def test_status_shows_the_metadata_cost(tmp_path: Path, layout: str, log_files: int) -> None:
+@pytest.mark.parametrize(("layout", "log_files", "io"),
+                         [("flat", 30, "coherent"), ("packed", 2, "fast")])
+def test_status_shows_the_metadata_cost(tmp_path: Path, layout: str, log_files: int,
+                                        io: str) -> None:
     tasks = write_tasklist(tmp_path / "t", [f"echo {i}" for i in range(30)])
-    assert run_farmer([str(tasks), "--logs", layout, "-n", "1"]).returncode == 0
+    farm = run_farmer([str(tasks), "--logs", layout, "-n", "1"], env={"TASKFARMER_IO": io})
+    assert farm.returncode == 0
     done = run_farmer([str(tasks), "--status", "--json"])
     status = json.loads(done.stdout)
     assert (status["log_files"], status["files_per_task"]) == (log_files, log_files / 30)
     state = sum(len(files) for _, _, files in os.walk(tmp_path / "t_workdir"))
     assert status["files"] == state
-    assert f"{log_files} in logs/" in run_farmer([str(tasks), "--status"]).stdout
+    # In the coherent mode the farmer counted its opens of state files (every lock hold opens
+    # some) and left them where --status reads them; in the fast mode it counts none.
+    opens = status["opens_per_task"]
+    assert opens > 0 if io == "coherent" else opens is None
+    text = run_farmer([str(tasks), "--status"], env={"COLUMNS": "300"}).stdout
+    assert f"{log_files} in logs/" in text
+    assert ("state-file opens per task (coherent I/O)" in text) == (io == "coherent")
 
 
 def test_status_shows_a_packed_failed_tasks_last_line(tmp_path: Path) -> None:

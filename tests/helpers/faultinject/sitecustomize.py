@@ -75,7 +75,7 @@ def _path_of(target: Any) -> str | None:
 def _file_kind(path: str) -> str:
     """``path`` relative to the root, without what differs between runs (IDs, PIDs, names)."""
     parts = os.path.relpath(path, _ROOT).split(os.sep)
-    if len(parts) > 2 and parts[1] in ("leases", "logs"):
+    if len(parts) > 2 and parts[1] in ("leases", "logs", "farmers"):
         parts[2:] = ["*"]
     elif parts[0] == "scratch" and len(parts) > 1:
         parts[1:] = ["*"]

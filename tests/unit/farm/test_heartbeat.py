@@ -14,7 +14,7 @@ import pytest
 from taskfarmer.errors import FilesystemError, LockError
 from taskfarmer.farm.heartbeat import Heartbeat
 from taskfarmer.hpc.identity import Identity
-from taskfarmer.store import StateStore
+from taskfarmer.store import StateStore, read_records
 from taskfarmer.store.locking import make_lock
 
 FARMER = "node.1-abc"
@@ -23,9 +23,9 @@ OTHERS = "node.2-def.w0.200.1"
 DEAD = f"{FARMER}.w1.101.1.dead"
 
 
-def leased(workdir: Path) -> StateStore:
+def leased(workdir: Path, coherent: bool = False) -> StateStore:
     """A store with three lease files, all with an mtime of 1000 s after the epoch."""
-    store = StateStore(workdir, make_lock(workdir, "flock", {}))
+    store = StateStore(workdir, make_lock(workdir, "flock", {}), coherent)
     store.prepare()
     owner = Identity.current(environ={}, hostname="testhost")
     for name in (OURS, OTHERS, DEAD):
@@ -49,6 +49,15 @@ def test_a_round_renews_only_our_live_leases(tmp_path: Path) -> None:
     heartbeat = Heartbeat(leased(tmp_path), FARMER, 1.0)
     assert heartbeat.beat()
     assert renewed(tmp_path) == {OURS}
+
+
+def test_a_round_leaves_the_farmer_s_counts_for_status_in_the_coherent_mode(tmp_path: Path
+                                                                           ) -> None:
+    assert Heartbeat(leased(tmp_path / "fast"), FARMER, 1.0).beat()
+    assert not (tmp_path / "fast" / "farmers").exists()  # nothing counted, nothing written
+    assert Heartbeat(leased(tmp_path / "coherent", coherent=True), FARMER, 1.0).beat()
+    record, = read_records(tmp_path / "coherent" / "farmers")
+    assert record.farmer == FARMER and record.opens > 0
 
 
 def test_nothing_is_renewed_once_stopped(tmp_path: Path) -> None:
