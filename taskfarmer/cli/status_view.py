@@ -42,7 +42,9 @@ def to_json(status: Status) -> str:
 def _state(status: Status) -> str:
     if status.done:
         return "done with failures" if status.failed else "done"
-    return "running" if status.farmers else "work left, no farmer running"
+    if any(farmer.live for farmer in status.farmers):
+        return "running"
+    return "work left, no farmer running"
 
 
 def render(status: Status) -> RenderableType:
