@@ -82,6 +82,7 @@ class Status:
     files: int = 0  # files the workdir holds (the metadata cost of the run)
     log_files: int = 0  # of which in logs/
     files_per_task: float | None = None  # log files per finished or failed task
+    halted: str | None = None  # how the farm was halted (--halt: WORKDIR/halted), if it was
 
     @property
     def done(self) -> bool:
@@ -91,7 +92,8 @@ class Status:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 done without failures, 1 done with failures, 3 work left."""
+        """0 done without failures, 1 done with failures, 3 work left, 5 work left and the
+        farm halted."""
         if not self.done:
-            return ExitCode.STOPPED
+            return ExitCode.HALTED if self.halted is not None else ExitCode.STOPPED
         return ExitCode.FAILED if self.failed else ExitCode.OK

@@ -92,6 +92,7 @@ class StatusReader:
         running.sort(key=lambda task: -(task.age or 0.0))
         failed_tasks = self._failed(snapshot, failed)
         log_files = count_files(self.store.logs)
+        halted = self.store.halt_record()
         files = log_files + count_files(self.store.workdir, skip=self.store.logs)
         return Status(
             workdir=str(self.store.workdir),
@@ -105,7 +106,8 @@ class StatusReader:
             failed_tasks=failed_tasks, failed_more=max(0, failed - len(failed_tasks)),
             consistent=snapshot.consistent, now=now,
             unimported=unimported_lines(self.tasklist, imported),
-            files=files, log_files=log_files, files_per_task=log_files / done if done else None)
+            files=files, log_files=log_files, files_per_task=log_files / done if done else None,
+            halted=halted.describe() if halted is not None else None)
 
     # -- running tasks -----------------------------------------------------------------------
 

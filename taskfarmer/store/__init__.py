@@ -15,7 +15,7 @@ Modules, one job each:
   :mod:`.results` -- finished, failed, attempts; :mod:`.leases` -- lease files and names,
   takeover; :mod:`.compaction`; :mod:`.orphans` -- the safety net at rest; :mod:`.workdir`
   -- set-up, repair; :mod:`.adopt` -- PyTaskFarmer's workdirs; :mod:`.listimport` -- the
-  tasklist: first read, growth;
+  tasklist: first read, growth; :mod:`.halt` -- the record of a halted farm (``--halt``);
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
 * :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``.
 """
@@ -24,6 +24,7 @@ from .adopt import Adoption
 from .counting import Counts, LineCounter, StateCounter
 from .files import StateFiles
 from .filesystem import coherent_io
+from .halt import NOW, SOON, HaltRecord
 from .leases import (
     DEAD_SUFFIX,
     DEFAULT_LEASE,
@@ -55,9 +56,12 @@ __all__ = [
     "DEFAULT_LEASE",
     "LOCK_KINDS",
     "MIN_LEASE",
+    "NOW",
     "READ_CHUNK",
+    "SOON",
     "Adoption",
     "Counts",
+    "HaltRecord",
     "Imported",
     "Lease",
     "LeaseInfo",

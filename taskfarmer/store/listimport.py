@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from ..errors import StateError, TasklistError
 from ..tasks import Task, TaskList
-from .files import StateFiles, private_tmp
+from .files import StateFiles, private_tmp, replace_file
 from .lines import append, line_ids, task_line
 from .workdir import Workdir
 
@@ -91,12 +91,7 @@ class ListImport:
 
     def _commit(self, state: Imported) -> None:
         """Replace ``imported``: write a temporary file, fsync, ``rename(2)`` (atomic)."""
-        tmp = private_tmp(self.state_path)
-        with open(tmp, "w") as out:
-            out.write(state.to_text())
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, self.state_path)
+        replace_file(self.state_path, state.to_text().encode())
 
     # -- importing -----------------------------------------------------------------------------
 
