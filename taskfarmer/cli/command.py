@@ -11,7 +11,7 @@ import click
 
 import taskfarmer
 
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
 from ..farm import FarmConfig, open_farm
 from ..farm.farmer import workdir_for
 from ..farm.halt import HaltPolicy, parse_halt
@@ -166,6 +166,10 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
     assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
+    try:
+        the_runner.check(environ)  # before the workdir is touched: tasks stay pending
+    except ConfigError as error:
+        raise ConfigError(error.reason, option=f"--runner {runner}") from None
     the_handler = registry.tasklist(handler)
     for problem in registry.warnings():
         click.echo(f"farmer: warning: {problem}", err=True)
