@@ -148,6 +148,13 @@ class Halt:
                 policy.when, policy.describe(), failed, ended, self.farmer, self.clock(),
                 last[-1] if last else -1))
 
+    def holds_back(self, held: Sequence[Result]) -> bool:
+        """In a worker holding the results ``held``: whether to start and claim nothing now.
+        With a rule, a held failure may halt the farm: nothing starts until it is recorded
+        and judged, at most :data:`~.recording.RESULT_HOLD` later, so that the farm halts at
+        the failure that reaches the rule, not a chunk of tasks after it."""
+        return self.policy is not None and any(not result.succeeded for result in held)
+
     def before_claim(self) -> bool:
         """*locked* In a worker before it claims: whether the farm is halted (a look at the
         workdir's record until it is)."""

@@ -81,7 +81,7 @@ class Worker:
         may_start: asked before each task starts: False starts no more (and puts the unstarted
             claimed ones back).
         halt: the farmer's part in ``--halt`` (:class:`~.halt.Halt`): judged after each
-            recording, looked at before each claim; None: neither.
+            recording, looked at before each claim (default: one without a rule).
     """
 
     def __init__(
@@ -108,7 +108,7 @@ class Worker:
         self.say = say
         self.on_change = on_change
         self.may_start = may_start
-        self.halt = halt
+        self.halt = halt or Halt(parts.store, None, config.farmer, clock, monotonic)
         self.results: list[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
         self.stopped: list[Result] = []  # cut short by a stop: logged once back in toprocess
         self.queue: deque[Task] = deque()
@@ -170,13 +170,14 @@ class Worker:
                 if self.stop.requested:
                     self.batch.flush()
                     return
-                halted = self.halt is not None and self.halt.before_claim()
+                halted = self.halt.before_claim()
                 if self.queue and (halted or not self.may_start()):
                     self._put_back_unstarted()  # the start gate closed (walltime), or halted
-                if not self.queue and not halted and not self._judging() and self.may_start():
+                judging = self.halt.holds_back(self.results)
+                if not self.queue and not halted and not judging and self.may_start():
                     self._take(self._claim())
                 self.batch.flush()
-            if not self.queue or self._judging():
+            if not self.queue or self.halt.holds_back(self.results):
                 if not self.results:
                     return
                 self._sleep_until_recordable()
@@ -204,17 +205,8 @@ class Worker:
     def _may_run(self) -> bool:
         """Whether the next claimed task may start: the gate is open, no stop is requested,
         the farm is not halted and no failure of ours waits to be judged (``--halt``)."""
-        if not self.may_start() or self.stop.requested:
-            return False
-        return self.halt is None or (self.halt.record is None and not self._judging())
-
-    def _judging(self) -> bool:
-        """With a ``--halt`` rule: a failed result of ours is held, not recorded yet. It may
-        halt the farm, so nothing starts (or is claimed) until it is recorded and judged, at
-        most :data:`~.recording.RESULT_HOLD` later: the farm halts at the failure that
-        reaches the rule, not a chunk of tasks after it."""
-        return (self.halt is not None and self.halt.policy is not None
-                and any(not result.succeeded for result in self.results))
+        return (self.may_start() and not self.stop.requested and self.halt.record is None
+                and not self.halt.holds_back(self.results))
 
     def _claim(self) -> list[Task]:
         """*locked* Claim the next chunk (:func:`~.chunking.chunk_size`), with a new lease if
@@ -339,8 +331,7 @@ class Worker:
         self.results = list(decided.keep)
         self._log_discarded(decided.discard)
         logged = self.batch.record(self.lease, decided.record)
-        if self.halt is not None:
-            self.halt.judge(decided.record)  # the failure that reaches --halt halts the farm
+        self.halt.judge(decided.record)  # the failure that reaches --halt halts the farm
         for result in decided.put_back:  # back into toprocess with the queue, when we leave
             self.queue.appendleft(result.task)
             self.stopped.append(result)
