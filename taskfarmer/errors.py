@@ -11,6 +11,7 @@ The hierarchy::
     │   ├── WorkdirError       the workdir cannot be created or written
     │   └── FilesystemError    a filesystem call failed (disk full, quota, I/O error...)
     ├── LockError              the workdir lock did not keep another farmer out
+    ├── HaltedError            the workdir's farm was halted (--halt): exit code 5
     ├── ConfigError            a runner or tasklist definition, or an option, is unusable
     ├── UsageError             a command-line argument cannot be understood
     └── InstallError           the installation is broken
@@ -37,6 +38,9 @@ class ExitCode(enum.IntEnum):
     STOPPED = 3
     #: ``--verify``: the workdir is inconsistent (a task lost, recorded twice ...).
     INCONSISTENT = 4
+    #: Halted by ``--halt`` (this farmer's rule or another's), work left; or the workdir is
+    #: halted: fix the cause, remove ``WORKDIR/halted``, run again.
+    HALTED = 5
 
 
 class TaskfarmerError(Exception):
@@ -140,6 +144,23 @@ class LockError(TaskfarmerError):
             cause = local
         super().__init__(f"the lock {lock_file} did not keep out another farmer ({other}); "
                          f"{cause}")
+
+
+class HaltedError(TaskfarmerError):
+    """A farmer was started on a workdir whose farm was halted (``--halt``).
+
+    Attributes:
+        path: the halt record (``WORKDIR/halted``).
+        reason: how and why the farm was halted.
+    """
+
+    exit_code = ExitCode.HALTED
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}; fix the cause, then remove {path} to farm on "
+                         "(with --requeue-failed to run the failed tasks again)")
 
 
 class ConfigError(TaskfarmerError):

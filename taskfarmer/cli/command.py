@@ -12,8 +12,10 @@ import click
 
 import taskfarmer
 
+from ..errors import ConfigError, UsageError
 from ..farm import FarmConfig, open_farm
 from ..farm.farmer import workdir_for
+from ..farm.halt import HaltPolicy, parse_halt
 from ..farm.signals import ignore_stop_signals
 from ..hpc.resources import discover_devices, plan_slots
 from ..hpc.slurm import default_proc
@@ -31,7 +33,8 @@ from .tasklog import task_log_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
-limit) with work left; 4 --verify found the workdir inconsistent."""
+limit) with work left; 4 --verify found the workdir inconsistent; 5 the farm was halted
+(--halt) with work left."""
 
 
 def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -42,6 +45,14 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
         print_listing(getattr(Registry(), catalog), sys.stdout, sys.stdout.isatty())
         ctx.exit(0)
     return callback
+
+
+def _halt_rule(ctx: click.Context, param: click.Parameter, value: str) -> HaltPolicy | None:
+    """Callback of ``--halt``: the rule (:func:`~taskfarmer.farm.halt.parse_halt`)."""
+    try:
+        return parse_halt(value)
+    except UsageError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -69,6 +80,11 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Run a failed task up to N more times before recording it in failed.")
 @click.option("--task-timeout", type=seconds_type(above=True), default=None,
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
+@click.option("--halt", "halt", default="never", show_default=True, callback=_halt_rule,
+              metavar="[now|soon,]fail=N[%]",
+              help="Halt the farm (every farmer of the workdir) at the N-th failed task, or "
+                   "once N% of the ended tasks failed: now stops the running tasks, soon lets "
+                   "them finish; the rest stays pending (exit code 5).")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
 @click.option("--task-time", type=seconds_type(above=True), default=None,
@@ -131,7 +147,8 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         accept_list: bool, lock_kind: str, logs: str, task_log: int | None,
         show_status: bool, as_json: bool, dry_run: bool,
         watch: bool, verify: bool, task_time: float | None, stop_margin: float,
-        gpus_per_task: int | None, cpus_per_task: int | None) -> None:
+        gpus_per_task: int | None, cpus_per_task: int | None,
+        halt: HaltPolicy | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -170,6 +187,10 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
     assert tasklist is not None
     registry = Registry(environ)
     the_runner = registry.runner(runner)
+    try:
+        the_runner.check(environ)  # before the workdir is touched: tasks stay pending
+    except ConfigError as error:
+        raise ConfigError(error.reason, option=f"--runner {runner}") from None
     the_handler = registry.tasklist(handler)
     for problem in registry.warnings():
         click.echo(f"farmer: warning: {problem}", err=True)
@@ -198,6 +219,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
             task_time=task_time,
             stop_margin=stop_margin,
             job_end=slurm_job_end(environ),
+            halt=halt,
         )
         report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code

@@ -42,7 +42,11 @@ def to_json(status: Status) -> str:
 def _state(status: Status) -> str:
     if status.done:
         return "done with failures" if status.failed else "done"
-    return "running" if status.farmers else "work left, no farmer running"
+    if status.halted is not None:
+        return "halted, work left"
+    if any(farmer.live for farmer in status.farmers):
+        return "running"
+    return "work left, no farmer running"
 
 
 def render(status: Status) -> RenderableType:
@@ -56,6 +60,9 @@ def render(status: Status) -> RenderableType:
         f", {status.claimed} claimed" if status.claimed else "", f", {status.pending} pending, "
         f"{status.total} total: {status.percent:.1f}% done; rate {rate}, "
         f"ETA {duration(status.eta)}")
+    if status.halted is not None and not status.done:
+        head.append(f"\n{status.halted}: no farmer starts; fix the cause, then remove "
+                    f"{status.workdir}/halted to farm on", "bold red")
     if status.unimported:
         head.append(f"\n{status.unimported} line(s) appended to the list, not imported yet "
                     "(a farmer imports them)")

@@ -61,6 +61,12 @@ class LegacyRunner(Runner):
         """No argument vector: the helper is a fork of the worker, not a program."""
         raise NotImplementedError("a PyTaskFarmer-style runner runs in a forked helper")
 
+    def check(self, environ: Mapping[str, str]) -> None:
+        """A subclass of one of our runners (``ShifterRunner`` with its own ``run``) needs
+        what that one needs; another class, nothing we know of."""
+        if isinstance(self.legacy, Runner):
+            self.legacy.check(environ)
+
     def start(self, task_id: int, command: str, log_fd: int,  # type: ignore[override]
               environ: Mapping[str, str]) -> ForkedTask:
         """Fork the helper that runs the task; stop signals are blocked until it has its own

@@ -15,10 +15,11 @@ from ..store import Counts
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Counts plus this farmer's running tasks."""
+    """Counts plus this farmer's running tasks, and the workdir's tasks in all."""
 
     counts: Counts
     running: int
+    total: int | None = None  # the tasks imported (None: unknown)
 
 
 class Display(Protocol):

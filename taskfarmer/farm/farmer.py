@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
-from ..errors import TaskfarmerError, TasklistError, as_error
+from ..errors import TaskfarmerError, as_error
 from ..hpc.identity import Identity
 from ..hpc.resources import SlotResources, pin
 from ..hpc.slurm import job_labels
@@ -32,6 +32,7 @@ from ..logs.joblog import JobLogDurations
 from ..logs.tasklogs import free_inodes, inode_warning
 from ..store import (
     DEFAULT_LEASE,
+    NOW,
     Counts,
     StateCounter,
     StateStore,
@@ -43,6 +44,8 @@ from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
+from .growth import ListGrowth
+from .halt import Halt, HaltPolicy
 from .heartbeat import Heartbeat
 from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
@@ -91,6 +94,9 @@ class FarmConfig:
     stop_margin: float = DEFAULT_MARGIN
     #: When the SLURM job ends (seconds since the epoch), if it has a limit.
     job_end: float | None = None
+    #: ``--halt``: when to halt the whole farm (None: never; a halt by another farmer is
+    #: obeyed all the same).
+    halt: HaltPolicy | None = None
 
     def slot(self, slot: int) -> SlotResources:
         """What worker slot ``slot`` owns."""
@@ -144,6 +150,9 @@ class Farm:
         self.orphans = OrphanNet(self.store, self.timeline, clock, self.display.say)
         self.heartbeat = Heartbeat(self.store, self.farmer, heartbeat_period(config.lease),
                                    monotonic)
+        self.halt = Halt(self.store, config.halt, self.farmer, clock, monotonic)
+        self.growth = ListGrowth(self.store, self.timeline, self.handler, config.tasklist, clock,
+                                 monotonic, self.display.say)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -194,6 +203,8 @@ class Farm:
             if self.draining is not None and not self.pool:
                 break
             self.heartbeat.check()
+            if self._halted():
+                break
             if now >= next_look:
                 self.takeover.take_over_expired(self.track)
                 next_look = now + period
@@ -201,7 +212,7 @@ class Farm:
             if self.errors.message is not None:
                 break
             if now >= next_import:
-                self._import_growth()
+                self.growth.import_growth(self.track)
                 next_import = now + IMPORT_POLL
             self._fill_slots()
             if not self.pool and self._all_done() and not self.config.follow:
@@ -214,6 +225,22 @@ class Farm:
                 wake = min(wake, self.gate.limit())
             timeout = max(0.0, min(poll, wake - now))
             wait([*self.pool.sentinels(), self.pipe.reader], timeout)
+
+    def _halted(self) -> bool:
+        """Look for the workdir's halt record (:meth:`Halt.look`); once it is there, stop the
+        workers (``now``: True, the loop ends) or let them drain (``soon``)."""
+        record = self.halt.look()
+        if record is None:
+            return False
+        how = ("stopping the running tasks" if record.when == NOW
+               else "letting the running tasks finish")
+        self.display.say(f"{record.describe()}: {how}, starting no more")
+        if record.when == NOW:
+            self.stop.request("halt")
+            return True
+        self.draining = "halt"
+        self.gate.close()
+        return False
 
     def _out_of_time(self, walltime: Walltime, now: float) -> bool:
         """Stop (True) at the walltime's limit; before that, close the start gate once no
@@ -243,11 +270,12 @@ class Farm:
         except (TaskfarmerError, OSError):
             snapshot = Snapshot(Counts(0, 0, 0), 0)
         stopped_by = self.stop.describe() if self.stop.requested else self.draining
-        report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message)
+        halted = left and self.errors.attempt(self.halt.look_now) and self.halt.record is not None
+        report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message, halted)
         if self.errors.message is None and not self.errors.attempt(partial(
                 mark_end, self.store, self.timeline, self.track, self.stop, report,
                 clock=self.clock, monotonic=self.monotonic)):
-            report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message)
+            report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message, halted)
         self.display.finish(snapshot, report.outcome)
         self.display.say(where(self.store))
         close_quietly(self.store, self.timeline)
@@ -258,6 +286,7 @@ class Farm:
         self.store.prepare()
         self.handler.prepare(self.config.tasklist, self.config.workdir)  # not locked: it may lock
         with self.store.locked():
+            self.halt.refuse_halted()  # before anything changes
             for path, fragment in self.store.repair():
                 self.display.say(f"cut a torn last line off {path.name} (kept in torn): "
                                  f"{fragment[:60]!r}")
@@ -276,6 +305,7 @@ class Farm:
                 requeued = self.store.requeue_failed()
                 self.display.say(f"put {requeued} failed task(s) back into toprocess")
             self.orphans.catch(0)  # the last farmer may have died before it tidied
+            self.halt.count_from_here()
             events = self._timeline_start(0 if fresh else added, requeued)
             self.timeline.append(events)
         self.takeover.take_over_expired(self.track)
@@ -299,12 +329,8 @@ class Farm:
                               {"node": self.identity.node, "pid": self.identity.pid,
                                "proc": self.config.proc, **labels}))
         if appended:
-            events.append(self._appended(now, appended))
+            events.append(self.growth.appended(now, appended, self.track))
         return events + counter_events(self.timeline, now)
-
-    def _appended(self, now: float, count: int) -> Event:
-        return instant("tasks appended", now, self.track,
-                       {"tasks": count, "tasklist": str(self.config.tasklist)})
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -330,7 +356,7 @@ class Farm:
                               logs=self.config.logs, slots=self.config.proc)
         return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
-                      may_start=self.gate.may_start)
+                      may_start=self.gate.may_start, halt=self.halt)
 
     def _mark(self, slot: int, task_id: int) -> None:
         """In a worker: slot ``slot`` runs ``task_id`` now (-1: none)."""
@@ -363,7 +389,7 @@ class Farm:
     # -- the tasklist ------------------------------------------------------------------------
 
     def _all_done(self) -> bool:
-        self._import_growth()  # out of work: lines appended since are work too
+        self.growth.import_growth(self.track)  # out of work: lines appended since are work too
         if self.store.unimported_bytes(self.config.tasklist) > 0:
             return False  # a last line without its newline: imported once the list rests
         with self.store.locked():
@@ -371,31 +397,8 @@ class Farm:
                 return False
             return not self.orphans.catch(self.track)  # at rest: nothing recorded nowhere
 
-    def _import_growth(self) -> None:
-        """Import lines appended to the tasklist since (one ``stat`` when there are none).
-
-        A list whose imported part changed while we run is reported once and no longer
-        imported from (``ListImport.refused``): the tasks already imported stay valid
-        and are finished.
-        """
-        if self.store.unimported_bytes(self.config.tasklist) <= 0:
-            return
-        try:
-            with self.store.locked():
-                added = self.store.import_list(self.config.tasklist, self.handler,
-                                               starting=False)
-                if added:
-                    now = self.clock()
-                    self.timeline.append([self._appended(now, added),
-                                          *counter_events(self.timeline, now, pending=added)])
-        except TasklistError as error:
-            self.display.say(f"error: {error}; importing no more from it")
-            return
-        if added:
-            self.display.say(f"imported {added} task(s) appended to {self.config.tasklist}")
-
     def _snapshot(self) -> Snapshot:
-        return Snapshot(self.counter.counts(), self.pool.running())
+        return Snapshot(self.counter.counts(), self.pool.running(), self.growth.total())
 
 
 def where(store: StateStore) -> str:

@@ -4,8 +4,9 @@ Before a time limit (``--timeout``, the SLURM job's end; see :mod:`taskfarmer.hp
 farm starts no task not expected to finish in time. The main process sets the limit and
 estimates, from the timeline, the latest start; each worker asks the gate itself before every
 claim (:meth:`StartGate.may_start`): the main process's estimate arrives up to a poll late, too
-late for a worker that has just finished one of the first tasks. The values live in shared
-memory that the forked workers inherit.
+late for a worker that has just finished one of the first tasks. When the farm is halted
+(``--halt``, :mod:`.halt`) the gate closes for good. The values live in shared memory that the
+forked workers inherit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class StartGate:
         self._stop_at = RawValue("d", math.inf)
         self._start_by = RawValue("d", math.inf)
         self._known = RawValue("b", 0)
+        self._closed = RawValue("b", 0)  # no task starts any more (the farm was halted)
         self._longest = RawArray("d", proc)
         self._clock = clock
         self._refresh = refresh
@@ -62,9 +64,13 @@ class StartGate:
         """The longest task any worker slot of this farmer has run (seconds)."""
         return max(self._longest)
 
+    def close(self) -> None:
+        """In the main process: no task may start any more, whatever the time."""
+        self._closed.value = 1
+
     def may_start(self) -> bool:
         """In a worker: whether a task may start now."""
-        return self._clock() < self.limit()
+        return not self._closed.value and self._clock() < self.limit()
 
     def mark(self, slot: int, task_id: int) -> None:
         """In a worker: slot ``slot`` starts ``task_id`` now (-1: its task ended); keep the

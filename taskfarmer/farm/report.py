@@ -19,14 +19,16 @@ class FarmReport:
     stopped_by: str | None
     work_left: bool
     error: str | None = None
+    halted: bool = False  # the workdir's farm was halted (--halt)
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all done; 1 done with failures; 2 error; 3 stopped with work left."""
+        """0 all done; 1 done with failures; 2 error; 3 stopped with work left; 5 halted
+        with work left."""
         if self.error is not None:
             return ExitCode.ERROR
         if self.work_left:
-            return ExitCode.STOPPED
+            return ExitCode.HALTED if self.halted else ExitCode.STOPPED
         return ExitCode.FAILED if self.counts.failed else ExitCode.OK
 
     @property
@@ -35,7 +37,7 @@ class FarmReport:
         if self.error is not None:
             return f"error: {self.error}"
         if self.work_left:
-            return f"stopped by {self.stopped_by}, work left"
+            return f"{'halted' if self.halted else f'stopped by {self.stopped_by}'}, work left"
         return "done with failures" if self.counts.failed else "done"
 
 

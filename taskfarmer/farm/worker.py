@@ -30,6 +30,7 @@ from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .chunking import DurationEstimate, chunk_size, hand_back_due, record_due, wanted
 from .execution import Execution
+from .halt import Halt
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
 
@@ -79,6 +80,8 @@ class Worker:
             ends.
         may_start: asked before each task starts: False starts no more (and puts the unstarted
             claimed ones back).
+        halt: the farmer's part in ``--halt`` (:class:`~.halt.Halt`): judged after each
+            recording, looked at before each claim (default: one without a rule).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class Worker:
         say: Callable[[str], None] = print,
         on_change: Callable[[int, int], None] | None = None,
         may_start: Callable[[], bool] = lambda: True,
+        halt: Halt | None = None,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -104,6 +108,7 @@ class Worker:
         self.say = say
         self.on_change = on_change
         self.may_start = may_start
+        self.halt = halt or Halt(parts.store, None, config.farmer, clock, monotonic)
         self.results: list[Result] = []  # ended, not yet recorded (see RESULT_HOLD)
         self.stopped: list[Result] = []  # cut short by a stop: logged once back in toprocess
         self.queue: deque[Task] = deque()
@@ -165,12 +170,14 @@ class Worker:
                 if self.stop.requested:
                     self.batch.flush()
                     return
-                if self.queue and not self.may_start():
-                    self._put_back_unstarted()  # the start gate closed (walltime)
-                if not self.queue and self.may_start():
+                halted = self.halt.before_claim()
+                if self.queue and (halted or not self.may_start()):
+                    self._put_back_unstarted()  # the start gate closed (walltime), or halted
+                judging = self.halt.holds_back(self.results)
+                if not self.queue and not halted and not judging and self.may_start():
                     self._take(self._claim())
                 self.batch.flush()
-            if not self.queue:
+            if not self.queue or self.halt.holds_back(self.results):
                 if not self.results:
                     return
                 self._sleep_until_recordable()
@@ -179,9 +186,9 @@ class Worker:
                 return
 
     def _run_queue(self) -> bool:
-        """Run the claimed tasks one after the other, without the lock, while the gate is open
-        and no stop is requested. False once a stop cut a task short (the worker leaves)."""
-        while self.queue and self.may_start() and not self.stop.requested:
+        """Run the claimed tasks one after the other, without the lock, while
+        :meth:`_may_run`. False once a stop cut a task short (the worker leaves)."""
+        while self.queue and self._may_run():
             task = self.queue.popleft()
             self._busy(task.id)
             self._started = self.monotonic()
@@ -194,6 +201,12 @@ class Worker:
             if result.stopped:
                 return False
         return True
+
+    def _may_run(self) -> bool:
+        """Whether the next claimed task may start: the gate is open, no stop is requested,
+        the farm is not halted and no failure of ours waits to be judged (``--halt``)."""
+        return (self.may_start() and not self.stop.requested and self.halt.record is None
+                and not self.halt.holds_back(self.results))
 
     def _claim(self) -> list[Task]:
         """*locked* Claim the next chunk (:func:`~.chunking.chunk_size`), with a new lease if
@@ -318,6 +331,7 @@ class Worker:
         self.results = list(decided.keep)
         self._log_discarded(decided.discard)
         logged = self.batch.record(self.lease, decided.record)
+        self.halt.judge(decided.record)  # the failure that reaches --halt halts the farm
         for result in decided.put_back:  # back into toprocess with the queue, when we leave
             self.queue.appendleft(result.task)
             self.stopped.append(result)

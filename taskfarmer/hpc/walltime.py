@@ -175,7 +175,7 @@ class Walltime:
             expected, source = longest, "the longest this farmer ran; too few finished to learn"
         return (f"starting no more tasks: {left:.0f} s left until {self.limit.what}, tasks "
                 f"are expected to take {expected:.0f} s ({source}); running ones finish, "
-                "then exit 3")
+                "then the farmer exits (code 3 if work is left)")
 
     def why_stop(self) -> str:
         """One log line: why running tasks are stopped."""

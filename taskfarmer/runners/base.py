@@ -4,9 +4,10 @@ A runner turns a task into an argument vector (:meth:`Runner.argv`, a pure funct
 runner's settings, the task ID and the command) and an environment, and starts it with its
 output in the task's log, in a new session so that the whole tree it starts shares one process
 group. To write your own, subclass :class:`Runner`, override :meth:`Runner.argv` (and
-:meth:`Runner.cleanup` if stopping the process is not enough, as for containers), and name the
-class in a runner definition (INI ``Runner = module.Class``); the other INI keys are passed to
-its constructor as keyword arguments (strings).
+:meth:`Runner.cleanup` if stopping the process is not enough, as for containers, and
+:meth:`Runner.check` if it needs something of the node), and name the class in a runner
+definition (INI ``Runner = module.Class``); the other INI keys are passed to its constructor as
+keyword arguments (strings).
 
 :meth:`Runner.run` and :meth:`Runner.terminate` are PyTaskFarmer's blocking interface, kept
 so that PyTaskFarmer-style subclasses that override ``run`` and call ``super().run(...)`` keep
@@ -97,6 +98,12 @@ class Runner:
     def argv(self, task_id: int, command: str) -> list[str]:
         """The argument vector that runs ``command`` (pure: no side effects)."""
         raise NotImplementedError
+
+    def check(self, environ: Mapping[str, str]) -> None:
+        """Called once as the farmer starts, before any task (``environ``: the tasks'
+        environment): raise :class:`~taskfarmer.errors.ConfigError` if no task can run on this
+        node (a program missing, a daemon not answering), so that the farmer stops with one
+        line, its tasks pending, instead of failing every task. The default checks nothing."""
 
     def environment(self, task_id: int, environ: Mapping[str, str]) -> dict[str, str]:
         """The task's environment: ours plus ``PROC_NUMBER`` = the task ID."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import socket
+from collections.abc import Mapping
 
 from ..errors import ConfigError
 from .base import Runner
@@ -66,6 +68,16 @@ class ContainerRunner(Runner):
         self.options = split_options(options)
         self.shell = shell
         self.tag = host_tag()
+
+    def check(self, environ: Mapping[str, str]) -> None:
+        """The engine is an executable on the tasks' ``PATH``.
+
+        Raises:
+            ConfigError: it is not.
+        """
+        if shutil.which(self.engine, path=environ.get("PATH", os.defpath)) is None:
+            raise ConfigError(f"no task can run on this node: {self.engine}: no such program "
+                              "on PATH")
 
     def execution_name(self, task_id: int) -> str:
         """A name unique to this execution of task ``task_id``, the same in :meth:`argv` and

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
+from ..errors import ConfigError
 from ..hpc.resources import AMD, NVIDIA, SlotResources
 from ..ini import words
 from .container import ContainerRunner
@@ -21,6 +22,9 @@ from .container import ContainerRunner
 #: Seconds ``docker rm -f`` may take in :meth:`DockerRunner.cleanup`. A stopping worker has
 #: ``KILL_GRACE`` (2 s) plus 10 s before the farm kills it; this fits in between.
 REMOVE_TIMEOUT = 8.0
+
+#: Seconds ``docker version`` may take to answer in :meth:`DockerRunner.check`.
+CHECK_TIMEOUT = 30.0
 
 #: ``docker rm -f`` messages meaning there is nothing left to remove.
 _GONE = re.compile(r"no such container|already in progress", re.IGNORECASE)
@@ -102,6 +106,29 @@ class DockerRunner(ContainerRunner):
         if self.user:
             argv.append(f"--user={self.user}")
         return [*argv, *self.options, self.image, *self.inner_argv(command)]
+
+    def check(self, environ: Mapping[str, str]) -> None:
+        """The client is on ``PATH`` and ``ENGINE version`` answers: Docker's daemon (or
+        Podman's service, with a remote ``CONTAINER_HOST``) runs and lets us in.
+
+        Raises:
+            ConfigError: no client, or no answer within :data:`CHECK_TIMEOUT`.
+        """
+        super().check(environ)
+        try:
+            done = subprocess.run([self.engine, "version"], env=dict(environ),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=CHECK_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            problem = f"no answer in {CHECK_TIMEOUT:g} s"
+        except OSError as error:
+            problem = error.strerror or str(error)
+        else:
+            if done.returncode == 0:
+                return
+            problem = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        raise ConfigError(f"no task can run on this node: '{self.engine} version' failed: "
+                          f"{problem}")
 
     def start(self, task_id: int, command: str, log_fd: int,
               environ: Mapping[str, str]) -> subprocess.Popen:

@@ -18,6 +18,7 @@ class FarmerRow:
     heartbeat_age: float
     recent: int  # executions it recorded within the rate window
     rate: float | None  # per second, over the rate window
+    live: bool = True  # its heartbeat is not overdue (two renewals)
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,12 @@ class Status:
     workdir: str
     finished: int
     failed: int
-    running: int  # taken, not claimed-only: running, or ended a moment ago and not recorded
+    running: int  # running now: at most one per worker
     pending: int
     total: int
     percent: float
     rate: float | None  # tasks/s over the rate window, all farmers
-    eta: float | None  # seconds
+    eta: float | None  # seconds; None without a live farmer
     farmers: list[FarmerRow] = field(default_factory=list)
     stale_leases: list[LeaseRow] = field(default_factory=list)
     running_tasks: list[RunningTask] = field(default_factory=list)
@@ -77,12 +78,13 @@ class Status:
     consistent: bool = True  # read under the lock
     now: float = 0.0
     unimported: int = 0  # lines of TASKLIST not imported yet (a last one without newline too)
-    claimed: int = 0  # claimed by a worker with its chunk, not started yet
+    claimed: int = 0  # taken by a worker, not running: in its chunk, or ended, not recorded
     files: int = 0  # files the workdir holds (the metadata cost of the run)
     log_files: int = 0  # of which in logs/
     files_per_task: float | None = None  # log files per finished or failed task
     #: State-file opens per recorded result of the farmers in the coherent mode (None: none)
     opens_per_task: float | None = None
+    halted: str | None = None  # how the farm was halted (--halt: WORKDIR/halted), if it was
 
     @property
     def done(self) -> bool:
@@ -92,7 +94,8 @@ class Status:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 done without failures, 1 done with failures, 3 work left."""
+        """0 done without failures, 1 done with failures, 3 work left, 5 work left and the
+        farm halted."""
         if not self.done:
-            return ExitCode.STOPPED
+            return ExitCode.HALTED if self.halted is not None else ExitCode.STOPPED
         return ExitCode.FAILED if self.failed else ExitCode.OK

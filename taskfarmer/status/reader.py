@@ -4,20 +4,20 @@ Safe at any time from any node that sees the workdir. Nothing is written. The st
 read through a :class:`~taskfarmer.store.Snapshot` (sizes and cursor fixed under the lock for
 a moment, so the counts add up). On top of it:
 
-* the number of running tasks: the tasks imported (``imported``, see
-  :mod:`taskfarmer.store.listimport`) less the finished, failed and pending ones — exact; it
-  includes tasks that ended less than a moment ago and wait to be recorded (workers record a
-  result 0.1 s after it ends);
-* the running tasks listed: for each live lease, the first task of its last claim (a worker
+* the number of tasks taken: the tasks imported (``imported``, see
+  :mod:`taskfarmer.store.listimport`) less the finished, failed and pending ones — exact;
+* the running tasks: for each live lease, the first task of its last claim (a worker
   claims a chunk of short tasks at once and runs them in order) that was not recorded or put
-  back since (:meth:`~taskfarmer.store.Snapshot.settled_recently`); the others of the chunk are
-  *claimed*, not running; the task's line is the ``toprocess`` line ending at the claim's
-  offset;
+  back since (:meth:`~taskfarmer.store.Snapshot.settled_recently`), so at most one per worker;
+  the other tasks taken are *claimed*: the rest of a chunk, or ended a moment ago and about to
+  be recorded (a worker records its results in batches, within about a second of their end);
+  the task's line is the ``toprocess`` line ending at the claim's offset;
 * the age of a running task: it started when its worker slot's previous execution ended (the
   job log, searched backwards) or when its lease was registered (``since`` in the lease file),
   whichever is later;
 * the rate: the job log lines of the last :data:`RATE_WINDOW` seconds, found by a binary
-  search on their times (lines are appended in about the order executions end);
+  search on their times (lines are appended in about the order executions end); an ETA only
+  while a farmer's heartbeat is live;
 * the failed tasks: the last lines of ``failed``, their exit codes in the job log's tail,
   ``attempts``, and the last line of each log (:func:`~taskfarmer.logs.reading.task_pieces`:
   whatever ``--logs`` wrote it);
@@ -89,36 +89,44 @@ class StatusReader:
         else:
             total = done + len(running) + claimed + pending
         taken = total - done - pending
-        claimed = min(claimed, max(0, taken - len(running)))
+        # One running task per worker lease at most; the rest of what is taken waits in a
+        # chunk or ended a moment ago (a worker holds results up to a second, see
+        # taskfarmer.farm.chunking.record_due): claimed, not running.
+        busy = min(len(running), max(0, taken))
         recent = recent_executions(self.joblog, now, RATE_WINDOW)
         rate = recent.done / recent.span if recent.span > 0 else None
         farmers = self._farmers(infos, recent.per_farmer, recent.span, now)
         left = pending + taken
+        # Without a live farmer the rate of the window's past executions (shrinking as the
+        # window's span grows) foretells nothing: no ETA.
+        running_farm = any(farmer.live for farmer in farmers)
         running.sort(key=lambda task: -(task.age or 0.0))
         failed_tasks = self._failed(snapshot, failed)
         log_files = count_files(self.store.logs)
+        halted = self.store.halt_record()
         files = log_files + count_files(self.store.workdir, skip=self.store.logs)
         return Status(
             workdir=str(self.store.workdir),
-            finished=finished, failed=failed, running=taken - claimed, claimed=claimed,
+            finished=finished, failed=failed, running=busy, claimed=max(0, taken) - busy,
             pending=pending, total=total,
             percent=100.0 * (total - left) / total if total else 100.0,
-            rate=rate, eta=left / rate if rate and left else None,
+            rate=rate, eta=left / rate if rate and left and running_farm else None,
             farmers=farmers, stale_leases=self._stale(infos, now),
             running_tasks=running[: self.limit],
-            running_more=max(0, taken - claimed - min(len(running), self.limit)),
+            running_more=max(0, busy - self.limit),
             failed_tasks=failed_tasks, failed_more=max(0, failed - len(failed_tasks)),
             consistent=snapshot.consistent, now=now,
             unimported=unimported_lines(self.tasklist, imported),
             files=files, log_files=log_files, files_per_task=log_files / done if done else None,
-            opens_per_task=opens_per_result(read_records(self.store.files.farmers)))
+            opens_per_task=opens_per_result(read_records(self.store.files.farmers)),
+            halted=halted.describe() if halted is not None else None)
 
     # -- running tasks -----------------------------------------------------------------------
 
     def _running(self, snapshot: Snapshot, infos: list[LeaseInfo], now: float
                  ) -> tuple[list[RunningTask], int]:
-        """The running tasks, and how many more are claimed but not started: a worker runs the
-        tasks of its last claim in order, so the first one not settled is running."""
+        """The running tasks, and how many more the leases' last claims hold: a worker runs
+        the tasks of its last claim in order, so the first one not settled is running."""
         chunks = snapshot.last_chunks([info.name for info in infos])
         if not chunks:
             return [], 0
@@ -172,14 +180,15 @@ class StatusReader:
             if not info.dead:
                 groups.setdefault(info.owner.extra.get("farmer", info.name), []).append(info)
         rows = []
+        silent = 2 * heartbeat_period(self.lease)  # as for the stale leases
         for farmer, leases in sorted(groups.items()):
             owner = leases[0].owner
             count = recent.get(farmer, 0)
             pid = farmer_pid(farmer)
+            age = now - max(info.heartbeat for info in leases)
             rows.append(FarmerRow(
-                farmer, owner.node, owner.pid if pid is None else pid, len(leases),
-                now - max(info.heartbeat for info in leases), count,
-                count / span if count and span > 0 else None))
+                farmer, owner.node, owner.pid if pid is None else pid, len(leases), age, count,
+                count / span if count and span > 0 else None, live=age <= silent))
         return rows
 
     def _stale(self, infos: list[LeaseInfo], now: float) -> list[LeaseRow]:

@@ -16,7 +16,8 @@ Modules, one job each:
   takeover; :mod:`.compaction`; :mod:`.orphans` -- the safety net at rest; :mod:`.workdir`
   -- set-up, repair; :mod:`.adopt` -- PyTaskFarmer's workdirs; :mod:`.listimport` -- the
   tasklist: first read, growth; :mod:`.tail` -- what an import takes of the list's end;
-  :mod:`.listcheck` -- the list compared with its imported copy;
+  :mod:`.listcheck` -- the list compared with its imported copy; :mod:`.halt` -- the record of a
+  halted farm (``--halt``);
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
 * :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``;
   :mod:`.opencount` -- each farmer's opens of workdir files (the metadata cost).
@@ -26,6 +27,7 @@ from .adopt import Adoption
 from .counting import Counts, LineCounter, StateCounter
 from .files import StateFiles
 from .filesystem import coherent_io
+from .halt import NOW, SOON, HaltRecord
 from .leases import (
     DEAD_SUFFIX,
     DEFAULT_LEASE,
@@ -58,9 +60,12 @@ __all__ = [
     "DEFAULT_LEASE",
     "LOCK_KINDS",
     "MIN_LEASE",
+    "NOW",
     "READ_CHUNK",
+    "SOON",
     "Adoption",
     "Counts",
+    "HaltRecord",
     "Imported",
     "Lease",
     "LeaseInfo",

@@ -18,18 +18,22 @@ class LineCounter:
         self.offset = 0
         self.count = 0
 
-    def update(self, end: int | None = None) -> int:
+    def update(self, end: int | None = None, size: int | None = None) -> int:
         """Count complete lines up to ``end`` (default: the end of the file).
 
-        Without the lock, the file can be replaced while we read it (a compaction on another
-        node: on NFS the old one is gone, ``ESTALE``): then the count stays as it was.
+        ``size``: the file's size, if the caller knows it better than ``stat`` (under the lock
+        on a shared filesystem, ``fstat`` of a descriptor opened in the hold is current, where
+        a ``stat`` by name may answer from a cache). Without the lock, the file can be replaced
+        while we read it (a compaction on another node: on NFS the old one is gone,
+        ``ESTALE``): then the count stays as it was.
         """
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        except OSError:
-            return self.count
+        if size is None:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            except OSError:
+                return self.count
         limit = size if end is None else min(end, size)
         if limit < self.offset:  # compacted or truncated: start over
             self.offset = 0

@@ -18,6 +18,18 @@ def private_tmp(path: Path) -> Path:
     """
     return path.with_name(f"{path.name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
 
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Make ``path`` hold ``data``: written to a :func:`private_tmp` file, fsynced, then
+    ``rename(2)``d over it, which is atomic (on an NFS server too): a reader, on any node,
+    sees the old content or the new, never part of it, and a crash leaves one of the two."""
+    tmp = private_tmp(path)
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(tmp, path)
+
 class StateFiles:
     """Where each state file of ``workdir`` lives, and descriptors opened on demand.
 
@@ -52,6 +64,7 @@ class StateFiles:
         self.joblog = workdir / "joblog"  # :mod:`taskfarmer.logs.joblog`
         self.timeline = workdir / "timeline.json"  # :mod:`taskfarmer.timeline`
         self.lock = workdir / "lock"  # the lock file when ``SCRATCH`` is not set
+        self.halted = workdir / "halted"  # the farm was halted (:mod:`.halt`)
         self._fds: dict[Path, tuple[int, int]] = {}  # path -> (fd, pid that opened it)
         self._toprocess_ino = -1
 

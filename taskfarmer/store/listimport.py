@@ -38,7 +38,7 @@ from typing import BinaryIO
 
 from ..errors import StateError, TasklistError
 from ..tasks import MAX_LINE, Task, TaskList, check_length, raw_lines
-from .files import StateFiles, private_tmp
+from .files import StateFiles, private_tmp, replace_file
 from .lines import append, line_ids, task_line
 from .listcheck import BLOCK, blocks, changed, continued, count_newlines, first_difference
 from .listcheck import open_at as _open_at
@@ -96,12 +96,7 @@ class ListImport:
 
     def _commit(self, state: Imported) -> None:
         """Replace ``imported``: write a temporary file, fsync, ``rename(2)`` (atomic)."""
-        tmp = private_tmp(self.state_path)
-        with open(tmp, "w") as out:
-            out.write(state.to_text())
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, self.state_path)
+        replace_file(self.state_path, state.to_text().encode())
 
     # -- importing -----------------------------------------------------------------------------
 

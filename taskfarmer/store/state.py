@@ -13,6 +13,7 @@ from .adopt import Adoption, reconcile, unadopted
 from .compaction import Compactor
 from .exclusion import ExclusionCheck
 from .files import StateFiles
+from .halt import HaltRecord, read_halt, write_halt
 from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
 from .listimport import Imported, ListImport
@@ -285,6 +286,17 @@ class StateStore:
         """*locked* See :meth:`Ledger.requeue`."""
         self._held("requeue")
         self.ledger.requeue(tasks)
+
+    # -- halting (--halt) --------------------------------------------------------------------
+
+    def halt(self, record: HaltRecord) -> HaltRecord:
+        """*locked* Halt the farm (:func:`.halt.write_halt`); the record in force."""
+        self._held("halt")
+        return write_halt(self.files, record)
+
+    def halt_record(self) -> HaltRecord | None:
+        """The workdir's halt record, or None; with or without the lock (:mod:`.halt`)."""
+        return read_halt(self.files, locked=bool(self._depth))
 
     # -- at rest -----------------------------------------------------------------------------
 

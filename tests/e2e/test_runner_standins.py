@@ -181,16 +181,40 @@ def test_apptainer_runner(tmp_path: Path, place: dict[str, str]) -> None:
         "/images/lib.sif", "/bin/sh", "-c", "MESSAGE=from-setup && { exit 6\n}"]
 
 
-def test_missing_container_program_fails_the_task(tmp_path: Path,
-                                                  place: dict[str, str]) -> None:
+def test_a_runner_that_cannot_work_here_stops_the_farmer_before_any_task(
+        tmp_path: Path, place: dict[str, str]) -> None:
+    """Shifter missing, or Docker's daemon down: one line and exit 2 before the workdir is
+    touched, instead of every task failing within seconds; the tasks stay pending."""
     define(tmp_path, """
         [nowhere]
         Runner = taskfarmer.runners.ApptainerRunner
         image = x.sif
         engine = no-such-apptainer
+        [docker-down]
+        Runner = taskfarmer.runners.DockerRunner
+        image = img
         """)
-    tasks = write_tasklist(tmp_path / "tasks", ["true"])
-    result = run_farmer([str(tasks), "--runner", "nowhere"], env=place, cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
-    log = (tmp_path / "tasks_workdir" / "logs" / "log_0").read_text()
-    assert "cannot start task" in log and "no-such-apptainer" in log
+    (Path(place["PATH"].split(":")[0]) / "docker").write_text(
+        '#!/bin/sh\n[ "$1" = version ] || touch "$RECORD/docker-ran"\n'
+        'echo "Cannot connect to the Docker daemon at unix:///x.sock." >&2; exit 1\n')
+    (Path(place["PATH"].split(":")[0]) / "docker").chmod(0o755)
+    tasks = write_tasklist(tmp_path / "tasks", ["true"] * 3)
+    workdir = tmp_path / "tasks_workdir"
+    for runner, problem in (
+            ("nowhere", "no-such-apptainer: no such program on PATH"),
+            ("docker-down", "'docker version' failed: Cannot connect to the Docker daemon at "
+                            "unix:///x.sock.")):
+        result = run_farmer([str(tasks), "--runner", runner], env=place, cwd=tmp_path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.splitlines() == [
+            f"farmer: error: --runner {runner}: no task can run on this node: {problem}"]
+        assert not workdir.exists()
+    assert not (tmp_path / "record" / "docker-ran").exists()
+
+    # With a workdir already there (made by a farmer that started no task), its tasks stay
+    # pending.
+    made = run_farmer([str(tasks), "--timeout", "30", "--task-time", "40"], cwd=tmp_path)
+    assert made.returncode == 3 and ids(workdir / "toprocess") == [0, 1, 2]
+    refused = run_farmer([str(tasks), "--runner", "docker-down"], env=place, cwd=tmp_path)
+    assert refused.returncode == 2 and ids(workdir / "toprocess") == [0, 1, 2]
+    assert ids(workdir / "failed") == [] and not (workdir / "logs" / "log_0").exists()

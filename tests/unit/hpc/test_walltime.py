@@ -124,4 +124,8 @@ def test_walltime_gate_and_stop_with_a_clock(fake_clock: FakeClock) -> None:
     assert unknown.latest_start() == 1050.0  # nothing learned: the farm counts its longest
     assert "take 17 s (the longest this farmer ran; too few finished to learn)" in \
         unknown.why_no_start(17.0)
+    # The line promises no exit code it cannot know: with nothing left (a --follow farmer
+    # waiting for more lines) the farmer exits 0.
+    assert unknown.why_no_start(17.0).endswith(
+        "running ones finish, then the farmer exits (code 3 if work is left)")
     assert Walltime.earliest([], TaskTime(1.0)) is None

@@ -1,9 +1,10 @@
 """Runner pieces: container setup scripts, INI flags and options, keyword checks, execution names,
-bounded docker cleanup."""
+bounded docker cleanup, the checks that a runner can work on this node."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -89,3 +90,43 @@ def test_docker_cleanup_is_bounded_and_reports_a_leftover(
     assert capsys.readouterr().err == (
         f"taskfarmer: could not remove container {name} (no answer in 0.5 s); it may still "
         f"run: {hanging} rm -f {name}\n")
+
+
+def _program(directory: Path, name: str, script: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(f"#!/bin/sh\n{script}\n")
+    (directory / name).chmod(0o755)
+    return directory
+
+
+def test_a_container_runner_needs_its_engine_on_path(tmp_path: Path) -> None:
+    empty = {"PATH": str(tmp_path)}
+    with pytest.raises(ConfigError) as raised:
+        ApptainerRunner("x.sif", engine="no-such-apptainer").check(empty)
+    assert str(raised.value) == ("no task can run on this node: no-such-apptainer: no such "
+                                 "program on PATH")
+    with pytest.raises(ConfigError, match="shifter: no such program on PATH"):
+        ShifterRunner("img").check(empty)
+    found = _program(tmp_path / "bin", "shifter", "exit 0")
+    ShifterRunner("img").check({"PATH": str(found)})
+
+
+def test_the_docker_runner_asks_the_daemon_once(tmp_path: Path) -> None:
+    down = _program(tmp_path / "down", "docker", (
+        '[ "$1" = version ] || touch "$0.ran"\n'
+        'echo "Cannot connect to the Docker daemon at unix:///nowhere.sock." >&2; exit 1'))
+    with pytest.raises(ConfigError) as raised:
+        DockerRunner("img").check({"PATH": str(down)})
+    assert str(raised.value) == ("no task can run on this node: 'docker version' failed: Cannot "
+                                 "connect to the Docker daemon at unix:///nowhere.sock.")
+    assert not (down / "docker.ran").exists()
+    up = _program(tmp_path / "up", "podman", '[ "$1" = version ]')
+    DockerRunner("img", engine="podman").check({"PATH": str(up)})
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client installed")
+def test_the_real_docker_client_without_a_daemon(tmp_path: Path) -> None:
+    environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+               "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+    with pytest.raises(ConfigError, match=r"'docker version' failed: .*no-daemon\.sock"):
+        DockerRunner("img").check(environ)
