@@ -160,16 +160,21 @@ def test_a_display_count_survives_a_file_it_cannot_read(tmp_path: Path) -> None:
     assert counter.update() == 2
 
 
+def append_once(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` as a lock holder does (its own ``O_APPEND`` descriptor)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        append_lines(fd, path, data)
+    finally:
+        os.close(fd)
+
+
 def test_an_append_after_a_half_written_line_moves_the_half_line_to_torn(tmp_path: Path) -> None:
     # A write that failed half-way and could not be truncated back (the filesystem failing)
     # leaves a half line; the next append must not glue its lines onto it.
     path = tmp_path / "finished"
     path.write_bytes(b"1 echo a\n2 echo")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)
-    try:
-        append_lines(fd, path, b"3 echo c\n")
-    finally:
-        os.close(fd)
+    append_once(path, b"3 echo c\n")
     assert path.read_bytes() == b"1 echo a\n3 echo c\n"
     assert (tmp_path / "torn").read_bytes() == b"finished: 2 echo\n"
 
@@ -206,11 +211,7 @@ def test_a_tail_that_reads_as_nul_bytes_from_a_stale_cache_is_not_cut(
     path = tmp_path / "finished"
     path.write_bytes(b"1 echo a\n2 echo b\n")
     StaleTail(monkeypatch, start=len(b"1 echo a\n"))
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)
-    try:
-        append_lines(fd, path, b"3 echo c\n")
-    finally:
-        os.close(fd)
+    append_once(path, b"3 echo c\n")
     assert path.read_bytes() == b"1 echo a\n2 echo b\n3 echo c\n"
     assert not (tmp_path / "torn").exists()
 
@@ -221,10 +222,6 @@ def test_nul_bytes_that_the_filesystem_has_are_cut_as_before(
     path = tmp_path / "finished"
     path.write_bytes(b"1 echo a\n" + b"\0" * 5)
     StaleTail(monkeypatch, start=1000)  # nothing stale: only counts the drop
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)
-    try:
-        append_lines(fd, path, b"3 echo c\n")
-    finally:
-        os.close(fd)
+    append_once(path, b"3 echo c\n")
     assert path.read_bytes() == b"1 echo a\n3 echo c\n"
     assert (tmp_path / "torn").read_bytes() == b"finished: " + b"\0" * 5 + b"\n"
