@@ -101,8 +101,8 @@ def lease_advice(lease: float, shared: bool, fstype: str | None,
     floor = shortest_lease(shared, fstype, options)
     if lease >= floor:
         return None
-    where = f"a {fstype} mount" + (" with nocto" if "nocto" in options else "") if fstype \
-        else "a shared filesystem"
+    where = f"this {fstype} mount" + (" (nocto)" if "nocto" in options else "") if fstype \
+        else "this shared filesystem"
     return (f"warning: --lease {lease:g} is shorter than {floor:g} s, the shortest that "
             f"heartbeats every {heartbeat_period(lease):g} s allow on {where}: farmers on other "
             "nodes may take live workers' tasks over (their results are then discarded and "

@@ -23,6 +23,7 @@ from taskfarmer.store.leases import (
     MIN_LEASE,
     caching_delay,
     lease_advice,
+    lease_warning,
     shortest_lease,
 )
 
@@ -108,8 +109,12 @@ def test_nocto_adds_the_attribute_cache_to_what_a_lease_must_cover() -> None:
     assert caching_delay("lustre", {"nocto": ""}) == 0.0
     assert shortest_lease(True, "nfs", {"nocto": ""}) == 86.7
     warning = lease_advice(60, True, "nfs", {"nocto": ""})
-    assert warning is not None and "with nocto" in warning
+    assert warning is not None and "nfs mount (nocto)" in warning
     assert lease_advice(300, True, "nfs", {"nocto": ""}) is None
+
+
+def test_no_warning_for_a_short_lease_on_this_machine_s_local_disk(tmp_path: Path) -> None:
+    assert lease_warning(MIN_LEASE, tmp_path) is None
 
 
 def test_mount_options_come_with_the_type() -> None:
