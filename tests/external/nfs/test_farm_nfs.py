@@ -261,6 +261,7 @@ def test_two_farmers_per_node_killed_on_one_node_are_taken_over_once(
                 result = farmer.wait(300)
                 assert result.rc == 0, result
                 assert "Traceback" not in result.err, result
+                assert "warning: --lease 5 is shorter than 6.7 s" in result.out, result
     # A farmer SIGKILLed between the state append and the timeline append of one lock hold
     # leaves its task recorded once and its outcome missing from the timeline (which stays
     # valid); seen once in six runs.
