@@ -11,7 +11,8 @@ passed and the first assertion line of each failure. Example (issue 21's scenari
 The NFS lab's scenarios (``tests/external/nfs``) also report what each run did to the tasks:
 their exactly-once check appends counts to ``$TASKFARMER_EXACTLY_ONCE_LOG``, which this sets,
 and the table at the end sums them per scenario: tasks recorded twice, lost (recorded
-nowhere), executed twice (more than one job-log line), runs with NUL bytes in a state file.
+nowhere), executed twice (more than one job-log line), files with NUL bytes, lines the
+repair cut into ``torn``.
 ``TASKFARMER_NFS_FULL=1`` is set too: the kill scenario's every mount x lock x load.
 
 The tests run against the checkout they belong to; for a "before" figure, run the same test
@@ -30,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 COUNTS_ENV = "TASKFARMER_EXACTLY_ONCE_LOG"  # tests/external/nfs/farmers.py
-COUNTS = ("recorded_twice", "lost", "executed_twice", "files_with_nul")
+COUNTS = ("recorded_twice", "lost", "executed_twice", "files_with_nul", "torn_lines")
 
 
 def run_once(nodeid: str, counts: Path) -> tuple[bool, str, list[dict]]:
@@ -49,8 +50,8 @@ def run_once(nodeid: str, counts: Path) -> tuple[bool, str, list[dict]]:
 
 
 def table_row(nodeid: str, runs: int, passed: int, logged: list[dict]) -> str:
-    """``| scenario | runs | passed | recorded twice | lost | executed twice | NUL |``: sums
-    of the counts, with the number of runs in which each was non-zero."""
+    """A row of the table (:func:`print_table`): sums of the counts (:data:`COUNTS`), with the
+    number of runs in which each was non-zero."""
     cells = []
     for key in COUNTS:
         total = sum(entry[key] for entry in logged)
@@ -63,7 +64,7 @@ def table_row(nodeid: str, runs: int, passed: int, logged: list[dict]) -> str:
 def print_table(outcomes: dict[str, list[tuple[bool, str, list[dict]]]]) -> None:
     """The markdown table of the runs so far."""
     print("\n| scenario | runs | passed | recorded twice | lost | executed twice "
-          "| files with NUL bytes |\n|---|---|---|---|---|---|---|")
+          "| files with NUL bytes | lines cut into torn |\n|---|---|---|---|---|---|---|---|")
     for nodeid, done in outcomes.items():
         print(table_row(nodeid, len(done), sum(ok for ok, _, _ in done),
                         [entry for _, _, logged in done for entry in logged]))

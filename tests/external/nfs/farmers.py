@@ -102,7 +102,8 @@ COUNTS_ENV = "TASKFARMER_EXACTLY_ONCE_LOG"
 def exactly_once_counts(workdir: Path, count: int) -> dict[str, int]:
     """What a run did to each of ``count`` tasks: IDs recorded twice (or more) in
     ``finished``+``failed``, IDs recorded nowhere (lost), IDs with more than one line in the
-    job log (executed twice: a discarded late result, a retry), workdir files with NUL bytes."""
+    job log (executed twice: a discarded late result, a retry; an execution killed with its
+    farmer leaves no line), workdir files with NUL bytes, lines the repair cut into ``torn``."""
     recorded = Counter(ids(workdir / "finished") + ids(workdir / "failed"))
     joblog = workdir / "joblog"
     runs: Counter[str] = Counter()
@@ -111,11 +112,13 @@ def exactly_once_counts(workdir: Path, count: int) -> dict[str, int]:
                        if line)
     nul = sum(b"\0" in (workdir / name).read_bytes()
               for name in (*STATE_FILES, "timeline.json") if (workdir / name).exists())
+    torn = workdir / "torn"
     return {"tasks": count,
             "recorded_twice": sum(1 for seen in recorded.values() if seen > 1),
             "lost": sum(1 for task in range(count) if task not in recorded),
             "executed_twice": sum(1 for seen in runs.values() if seen > 1),
-            "files_with_nul": nul}
+            "files_with_nul": nul,
+            "torn_lines": len(torn.read_bytes().splitlines()) if torn.exists() else 0}
 
 
 def log_counts(workdir: Path, count: int) -> None:
