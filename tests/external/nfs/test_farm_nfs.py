@@ -252,7 +252,8 @@ def test_two_farmers_per_node_killed_on_one_node_are_taken_over_once(
         for farmer in on_a:
             farmer.job.kill()
         for farmer in on_a:
-            assert farmer.wait(60).rc == -9
+            killed = farmer.wait(60)
+            assert killed.rc == -9, killed
         nfs.a.killall()  # the workers and tasks of A's farmers too: nothing of A writes now
         if lock == "soft":
             remove_dead_soft_lock(workdir, nfs.a.name)
