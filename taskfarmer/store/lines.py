@@ -68,9 +68,10 @@ def ends_a_line(fd: int, size: int) -> bool:
     the new size from the server (its data cache is not invalidated, for instance while a
     process of this node has the file open for writing): the new tail then reads as NUL
     bytes from the old page. Cutting that "incomplete line" off would truncate the other
-    node's recorded lines away on the server (a task recorded, then lost; seen under
-    ``--lock soft`` on NFSv4.2). Dropping clean cached pages makes the next read go to the
-    server; on a local filesystem it costs a re-read of one page, and only here.
+    node's recorded lines away on the server (a task recorded, then lost: the likely way of
+    the 78 NUL bytes that issue 21's lab found under ``--lock soft`` on NFSv4.2). Dropping
+    clean cached pages makes the next read go to the server; on a local filesystem it costs a
+    re-read of one page, and only here.
     """
     if os.pread(fd, 1, size - 1) == b"\n":
         return True
