@@ -234,9 +234,10 @@ class SoftLock:
     exclusive create carries a verifier, which the Linux client makes of its ``jiffies`` and
     the caller's PID, and a server that finds the file existing *with that verifier* takes the
     create for a retransmission and reports success. Two nodes booted together and running the
-    same process tree can send the same verifier: both then hold the lock (seen in the NFS lab
-    as the holder check's "did not keep out another farmer" under ``--lock soft`` only, in 2 of
-    12 runs of a kill scenario; a likely cause of the NUL bytes of issue 21). ``link(2)`` of a
+    same process tree can send the same verifier: both then hold the lock (the likely cause of
+    what the NFS lab showed under ``--lock soft`` only: a farmer stopped by the holder check's
+    "did not keep out another farmer" in 2 of 12 kill runs, none in 15 runs with ``link(2)``;
+    and perhaps of the NUL bytes of issue 21). ``link(2)`` of a
     file of our own to the lock name has no verifier: the server refuses it while the name
     exists. A LINK whose reply was lost and resent reports EEXIST although it was made; then
     our file has two links (the method of open(2)'s manual page). A filesystem without hard

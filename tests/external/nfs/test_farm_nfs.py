@@ -215,7 +215,7 @@ def remove_dead_soft_lock(workdir: Path, node: str) -> None:
         marker, inode = lock.read_text(errors="replace"), lock.stat().st_ino
     except FileNotFoundError:
         return
-    if marker.split("\n")[1:2] != [f"node{node}"]:  # filelock's marker: PID, host, token
+    if marker.split("\n")[1:2] != [f"node{node}"]:  # the lock file: PID, host
         if marker:
             return
         time.sleep(5)

@@ -73,8 +73,9 @@ def test_soft_lock_counts_nesting_and_removes_its_file_after_the_last_release(
 
 
 def test_soft_lock_never_breaks_a_lock_file_it_cannot_read_and_warns(tmp_path: Path) -> None:
-    """filelock >= 4 takes over a malformed lock file unchanged for 2 s; on NFS that judgement
-    comes from stale caches and let two farmers in at once. Ours waits, and names the file."""
+    """filelock >= 4's soft lock (used before) took over a malformed lock file unchanged for
+    2 s; on NFS that judgement came from stale caches and let two farmers in at once. Ours
+    waits, and names the file."""
     path = tmp_path / "lock"
     path.write_text("not a lock record\n")
     waiter = subprocess.Popen(
