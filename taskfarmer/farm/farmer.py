@@ -38,6 +38,7 @@ from ..store import (
     StateStore,
     farmer_name,
     heartbeat_period,
+    lease_warning,
 )
 from ..timeline.counts import TaskCounts
 from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
@@ -191,10 +192,12 @@ class Farm:
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
         self.display.say(where(self.store))
-        warning = inode_warning(self.config.logs, free_inodes(self.config.workdir),
-                                self.counter.counts().pending)
-        if warning is not None:
-            self.display.say(warning)
+        warnings = (lease_warning(self.config.lease, self.config.workdir),
+                    inode_warning(self.config.logs, free_inodes(self.config.workdir),
+                                  self.counter.counts().pending))
+        for warning in warnings:
+            if warning is not None:
+                self.display.say(warning)
         self.display.start(self._snapshot())
         while not self.stop.requested and self.errors.message is None:
             now = self.clock()

@@ -70,6 +70,11 @@ def filesystem_magic(path: Path) -> int | None:
     return buffer.f_type & 0xFFFFFFFF
 
 
+def shared_filesystem(path: Path) -> bool:
+    """True unless ``path`` is on a filesystem known to be local (one page cache)."""
+    return filesystem_magic(path) not in LOCAL_MAGIC
+
+
 def coherent_io(workdir: Path, environ: Mapping[str, str]) -> bool:
     """True if the state files of ``workdir`` need the coherent discipline."""
     mode = environ.get(IO_ENV, "auto") or "auto"
@@ -77,7 +82,7 @@ def coherent_io(workdir: Path, environ: Mapping[str, str]) -> bool:
         raise ConfigError(f"{mode!r} is not one of {', '.join(IO_MODES)}", option=IO_ENV)
     if mode != "auto":
         return mode == "coherent"
-    return filesystem_magic(workdir) not in LOCAL_MAGIC
+    return shared_filesystem(workdir)
 
 
 def mount_type(path: Path, mountinfo: str | None = None) -> str | None:
@@ -86,21 +91,31 @@ def mount_type(path: Path, mountinfo: str | None = None) -> str | None:
 
     ``statfs`` cannot tell NFSv3 from NFSv4 (one magic number); their lock managers differ.
     """
+    return mount_entry(path, mountinfo)[0]
+
+
+def mount_entry(path: Path, mountinfo: str | None = None) -> tuple[str | None, dict[str, str]]:
+    """The filesystem type of the mount holding ``path`` and its options (per-mount and
+    superblock ones, ``{"nocto": "", "acregmax": "60", ...}``), as :func:`mount_type` reads
+    them; ``(None, {})`` if they cannot be told. The NFS client's caching options
+    (``nocto``, ``actimeo``, ``acregmax``) show among the superblock options."""
     if mountinfo is None:
         try:
             with open("/proc/self/mountinfo") as handle:
                 mountinfo = handle.read()
         except OSError:
-            return None
+            return None, {}
     target = os.path.abspath(path)
-    best, found = -1, None
+    best, found, options = -1, None, ""
     for line in mountinfo.splitlines():
         fields = line.split(" ")
-        if " - " not in line or len(fields) < 5:
+        if " - " not in line or len(fields) < 6:
             continue
         point = fields[4].encode().decode("unicode_escape")  # spaces are written \040
-        fstype = line.split(" - ", 1)[1].split(" ", 1)[0]
+        after = line.split(" - ", 1)[1].split(" ")
         inside = target == point or target.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= best:  # the last of equal mount points is on top
-            best, found = len(point), fstype
-    return found
+            best, found = len(point), after[0]
+            options = fields[5] + "," + (after[2] if len(after) > 2 else "")
+    parsed = dict(option.partition("=")[::2] for option in options.split(",") if option)
+    return found, parsed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ..errors import FilesystemError, operation
 from ..hpc.identity import Identity
 from ..tasks import Task
 from .files import StateFiles
+from .filesystem import mount_entry, shared_filesystem
 from .ledger import Ledger
 
 #: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
@@ -54,6 +56,63 @@ def heartbeat_period(lease: float) -> float:
     """Seconds between a farmer's renewals of its leases: four per ``lease``, at most 30 s
     apart (a lease that missed two renewals is late: ``--status`` shows it)."""
     return min(lease / 4, 30.0)
+
+
+#: How late another node may see a renewal on a filesystem shared between nodes, on top of
+#: the filesystem's caching: each renewal and each look is a round trip to the server, which a
+#: loaded node (a CPU hog on each one-CPU node of the NFS lab) or a busy server delays.
+SHARED_LATENESS = 5.0
+#: The NFS client's default ``acregmax``: how long it may serve cached attributes.
+NFS_ACREGMAX = 60.0
+
+
+def caching_delay(fstype: str | None, options: Mapping[str, str]) -> float:
+    """Seconds for which another node may keep seeing an old heartbeat because its client
+    caches attributes: none where opening a file revalidates them, which the observers rely
+    on (:meth:`Leases.infos` opens each lease): NFS's close-to-open, and the other shared
+    filesystems, coherent by their own locks. NFS mounted ``nocto`` (without ``noac``): the
+    attribute cache's ``acregmax`` (or ``actimeo``), 60 s by default."""
+    if not (fstype or "").startswith("nfs") or "noac" in options or "nocto" not in options:
+        return 0.0
+    try:
+        return float(options.get("acregmax") or options.get("actimeo") or NFS_ACREGMAX)
+    except ValueError:
+        return NFS_ACREGMAX
+
+
+def shortest_lease(shared: bool, fstype: str | None, options: Mapping[str, str]) -> float:
+    """The shortest ``--lease`` that live farmers' leases survive on the workdir's filesystem.
+
+    A renewal comes every quarter lease (:func:`heartbeat_period`); another node sees it after
+    the caching delay (:func:`caching_delay`) and the lateness of a shared filesystem
+    (:data:`SHARED_LATENESS`), and must see it before the lease runs out: ``lease / 4 + delay +
+    late < lease``, so ``lease > 4/3 (delay + late)``: 6.7 s on NFS (close-to-open), 86.7 s
+    with ``nocto``. On a local filesystem no other node looks, and on the same node liveness is
+    the process, not the heartbeat: :data:`MIN_LEASE`.
+    """
+    if not shared:
+        return MIN_LEASE
+    return max(MIN_LEASE, round(4 / 3 * (SHARED_LATENESS + caching_delay(fstype, options)), 1))
+
+
+def lease_advice(lease: float, shared: bool, fstype: str | None,
+                 options: Mapping[str, str]) -> str | None:
+    """The warning for a ``--lease`` shorter than :func:`shortest_lease` (None: none)."""
+    floor = shortest_lease(shared, fstype, options)
+    if lease >= floor:
+        return None
+    where = f"this {fstype} mount" + (" (nocto)" if "nocto" in options else "") if fstype \
+        else "this shared filesystem"
+    return (f"warning: --lease {lease:g} is shorter than {floor:g} s, the shortest that "
+            f"heartbeats every {heartbeat_period(lease):g} s allow on {where}: farmers on other "
+            "nodes may take live workers' tasks over (their results are then discarded and "
+            "the tasks run again)")
+
+
+def lease_warning(lease: float, workdir: Path) -> str | None:
+    """:func:`lease_advice` for ``workdir``'s filesystem (its type and mount options)."""
+    fstype, options = mount_entry(workdir)
+    return lease_advice(lease, shared_filesystem(workdir), fstype, options)
 
 
 def farmer_name(node: str, pid: int, token: str) -> str:

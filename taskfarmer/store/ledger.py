@@ -17,6 +17,7 @@ from .lines import (
     append,
     complete_end,
     cut_incomplete_line,
+    ends_a_line,
     last_line,
     line_ids,
     line_number,
@@ -100,7 +101,7 @@ class Ledger:
         size = os.fstat(fd).st_size
         if size <= cursor:
             return False
-        if os.pread(fd, 1, size - 1) == b"\n":
+        if ends_a_line(fd, size):  # (asked again without cached pages if not)
             return True
         if complete_end(fd, cursor, size) > cursor:
             return True  # complete lines come before the incomplete one

@@ -45,7 +45,7 @@ def append(fd: int, path: Path, data: bytes, open_end: bool = False) -> None:
     """
     try:
         before = os.fstat(fd).st_size
-        if before and not open_end and os.pread(fd, 1, before - 1) != b"\n":
+        if before and not open_end and not ends_a_line(fd, before):
             cut_incomplete_line(path, path.parent / StateFiles.TORN)
             before = os.fstat(fd).st_size
     except OSError as error:
@@ -60,6 +60,34 @@ def append(fd: int, path: Path, data: bytes, open_end: bool = False) -> None:
     except OSError as error:
         _undo(fd, before)
         raise FilesystemError.from_oserror(path, "append", error) from None
+
+
+def ends_a_line(fd: int, size: int) -> bool:
+    """Whether the file of ``size`` bytes ends with a newline, as the filesystem has it.
+
+    Asked once more with this node's cached pages of the file dropped if the first answer is
+    no. An NFS client can keep a page that another node's append made stale while it takes
+    the new size from the server (its data cache is not invalidated, for instance while a
+    process of this node has the file open for writing): the new tail then reads as NUL
+    bytes from the old page. Cutting that "incomplete line" off would truncate the other
+    node's recorded lines away on the server (a task recorded, then lost: the likely way of
+    the 78 NUL bytes that issue 21's lab found under ``--lock soft`` on NFSv4.2). Dropping
+    clean cached pages makes the next read go to the server; on a local filesystem it costs a
+    re-read of one page, and only here.
+    """
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return True
+    drop_cached_pages(fd)
+    return os.pread(fd, 1, size - 1) == b"\n"
+
+
+def drop_cached_pages(fd: int) -> None:
+    """Drop this node's clean cached pages of ``fd``'s file (``POSIX_FADV_DONTNEED``; NFS
+    evicts them, and the next read asks the server)."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:  # (a filesystem without page cache control: nothing cached to drop)
+        pass
 
 
 def _undo(fd: int, size: int) -> None:
@@ -178,7 +206,7 @@ def cut_incomplete_line(path: Path, torn: Path) -> bytes | None:
         return None
     with handle:
         size = os.fstat(handle.fileno()).st_size
-        if size == 0 or os.pread(handle.fileno(), 1, size - 1) == b"\n":
+        if size == 0 or ends_a_line(handle.fileno(), size):  # (what the server has)
             return None
         keep = complete_end(handle.fileno(), 0, size)
         fragment = os.pread(handle.fileno(), size - keep, keep)

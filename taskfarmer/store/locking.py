@@ -8,18 +8,20 @@ Two kinds, chosen with ``--lock`` or ``TASKFARMER_LOCK``:
 
 * ``flock`` (default): ``flock(2)`` on the lock file. The kernel (or the NFS/Lustre lock
   manager) drops the lock when its holder dies, so a SIGKILLed farmer never blocks the others.
-* ``soft``: filelock's :class:`~filelock.SoftFileLock`, an ``O_CREAT|O_EXCL`` lock file, for
-  filesystems where ``flock`` does not work. A farmer killed while holding it leaves the file
-  behind; the others then wait and warn, naming the file to remove. filelock's own breaking of
-  lock files it judges stale is switched off: on NFS it broke live locks of other nodes.
+* ``soft``: a lock file made with ``link(2)`` (:class:`SoftLock`), for filesystems where
+  ``flock`` does not work. A farmer killed while holding it leaves the file behind; the others
+  then wait and warn, naming the file to remove. Nothing breaks a lock file it judges stale
+  (filelock's soft lock, used before, did: on NFS it broke live locks of other nodes).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import random
+import socket
 import stat
 import sys
 import time
@@ -27,8 +29,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Protocol
-
-from filelock import SoftFileLock, Timeout
 
 from ..errors import ConfigError, FilesystemError
 from .files import StateFiles
@@ -221,62 +221,108 @@ class FlockLock:
                 pass
 
 
-class _UnbrokenSoftFileLock(SoftFileLock):
-    """filelock's soft lock with its breaking of stale lock files switched off."""
-
-    def _try_break_stale_lock(self) -> None:
-        """Never break the lock (filelock >= 4 does, for a lock file it finds malformed and
-        unchanged for 2 s, or whose owner looks dead on this host).
-
-        It judges "unchanged" by ``lstat``, which on NFS answers from this node's attribute
-        and directory caches, stale for seconds, and reads a marker that its holder on
-        another node may not have written yet: it removed the lock file of a live holder on
-        another node and let a second farmer in (the holder check noticed; see
-        :mod:`taskfarmer.store.exclusion`). A lock file left by a killed farmer is removed by
-        the user, whom :meth:`SoftLock.acquire` tells which file it is.
-        """
+#: How often a soft lock waiter tries again (seconds).
+SOFT_POLL = 0.005
 
 
 class SoftLock:
-    """filelock's :class:`~filelock.SoftFileLock` (``O_CREAT|O_EXCL``) that waits without end,
-    warns on stderr, naming the file, each time it has waited ``stall_warning`` seconds, and
-    never removes another holder's lock file."""
+    """A lock file made with ``link(2)``, for filesystems where ``flock`` does not work; it
+    waits without end, warns on stderr, naming the file, each time it has waited
+    ``stall_warning`` seconds, and never removes another holder's lock file.
+
+    Not ``O_CREAT|O_EXCL`` on the lock file (filelock's soft lock, used before): over NFS an
+    exclusive create carries a verifier, which the Linux client makes of its ``jiffies`` and
+    the caller's PID, and a server that finds the file existing *with that verifier* takes the
+    create for a retransmission and reports success. Two nodes booted together and running the
+    same process tree can send the same verifier: both then hold the lock (the likely cause of
+    what the NFS lab showed under ``--lock soft`` only: a farmer stopped by the holder check's
+    "did not keep out another farmer" in 2 of 12 kill runs, none in 15 runs with ``link(2)``;
+    and perhaps of the NUL bytes of issue 21). ``link(2)`` of a
+    file of our own to the lock name has no verifier: the server refuses it while the name
+    exists. A LINK whose reply was lost and resent reports EEXIST although it was made; then
+    our file has two links (the method of open(2)'s manual page). A filesystem without hard
+    links gets the exclusive create.
+    """
 
     kind = "soft"
 
-    def __init__(self, lock_file: str, stall_warning: float = STALL_WARNING_SECONDS) -> None:
-        self._lock = _UnbrokenSoftFileLock(lock_file, timeout=-1)
+    def __init__(self, lock_file: str, stall_warning: float = STALL_WARNING_SECONDS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.lock_file = lock_file
         self.stall_warning = stall_warning
-
-    @property
-    def lock_file(self) -> str:
-        """The lock file's path."""
-        return self._lock.lock_file
+        self._sleep = sleep
+        self._depth = 0
 
     @property
     def is_locked(self) -> bool:
         """True while this object holds the lock."""
-        return self._lock.is_locked
+        return self._depth > 0
 
     def acquire(self) -> None:
         """Wait until this object holds the lock (or count one more nested hold)."""
-        waited = 0.0
-        while True:
+        if self._depth == 0:
             try:
-                self._lock.acquire(timeout=self.stall_warning, poll_interval=0.005)
-                return
-            except Timeout:  # (a TimeoutError, so an OSError: caught first)
-                waited += self.stall_warning
-                print(f"taskfarmer: waited {waited:.0f} s for the soft lock {self.lock_file}; "
-                      "if no farmer is running on this workdir, remove that file",
-                      file=sys.stderr)
+                self._take()
             except OSError as error:  # SCRATCH full (ENOSPC, EDQUOT), removed, read-only...
                 raise FilesystemError.from_oserror(Path(self.lock_file), "create", error) \
                     from error
+        self._depth += 1
+
+    def _take(self) -> None:
+        record = f"{os.getpid()}\n{socket.gethostname()}\n".encode()
+        claim = f"{self.lock_file}.claim.{socket.gethostname()}.{os.getpid()}." \
+                f"{os.urandom(4).hex()}"
+        fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # a name of our own
+        try:
+            os.write(fd, record)
+        finally:
+            os.close(fd)  # (on NFS: written to the server before it is linked)
+        try:
+            waited, warn_at = 0.0, self.stall_warning
+            while not self._link(claim, record):
+                self._sleep(SOFT_POLL)
+                waited += SOFT_POLL
+                if waited >= warn_at:
+                    warn_at += self.stall_warning
+                    print(f"taskfarmer: waited {waited:.0f} s for the soft lock "
+                          f"{self.lock_file}; if no farmer is running on this workdir, remove "
+                          "that file", file=sys.stderr)
+        finally:
+            os.unlink(claim)  # the lock name keeps the file while we hold it
+
+    def _link(self, claim: str, record: bytes) -> bool:
+        """One try: True if the lock name is now our claim file."""
+        try:
+            os.link(claim, self.lock_file)
+            return True
+        except FileExistsError:
+            # Opened, then looked at: on NFS the open revalidates the link count.
+            fd = os.open(claim, os.O_RDONLY)
+            try:
+                return os.fstat(fd).st_nlink == 2
+            finally:
+                os.close(fd)
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                raise
+        try:  # no hard links here: the exclusive create
+            fd = os.open(self.lock_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, record)
+        finally:
+            os.close(fd)
+        return True
 
     def release(self, force: bool = False) -> None:
-        """Undo one :meth:`acquire` (all of them with ``force``); unlock after the last."""
-        self._lock.release(force=force)
+        """Undo one :meth:`acquire` (all of them with ``force``); remove the lock file after
+        the last."""
+        if self._depth == 0:
+            return
+        self._depth = 0 if force else self._depth - 1
+        if self._depth == 0:
+            os.unlink(self.lock_file)
 
     def __enter__(self) -> SoftLock:
         self.acquire()

@@ -66,8 +66,8 @@ class StateStore:
         """The lock object for this process.
 
         A lock object must not cross ``fork``: ``flock`` locks belong to the open file
-        description, which a child shares with its parent, and filelock 4 refuses inherited
-        objects outright. Each worker therefore opens its own, of the same kind and file.
+        description, which a child shares with its parent, and a soft lock's nesting count is
+        the process's own. Each worker therefore opens its own, of the same kind and file.
         """
         if self._lock_pid != os.getpid():
             self.lock = open_lock(self.lock.kind, self.lock.lock_file)

@@ -55,7 +55,7 @@ def test_installed_package_finds_shipped_definitions(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     run(python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", built,
         cwd=tmp_path)
-    # The dependencies (click, filelock, rich) from this test's environment, as a path only:
+    # The dependencies (click, rich) from this test's environment, as a path only:
     # its .pth files (the editable install of the checkout) are not read from there.
     [site] = venv.glob("lib/python3*/site-packages")
     (site / "dependencies.pth").write_text(str(Path(click.__file__).parent.parent) + "\n")

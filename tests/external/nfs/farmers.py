@@ -9,8 +9,10 @@ workdir on the export, and is read back on the host, from the server's disk.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +94,48 @@ def timeline_outcomes(workdir: Path) -> dict[int, list[str]]:
     return outcomes
 
 
+#: A file to which :func:`assert_exactly_once` appends each workdir's counts, one JSON line
+#: (``benchmarks/repeat.py`` sets it to tabulate runs).
+COUNTS_ENV = "TASKFARMER_EXACTLY_ONCE_LOG"
+
+
+def exactly_once_counts(workdir: Path, count: int) -> dict[str, int]:
+    """What a run did to each of ``count`` tasks: IDs recorded twice (or more) in
+    ``finished``+``failed``, IDs recorded nowhere (lost), IDs with more than one line in the
+    job log (executed twice: a discarded late result, a retry; an execution killed with its
+    farmer leaves no line), workdir files with NUL bytes, lines the repair cut into ``torn``."""
+    recorded = Counter(ids(workdir / "finished") + ids(workdir / "failed"))
+    joblog = workdir / "joblog"
+    runs: Counter[str] = Counter()
+    if joblog.exists():
+        runs = Counter(line.split("\t", 1)[0] for line in joblog.read_text().splitlines()[1:]
+                       if line)
+    nul = sum(b"\0" in (workdir / name).read_bytes()
+              for name in (*STATE_FILES, "timeline.json") if (workdir / name).exists())
+    torn = workdir / "torn"
+    return {"tasks": count,
+            "recorded_twice": sum(1 for seen in recorded.values() if seen > 1),
+            "lost": sum(1 for task in range(count) if task not in recorded),
+            "executed_twice": sum(1 for seen in runs.values() if seen > 1),
+            "files_with_nul": nul,
+            "torn_lines": len(torn.read_bytes().splitlines()) if torn.exists() else 0}
+
+
+def log_counts(workdir: Path, count: int) -> None:
+    """Append :func:`exactly_once_counts` to the file ``$TASKFARMER_EXACTLY_ONCE_LOG`` names."""
+    target = os.environ.get(COUNTS_ENV)
+    if target:
+        with open(target, "a") as out:
+            out.write(json.dumps({"workdir": workdir.name,
+                                  **exactly_once_counts(workdir, count)}) + "\n")
+
+
 def assert_exactly_once(workdir: Path, count: int, failed: Sequence[int] = (),
                         every_outcome_in_timeline: bool = True) -> None:
     """Every task ID in ``finished`` or ``failed`` exactly once (``failed`` ones in failed),
     nothing left in ``toprocess`` or ``claims``, no lease, no NUL byte, and a valid timeline
     recording each task's final outcome once."""
+    log_counts(workdir, count)
     no_nul(workdir)
     finished, failed_ids = ids(workdir / "finished"), ids(workdir / "failed")
     both = finished + failed_ids

@@ -160,15 +160,68 @@ def test_a_display_count_survives_a_file_it_cannot_read(tmp_path: Path) -> None:
     assert counter.update() == 2
 
 
+def append_once(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` as a lock holder does (its own ``O_APPEND`` descriptor)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        append_lines(fd, path, data)
+    finally:
+        os.close(fd)
+
+
 def test_an_append_after_a_half_written_line_moves_the_half_line_to_torn(tmp_path: Path) -> None:
     # A write that failed half-way and could not be truncated back (the filesystem failing)
     # leaves a half line; the next append must not glue its lines onto it.
     path = tmp_path / "finished"
     path.write_bytes(b"1 echo a\n2 echo")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)
-    try:
-        append_lines(fd, path, b"3 echo c\n")
-    finally:
-        os.close(fd)
+    append_once(path, b"3 echo c\n")
     assert path.read_bytes() == b"1 echo a\n3 echo c\n"
     assert (tmp_path / "torn").read_bytes() == b"finished: 2 echo\n"
+
+
+class StaleTail:
+    """An NFS client's view of a file whose last page it kept while another node appended:
+    the new size, but NUL bytes from ``start`` on, until its cached pages are dropped
+    (``POSIX_FADV_DONTNEED``, which the NFS client honours by evicting clean pages)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start: int) -> None:
+        self.start, self.stale = start, True
+        self._pread, self._fadvise = os.pread, os.posix_fadvise
+        monkeypatch.setattr(os, "pread", self.pread)
+        monkeypatch.setattr(os, "posix_fadvise", self.posix_fadvise)
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        data = self._pread(fd, count, offset)
+        if not self.stale or offset + len(data) <= self.start:
+            return data
+        keep = max(0, self.start - offset)
+        return data[:keep] + b"\0" * (len(data) - keep)
+
+    def posix_fadvise(self, fd: int, offset: int, length: int, advice: int) -> None:
+        self._fadvise(fd, offset, length, advice)
+        if advice == os.POSIX_FADV_DONTNEED:
+            self.stale = False
+
+
+def test_a_tail_that_reads_as_nul_bytes_from_a_stale_cache_is_not_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node appended ``2 echo b``; this node's cache still has the page from before:
+    the append asks the filesystem again instead of cutting that line off into torn (the
+    task was recorded: cutting would lose it)."""
+    path = tmp_path / "finished"
+    path.write_bytes(b"1 echo a\n2 echo b\n")
+    StaleTail(monkeypatch, start=len(b"1 echo a\n"))
+    append_once(path, b"3 echo c\n")
+    assert path.read_bytes() == b"1 echo a\n2 echo b\n3 echo c\n"
+    assert not (tmp_path / "torn").exists()
+
+
+def test_nul_bytes_that_the_filesystem_has_are_cut_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hole the server really has (a write past the end, never filled) stays torn."""
+    path = tmp_path / "finished"
+    path.write_bytes(b"1 echo a\n" + b"\0" * 5)
+    StaleTail(monkeypatch, start=1000)  # nothing stale: only counts the drop
+    append_once(path, b"3 echo c\n")
+    assert path.read_bytes() == b"1 echo a\n3 echo c\n"
+    assert (tmp_path / "torn").read_bytes() == b"finished: " + b"\0" * 5 + b"\n"

@@ -73,8 +73,9 @@ def test_soft_lock_counts_nesting_and_removes_its_file_after_the_last_release(
 
 
 def test_soft_lock_never_breaks_a_lock_file_it_cannot_read_and_warns(tmp_path: Path) -> None:
-    """filelock >= 4 takes over a malformed lock file unchanged for 2 s; on NFS that judgement
-    comes from stale caches and let two farmers in at once. Ours waits, and names the file."""
+    """filelock >= 4's soft lock (used before) took over a malformed lock file unchanged for
+    2 s; on NFS that judgement came from stale caches and let two farmers in at once. Ours
+    waits, and names the file."""
     path = tmp_path / "lock"
     path.write_text("not a lock record\n")
     waiter = subprocess.Popen(
@@ -89,6 +90,59 @@ def test_soft_lock_never_breaks_a_lock_file_it_cannot_read_and_warns(tmp_path: P
     assert still_waiting and "acquired" not in out
     assert path.read_text() == "not a lock record\n"
     assert f"for the soft lock {path}; if no farmer is running" in err
+
+
+class Waited(Exception):
+    """Raised by a sleep: the lock waited."""
+
+
+def refuse_to_wait(seconds: float) -> None:
+    raise Waited
+
+
+def test_soft_lock_waits_while_another_holds_it_and_links_no_file_of_its_own(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "lock")
+    holder, other = SoftLock(path), SoftLock(path, sleep=refuse_to_wait)
+    with holder:
+        with pytest.raises(Waited):
+            other.acquire()
+        assert Path(path).read_text() == f"{os.getpid()}\n{os.uname().nodename}\n"
+    assert sorted(tmp_path.iterdir()) == []  # the claims are gone, the lock file too
+    with other:
+        assert Path(path).exists()
+
+
+def test_a_link_reported_as_existing_though_made_holds_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An NFS LINK whose reply was lost and resent answers EEXIST, yet the link was made: the
+    claim's second link says so (else the lock would wait for itself for ever)."""
+    real_link = os.link
+
+    def resent_link(source: str, target: str) -> None:
+        real_link(source, target)
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(os, "link", resent_link)
+    lock = SoftLock(str(tmp_path / "lock"), sleep=refuse_to_wait)
+    with lock:
+        assert (tmp_path / "lock").exists()
+    assert not (tmp_path / "lock").exists()
+
+
+def test_without_hard_links_the_soft_lock_creates_its_file_exclusively(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source: str, target: str) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = str(tmp_path / "lock")
+    holder, other = SoftLock(path), SoftLock(path, sleep=refuse_to_wait)
+    with holder:
+        assert Path(path).read_text() == f"{os.getpid()}\n{os.uname().nodename}\n"
+        with pytest.raises(Waited):
+            other.acquire()
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_open_lock_makes_each_kind_and_refuses_others(tmp_path: Path) -> None:
