@@ -17,7 +17,8 @@ Modules, one job each:
   -- set-up, repair; :mod:`.adopt` -- PyTaskFarmer's workdirs; :mod:`.listimport` -- the
   tasklist: first read, growth;
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
-* :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``.
+* :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``;
+* :mod:`.quarantine` -- the records of nodes that quarantined themselves.
 """
 
 from .adopt import Adoption
@@ -33,10 +34,12 @@ from .leases import (
     LeaseName,
     LeaseRevoked,
     farmer_name,
+    farmer_node,
     farmer_pid,
     heartbeat_period,
     live_name,
     owns,
+    safe_component,
     worker_name,
 )
 from .ledger import CLAIM_READ, COMPACT_MARK
@@ -44,6 +47,7 @@ from .lines import READ_CHUNK
 from .lines import append as append_lines
 from .listimport import Imported
 from .locking import LOCK_KINDS, WorkdirLock, lock_path, make_lock, shared_flock
+from .quarantine import QUARANTINE_TIME, FailedRun, QuarantineRecord, Quarantines, exclude_list
 from .results import Outcome
 from .snapshot import Snapshot, unimported_lines
 from .state import StateStore
@@ -55,9 +59,11 @@ __all__ = [
     "DEFAULT_LEASE",
     "LOCK_KINDS",
     "MIN_LEASE",
+    "QUARANTINE_TIME",
     "READ_CHUNK",
     "Adoption",
     "Counts",
+    "FailedRun",
     "Imported",
     "Lease",
     "LeaseInfo",
@@ -65,6 +71,8 @@ __all__ = [
     "LeaseRevoked",
     "LineCounter",
     "Outcome",
+    "QuarantineRecord",
+    "Quarantines",
     "Snapshot",
     "StateCounter",
     "StateFiles",
@@ -72,13 +80,16 @@ __all__ = [
     "WorkdirLock",
     "append_lines",
     "coherent_io",
+    "exclude_list",
     "farmer_name",
+    "farmer_node",
     "farmer_pid",
     "heartbeat_period",
     "live_name",
     "lock_path",
     "make_lock",
     "owns",
+    "safe_component",
     "shared_flock",
     "unimported_lines",
     "worker_name",

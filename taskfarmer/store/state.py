@@ -18,6 +18,7 @@ from .ledger import Ledger
 from .listimport import Imported, ListImport
 from .locking import WorkdirLock, open_lock
 from .orphans import Orphans
+from .quarantine import Quarantines
 from .results import Outcome, Results
 from .workdir import Workdir
 
@@ -28,9 +29,10 @@ class StateStore:
 
     The work is done by parts with one job each — :class:`Workdir` (set-up and repair),
     :class:`Ledger` (cursor, claims, put-backs), :class:`Results` (recording),
-    :class:`Leases` (lease files, takeover) and :class:`Compactor` — which share this
-    process's descriptors (:class:`StateFiles`). This class holds the lock and is what the
-    farmer and its workers call.
+    :class:`Leases` (lease files, takeover), :class:`Compactor` and :class:`Quarantines`
+    (quarantined nodes' records) — which share this process's descriptors
+    (:class:`StateFiles`). This class holds the lock and is what the farmer and its workers
+    call.
     """
 
     def __init__(self, workdir: Path, lock: WorkdirLock, coherent: bool = False) -> None:
@@ -54,6 +56,7 @@ class StateStore:
         self.compactor = Compactor(self.files, self.ledger)
         self.orphans = Orphans(self.files, self.ledger)
         self.exclusion = ExclusionCheck(self.files, lock.lock_file)
+        self.quarantines = Quarantines(self.files)  # written and read without the lock
         self._depth = 0  # nested holds of this process
         self.list_import = ListImport(self.files)
 
