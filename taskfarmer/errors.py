@@ -13,13 +13,15 @@ The hierarchy::
     ├── LockError              the workdir lock did not keep another farmer out
     ├── ConfigError            a runner or tasklist definition, or an option, is unusable
     ├── UsageError             a command-line argument cannot be understood
-    └── InstallError           the installation is broken
+    ├── InstallError           the installation is broken
+    └── QuarantinedError       this node is quarantined: farmers do not start on it (exit 5)
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -37,6 +39,9 @@ class ExitCode(enum.IntEnum):
     STOPPED = 3
     #: ``--verify``: the workdir is inconsistent (a task lost, recorded twice ...).
     INCONSISTENT = 4
+    #: This node is quarantined (its tasks failed fast while they succeed elsewhere): the
+    #: farmer handed its tasks back, or did not start; work is left for other nodes.
+    QUARANTINED = 5
 
 
 class TaskfarmerError(Exception):
@@ -235,3 +240,26 @@ def operation(what: str, path: Callable[..., Path]) -> Callable[[F], F]:
                 raise FilesystemError.from_oserror(where, what, error) from None
         return wrapper  # type: ignore[return-value]
     return decorate
+
+
+class QuarantinedError(TaskfarmerError):
+    """This node is quarantined: a farmer on it found its tasks failing fast while they
+    succeeded elsewhere (``WORKDIR/quarantine/NODE``), and farmers do not start on it.
+
+    Attributes:
+        node: the node.
+        path: its quarantine record.
+        until: when the quarantine ends (epoch seconds).
+        reason: why the node was quarantined.
+    """
+
+    exit_code = ExitCode.QUARANTINED
+
+    def __init__(self, node: str, path: Path, until: float, reason: str) -> None:
+        self.node = node
+        self.path = path
+        self.until = until
+        self.reason = reason
+        end = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(until))
+        super().__init__(f"node {node} is quarantined until {end} ({reason}); remove {path} "
+                         "to farm on it again, or run with --quarantine off")

@@ -12,6 +12,7 @@ import click
 import taskfarmer
 
 from ..farm import FarmConfig, open_farm
+from ..farm.blackhole import DEFAULT_ROW
 from ..farm.farmer import workdir_for
 from ..farm.signals import ignore_stop_signals
 from ..hpc.resources import discover_devices, plan_slots
@@ -23,12 +24,31 @@ from ..store import DEFAULT_LEASE, MIN_LEASE
 from ..store.locking import LOCK_KINDS
 from .listing import print_listing
 from .progress import make_display
-from .status import status_command, verify_command
+from .status import quarantined_command, status_command, verify_command
 from .tasklog import task_log_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
-limit) with work left; 4 --verify found the workdir inconsistent."""
+limit) with work left; 4 --verify found the workdir inconsistent; 5 this node is
+quarantined (its tasks failed fast while they succeed elsewhere), work left."""
+
+
+class QuarantineRow(click.ParamType):
+    """``--quarantine``: a number of failures in a row (at least 1), or ``off`` (None)."""
+
+    name = "K|off"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.lower() == "off":
+            return None
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is neither a number of failures in a row (1 or more) nor off",
+                  param, ctx)
 
 
 def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -64,6 +84,11 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Run a failed task up to N more times before recording it in failed.")
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
+@click.option("--quarantine", type=QuarantineRow(), default=str(DEFAULT_ROW),
+              show_default=True,
+              help="Quarantine this node after K tasks in a row failed fast here while tasks "
+                   "succeed elsewhere (their tasks go back, uncounted; the farmer exits 5 and "
+                   "farmers do not start here for an hour); off: never, and ignore records.")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
 @click.option("--task-time", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -104,6 +129,9 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
               help="Check that every task is in exactly one of finished, failed, pending or "
                    "running, and that the job log agrees (read-only, safe while farmers run) "
                    "and exit: 0 consistent, 4 not, 2 no such workdir.")
+@click.option("--quarantined", "quarantined", is_flag=True,
+              help="Print the nodes quarantined from this workdir, comma-separated (for "
+                   "sbatch --exclude), and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
 @click.option("--watch", is_flag=True,
               help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
@@ -122,7 +150,8 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         accept_list: bool, lock_kind: str, logs: str, task_log: int | None,
         show_status: bool, as_json: bool,
         watch: bool, verify: bool, task_time: float | None, stop_margin: float,
-        gpus_per_task: int | None, cpus_per_task: int | None) -> None:
+        gpus_per_task: int | None, cpus_per_task: int | None, quarantine: int | None,
+        quarantined: bool) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -132,13 +161,17 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    if sum((show_status, verify, task_log is not None)) > 1:
-        raise click.UsageError("--status, --verify and --task-log exclude each other")
-    reading = show_status or verify or task_log is not None
+    if sum((show_status, verify, task_log is not None, quarantined)) > 1:
+        raise click.UsageError("--status, --verify, --task-log and --quarantined exclude "
+                               "each other")
+    reading = show_status or verify or task_log is not None or quarantined
     if tasklist is None and (not reading or workdir is None):
-        raise click.UsageError("missing TASKLIST (--status, --verify and --task-log need "
-                               "TASKLIST or --workdir)")
+        raise click.UsageError("missing TASKLIST (--status, --verify, --task-log and "
+                               "--quarantined need TASKLIST or --workdir)")
     where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
+    if quarantined:
+        assert where is not None  # the usage check above
+        sys.exit(quarantined_command(where))
     if task_log is not None:
         assert where is not None  # the usage check above
         sys.exit(task_log_command(where, task_log, lock_kind, environ, sys.stdout.buffer))
@@ -173,9 +206,13 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         task_time=task_time,
         stop_margin=stop_margin,
         job_end=slurm_job_end(environ),
+        quarantine=quarantine,
     )
     report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
+    name = click.get_current_context().info_name
     if report.error is not None:
-        click.echo(f"{click.get_current_context().info_name}: error: {report.error}", err=True)
+        click.echo(f"{name}: error: {report.error}", err=True)
+    elif report.quarantine is not None:
+        click.echo(f"{name}: {report.quarantine}", err=True)
     sys.exit(report.exit_code)

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..errors import ExitCode
-from ..store import StateStore, lock_path, make_lock
+from ..errors import ExitCode, WorkdirError
+from ..store import Quarantines, StateFiles, StateStore, exclude_list, lock_path, make_lock
 
 
 def status_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: float,
@@ -48,3 +48,16 @@ def verify_command(workdir: Path, tasklist: Path | None, lock_kind: str, lease: 
     for line in verdict.lines():
         click.echo(line)
     return ExitCode.OK if verdict.consistent else ExitCode.INCONSISTENT
+
+
+def quarantined_command(workdir: Path) -> ExitCode:
+    """``--quarantined``: print the nodes quarantined from ``workdir`` now, comma-separated
+    (the value of ``sbatch --exclude``; an empty line if none); returns 0.
+
+    Raises:
+        WorkdirError: there is no such workdir.
+    """
+    if not workdir.is_dir():
+        raise WorkdirError(workdir, "no such workdir")
+    click.echo(exclude_list(Quarantines(StateFiles(workdir)).all(), time.time()))
+    return ExitCode.OK

@@ -5,7 +5,8 @@ under the lock, record the results of the tasks it ran (then their job log lines
 :mod:`taskfarmer.logs.joblog` and :mod:`.recording`) and claim the next chunk of tasks (as many
 as :mod:`.chunking` says: about a second of work); then run them one after the other without
 the lock (:mod:`.execution`), recording the held results in batches meanwhile. So short tasks
-cost a lock hold per chunk, not per task. On a stop signal it kills the task's process group,
+cost a lock hold per chunk, not per task. Failures that may show a broken node are held back
+longer (:mod:`.quarantine`): they may go back uncounted when the node quarantines itself. On a stop signal it kills the task's process group,
 puts the task and the unstarted ones it had claimed back into ``toprocess``, and drops its
 lease.
 """
@@ -28,8 +29,10 @@ from ..runners.base import Runner
 from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
+from .blackhole import DEFAULT_ROW
 from .chunking import DurationEstimate, chunk_size, hand_back_due, record_due, wanted
 from .execution import Execution
+from .quarantine import WAIT_POLL, WORKER_QUARANTINED, NodeWatch
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
 
@@ -51,6 +54,7 @@ class WorkerConfig:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     logs: str = "flat"
     slots: int = 1  # the farmer's workers, this one included (--proc)
+    quarantine: int | None = DEFAULT_ROW  # ``--quarantine K`` (None: off)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class Worker:
         self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
         self.joblog = JobLog(self.store.files.joblog, coherent=self.store.files.coherent)
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
+        self.watch = NodeWatch(config, self.store, self.batch, clock, monotonic, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
                                    chores_due=self._chores_due, do_chores=self._do_chores)
@@ -156,22 +161,22 @@ class Worker:
             self._abandon()
             raise
         self._close()
-        return 0
+        return WORKER_QUARANTINED if self.watch.quarantined else 0
 
     def _loop(self) -> None:
         while True:
             with self.store.locked():
                 self._settle()
-                if self.stop.requested:
+                if self.stop.requested or self.watch.quarantined:
                     self.batch.flush()
                     return
-                if self.queue and not self.may_start():
-                    self._put_back_unstarted()  # the start gate closed (walltime)
-                if not self.queue and self.may_start():
+                if self.queue and not self._may_run():
+                    self._put_back_unstarted()  # the start gate closed (walltime), or waiting
+                if not self.queue and self._may_run():
                     self._take(self._claim())
                 self.batch.flush()
             if not self.queue:
-                if not self.results:
+                if not self.results and not self.watch.waiting:
                     return
                 self._sleep_until_recordable()
                 continue
@@ -181,7 +186,8 @@ class Worker:
     def _run_queue(self) -> bool:
         """Run the claimed tasks one after the other, without the lock, while the gate is open
         and no stop is requested. False once a stop cut a task short (the worker leaves)."""
-        while self.queue and self.may_start() and not self.stop.requested:
+        while (self.queue and self._may_run() and not self.stop.requested
+               and not self.watch.quarantined):
             task = self.queue.popleft()
             self._busy(task.id)
             self._started = self.monotonic()
@@ -194,6 +200,10 @@ class Worker:
             if result.stopped:
                 return False
         return True
+
+    def _may_run(self) -> bool:
+        """Tasks may start: the start gate is open and the watch does not wait."""
+        return self.may_start() and not self.watch.waiting
 
     def _claim(self) -> list[Task]:
         """*locked* Claim the next chunk (:func:`~.chunking.chunk_size`), with a new lease if
@@ -288,8 +298,10 @@ class Worker:
         return min((when for when in due if when is not None), default=None)
 
     def _sleep_until_recordable(self) -> None:
-        """Wait until the youngest held result may be recorded (or a stop arrives)."""
-        remaining = RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
+        """Wait until the youngest held result may be recorded, or the waiting watch looks
+        again (or a stop arrives)."""
+        remaining = (RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
+                     if self.results else WAIT_POLL)
         if remaining > 0 and not self.stop.requested:
             self.sleep(remaining)
 
@@ -317,7 +329,7 @@ class Worker:
         decided = plan(self.results, self.monotonic(), self.stop.at, final, self.lease.name)
         self.results = list(decided.keep)
         self._log_discarded(decided.discard)
-        logged = self.batch.record(self.lease, decided.record)
+        logged = self.batch.record(self.lease, self.watch.sift(decided.record, final))
         for result in decided.put_back:  # back into toprocess with the queue, when we leave
             self.queue.appendleft(result.task)
             self.stopped.append(result)
@@ -329,7 +341,7 @@ class Worker:
         with a new lease (the farmer that took it over put our tasks back, the running one
         included: it is stopped now, so that it does not run twice at once, and its result
         will be discarded too, for it was claimed under the old lease)."""
-        self._log_discarded(self.results)
+        self._log_discarded(self.watch.drop() + self.results)
         self.results.clear()
         self.queue.clear()
         self.execution.terminate()

@@ -56,6 +56,18 @@ class FailedTask:
 
 
 @dataclass(frozen=True)
+class QuarantinedNode:
+    """A node's quarantine record (``WORKDIR/quarantine/NODE``)."""
+
+    node: str
+    since: float  # epoch seconds
+    until: float
+    active: bool  # in force now (farmers on the node refuse to start)
+    handed_back: int  # tasks it handed back, uncounted
+    reason: str
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything ``--status`` shows."""
 
@@ -81,6 +93,7 @@ class Status:
     files: int = 0  # files the workdir holds (the metadata cost of the run)
     log_files: int = 0  # of which in logs/
     files_per_task: float | None = None  # log files per finished or failed task
+    quarantined: list[QuarantinedNode] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

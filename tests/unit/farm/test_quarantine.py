@@ -1,0 +1,123 @@
+"""A worker that quarantines its node, driven in-process on a real workdir: what it holds back,
+hands back uncounted, records and writes (taskfarmer.farm.quarantine)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from helpers.farmer import ids
+
+from taskfarmer.farm.quarantine import WORKER_QUARANTINED
+from taskfarmer.farm.signals import StopRequest
+from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
+from taskfarmer.logs.joblog import Entry, JobLog
+from taskfarmer.runners import BasicRunner
+from taskfarmer.store import QUARANTINE_TIME, QuarantineRecord, StateStore, farmer_name
+from taskfarmer.store.locking import make_lock
+from taskfarmer.tasks import ListTaskList
+from taskfarmer.timeline.file import Timeline
+
+
+def worker(workdir: Path, lines: list[str], node: str = "a", quarantine: int | None = 5
+           ) -> Worker:
+    store = StateStore(workdir, make_lock(workdir, "flock", {}))
+    store.prepare()
+    with store.locked():
+        store.initialize(lines)
+    parts = Parts(store, Timeline(workdir / "timeline.json"), BasicRunner(), ListTaskList())
+    config = WorkerConfig(slot=0, farmer=farmer_name(node, 1, "ab"), track=1, node=node,
+                          quarantine=quarantine)
+    return Worker(config, parts, StopRequest(), say=lambda text: None)
+
+
+def succeeded_elsewhere(workdir: Path, node: str = "b") -> None:
+    """The job log shows a task that took a second succeed on ``node`` a moment ago."""
+    JobLog(workdir / "joblog").append([Entry(0, 1, node, f"{node}.2-cd", 0, time.time() - 1,
+                                             1.0, 0, 0, "finished", "true")])
+
+
+def pending(workdir: Path) -> list[int]:
+    store = StateStore(workdir, make_lock(workdir, "flock", {}))
+    with store.locked():
+        return sorted(store.ledger.queued_ids())
+
+
+def outcomes(workdir: Path) -> list[str]:
+    lines = (workdir / "joblog").read_text().splitlines()[1:]
+    return [line.split("\t")[9] for line in lines]
+
+
+def test_fast_failures_while_others_succeed_are_handed_back_uncounted(tmp_path: Path) -> None:
+    succeeded_elsewhere(tmp_path)
+    work = worker(tmp_path, ["exit 127"] * 7)
+    before = time.time()
+    assert work.run() == WORKER_QUARANTINED
+    assert ids(tmp_path / "failed") == [] and ids(tmp_path / "finished") == []
+    assert not (tmp_path / "attempts").exists() or (tmp_path / "attempts").read_text() == ""
+    assert pending(tmp_path) == list(range(7))  # every task back, to run elsewhere
+    record = json.loads((tmp_path / "quarantine" / "a").read_text())
+    assert record["node"] == "a" and record["farmer"] == farmer_name("a", 1, "ab")
+    assert before <= record["since"] <= time.time()
+    assert record["until"] == round(record["since"] + QUARANTINE_TIME, 3)
+    assert "tasks in a row failed fast (exit 127" in record["reason"]
+    assert record["reason"].endswith("while tasks succeeded on node b")
+    handed = [attempt["id"] for attempt in record["attempts"]]
+    assert len(handed) >= 5 and handed == sorted(handed)
+    assert all(a["exit"] == 127 and a["signal"] == 0 and a["runtime"] < 1.0
+               for a in record["attempts"])
+    assert outcomes(tmp_path)[1:].count("quarantined") == len(handed)
+    assert set(outcomes(tmp_path)[1:]) == {"quarantined"}
+    events = json.loads((tmp_path / "timeline.json").read_text())
+    marker = [e for e in events if e["name"] == "node quarantined"]
+    assert len(marker) == 1 and marker[0]["args"]["tasks"] == handed
+
+
+def test_a_node_alone_whose_tasks_all_fail_records_them_as_failed(tmp_path: Path) -> None:
+    work = worker(tmp_path, ["exit 127"] * 7)
+    assert work.run() == 0
+    assert ids(tmp_path / "failed") == list(range(7))
+    assert not (tmp_path / "quarantine").exists()
+
+
+def test_quarantine_off_records_them_as_failed(tmp_path: Path) -> None:
+    succeeded_elsewhere(tmp_path)
+    work = worker(tmp_path, ["exit 127"] * 7, quarantine=None)
+    assert work.run() == 0
+    assert ids(tmp_path / "failed") == list(range(7))
+    assert not (tmp_path / "quarantine").exists()
+
+
+def test_tasks_run_before_are_never_suspects(tmp_path: Path) -> None:
+    """A task handed back once counts as itself when it fails again: no task goes back twice,
+    no quarantine spreads with the tasks."""
+    succeeded_elsewhere(tmp_path)
+    work = worker(tmp_path, ["exit 127"] * 7)
+    with work.store.locked():
+        for task_id in range(7):
+            work.timeline.state.first_start(task_id)
+    assert work.run() == 0
+    assert ids(tmp_path / "failed") == list(range(7))
+
+
+def test_fewer_than_k_held_go_back_when_the_node_was_quarantined_meanwhile(tmp_path: Path
+                                                                         ) -> None:
+    """Another worker (or farmer) of the node quarantined it: what this one held goes back
+    too, and is listed in the record."""
+    work = worker(tmp_path, ["exit 127"] * 3)
+    now = time.time()
+    work.store.quarantines.write(QuarantineRecord("a", now, now + 60, "a.9-zz", "why", ()))
+    assert work.run() == 0
+    assert ids(tmp_path / "failed") == [] and pending(tmp_path) == [0, 1, 2]
+    record = work.store.quarantines.read("a")
+    assert record is not None and record.reason == "why"
+    assert [run.id for run in record.attempts] == [0, 1, 2]
+
+
+def test_a_success_breaks_the_row(tmp_path: Path) -> None:
+    succeeded_elsewhere(tmp_path)
+    work = worker(tmp_path, ["exit 127"] * 4 + ["true"] + ["exit 127"] * 4)
+    assert work.run() == 0
+    assert ids(tmp_path / "failed") == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert ids(tmp_path / "finished") == [4]
