@@ -15,12 +15,19 @@ twice, and no quarantine spreads from node to node with the tasks). Once ``k`` a
 1. this node recorded a success since the first of them started: the node works, some tasks
    do not — record them;
 2. one of them is no longer fast by the current median: record them;
-3. another node recorded a success since shortly before they started (:func:`recent_window`):
-   **quarantine** (the node fails what runs elsewhere);
-4. this node succeeded before: **quarantine** (it broke);
+3. another node recorded a success since shortly before they started (:func:`recent_window`),
+   and k failures in a row are unlikely there (:func:`by_chance` at most :data:`CHANCE`, by
+   the share of failures among the other nodes' latest executions): **quarantine** (the node
+   fails what runs elsewhere);
+4. this node succeeded before, and k failures in a row were unlikely by its own record:
+   **quarantine** (it broke);
 5. another node recorded a failure meanwhile: the tasks fail there too — record them;
 6. other nodes are running tasks whose results are not in yet: **wait** (claim nothing, keep
    holding) for at most :data:`WAIT_LIMIT` seconds, then record them.
+
+The chance rule keeps a workload whose tasks fail now and then everywhere (bad inputs) from
+quarantining a node that just met a few in a row: with k = 5, it takes under 6% failures
+elsewhere.
 
 No evidence that the node is wrong (a farmer alone, whose tasks all fail), no quarantine: the
 failures are recorded as they always were.
@@ -46,8 +53,11 @@ FAST_RATIO = 10.0
 RECENT_MIN = 60.0
 #: The longest a worker waits for other nodes' first results before recording its failures.
 WAIT_LIMIT = 120.0
-#: The successful run times the median is taken over (the latest).
+#: The successful run times the median is taken over (the latest), and the executions per side
+#: (this node, the others) the failure shares are taken over.
 KEEP_RUNTIMES = 256
+#: Quarantine only if k failures in a row are at most this likely by the failure share seen.
+CHANCE = 1e-6
 #: Job log outcomes of failed executions.
 FAILURES = ("failed", "timed out", "retry")
 
@@ -72,6 +82,8 @@ class Evidence:
     other_node: str = ""  # which node that was
     other_failure: float | None = None  # when another node's latest failure ended
     runtimes: tuple[float, ...] = ()  # of the latest successes, any node's, oldest first
+    own: tuple[bool, ...] = ()  # this node's latest executions: succeeded or failed
+    others: tuple[bool, ...] = ()  # the other nodes' latest executions
     others_active: bool = False  # other nodes hold leases (are running tasks)
 
     def learn(self, entries: Iterable[Entry], node: str) -> Evidence:
@@ -79,17 +91,24 @@ class Evidence:
         own, other, other_node = self.own_success, self.other_success, self.other_node
         failure = self.other_failure
         runtimes = list(self.runtimes)
+        outcomes = {True: list(self.own), False: list(self.others)}  # keyed by: this node's
         for entry in entries:
-            if entry.outcome == "finished":
+            succeeded = entry.outcome == "finished"
+            if not succeeded and entry.outcome not in FAILURES:
+                continue  # stopped, discarded, quarantined: not a result
+            outcomes[entry.node == node].append(succeeded)
+            if succeeded:
                 runtimes.append(entry.runtime)
                 if entry.node == node:
                     own = max(own or entry.end, entry.end)
                 elif other is None or entry.end >= other:
                     other, other_node = entry.end, entry.node
-            elif entry.outcome in FAILURES and entry.node != node:
+            elif entry.node != node:
                 failure = max(failure or entry.end, entry.end)
         return replace(self, own_success=own, other_success=other, other_node=other_node,
-                       other_failure=failure, runtimes=tuple(runtimes[-KEEP_RUNTIMES:]))
+                       other_failure=failure, runtimes=tuple(runtimes[-KEEP_RUNTIMES:]),
+                       own=tuple(outcomes[True][-KEEP_RUNTIMES:]),
+                       others=tuple(outcomes[False][-KEEP_RUNTIMES:]))
 
     @property
     def reference(self) -> float | None:
@@ -122,6 +141,14 @@ def fast(attempt: Attempt, reference: float | None) -> bool:
     return reference is not None and attempt.runtime * FAST_RATIO < reference
 
 
+def by_chance(outcomes: Sequence[bool], k: int) -> float:
+    """How likely ``k`` failures in a row are at the share of failures (False) in
+    ``outcomes`` (1 without any)."""
+    if not outcomes:
+        return 1.0
+    return float((outcomes.count(False) / len(outcomes)) ** k)
+
+
 def recent_window(reference: float | None) -> float:
     """How long before a row of failures began a success elsewhere still counts as recent:
     :data:`RECENT_MIN`, or two median successful runs if longer (long tasks succeed rarely)."""
@@ -149,11 +176,15 @@ def judge(row: Sequence[Attempt], evidence: Evidence, k: int, waited: float = 0.
         return Verdict(Decision.RECORD)
     window = recent_window(reference)
     failed = describe_row(row, reference)
-    if evidence.other_success is not None and evidence.other_success >= began - window:
+    succeeded = evidence.other_success is not None and evidence.other_success >= began - window
+    if succeeded and by_chance(evidence.others, k) <= CHANCE:
+        share = f"{evidence.others.count(False)} of the other nodes' last {len(evidence.others)}"
+        return Verdict(Decision.QUARANTINE, f"{failed} while tasks succeeded on node "
+                                            f"{evidence.other_node} ({share} failed)")
+    if evidence.own_success is not None and by_chance(evidence.own, k) <= CHANCE:
+        share = f"{evidence.own.count(False)} of its last {len(evidence.own)}"
         return Verdict(Decision.QUARANTINE,
-                       f"{failed} while tasks succeeded on node {evidence.other_node}")
-    if evidence.own_success is not None:
-        return Verdict(Decision.QUARANTINE, f"{failed} after tasks succeeded on this node")
+                       f"{failed} after tasks succeeded on this node ({share} failed)")
     if evidence.other_failure is not None and evidence.other_failure >= began - window:
         return Verdict(Decision.RECORD)
     if evidence.others_active and waited < WAIT_LIMIT and not final:

@@ -6,9 +6,9 @@ under the lock, record the results of the tasks it ran (then their job log lines
 as :mod:`.chunking` says: about a second of work); then run them one after the other without
 the lock (:mod:`.execution`), recording the held results in batches meanwhile. So short tasks
 cost a lock hold per chunk, not per task. Failures that may show a broken node are held back
-longer (:mod:`.quarantine`): they may go back uncounted when the node quarantines itself. On a stop signal it kills the task's process group,
-puts the task and the unstarted ones it had claimed back into ``toprocess``, and drops its
-lease.
+longer (:mod:`.quarantine`): they go back uncounted if the node quarantines itself. On a stop
+signal it kills the task's process group, puts the task and the unstarted ones it had claimed
+back into ``toprocess``, and drops its lease.
 """
 
 from __future__ import annotations

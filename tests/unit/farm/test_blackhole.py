@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from taskfarmer.farm.blackhole import (
+    CHANCE,
     FAST_RATIO,
     KEEP_RUNTIMES,
     RECENT_MIN,
@@ -10,6 +11,7 @@ from taskfarmer.farm.blackhole import (
     Attempt,
     Decision,
     Evidence,
+    by_chance,
     describe_row,
     fast,
     judge,
@@ -57,7 +59,8 @@ def test_a_success_elsewhere_meanwhile_quarantines_with_the_evidence_in_the_reas
     verdict = judge(row(5), seen(entry("b", "finished", T0 + 0.5, runtime=0.3)), 5)
     assert verdict.decision is Decision.QUARANTINE
     assert verdict.reason == ("5 tasks in a row failed fast (exit 127, in 0.004 s; successful "
-                              "runs take 0.3 s) while tasks succeeded on node b")
+                              "runs take 0.3 s) while tasks succeeded on node b (0 of the "
+                              "other nodes' last 1 failed)")
 
 
 def test_a_success_elsewhere_shortly_before_the_row_counts_an_old_one_does_not() -> None:
@@ -81,7 +84,23 @@ def test_a_success_of_this_node_during_the_row_means_the_tasks_not_the_node() ->
 def test_this_node_succeeding_before_the_row_quarantines() -> None:
     verdict = judge(row(), seen(entry("a", "finished", T0 - 3600)), 5)
     assert verdict.decision is Decision.QUARANTINE
-    assert verdict.reason.endswith("after tasks succeeded on this node")
+    assert verdict.reason.endswith("after tasks succeeded on this node (0 of its last 1 "
+                                   "failed)")
+
+
+def test_tasks_that_fail_now_and_then_everywhere_do_not_quarantine_a_node_meeting_a_few() -> None:
+    """Five in a row are unlikely by chance only if under 6% fail elsewhere (CHANCE)."""
+    assert CHANCE ** (1 / 5) < 0.07
+    some_fail = [entry("b", "failed" if i % 10 == 0 else "finished", T0 + 0.1)
+                 for i in range(100)]  # 10%
+    assert judge(row(), seen(*some_fail), 5).decision is Decision.RECORD
+    few_fail = [entry("b", "failed" if i % 20 == 0 else "finished", T0 + 0.1)
+                for i in range(100)]  # 5%
+    assert judge(row(), seen(*few_fail), 5).decision is Decision.QUARANTINE
+    assert judge(row(10), seen(*some_fail), 10).decision is Decision.QUARANTINE  # a longer row
+    mine = [entry("a", "failed" if i % 10 == 0 else "finished", T0 - 100) for i in range(100)]
+    assert judge(row(), seen(*mine), 5).decision is Decision.RECORD
+    assert by_chance([], 5) == 1.0 and by_chance([True, False], 2) == 0.25
 
 
 def test_a_failure_that_is_not_fast_by_the_median_success_breaks_the_case() -> None:
@@ -120,6 +139,7 @@ def test_evidence_keeps_the_latest_of_each_kind_and_a_bounded_median() -> None:
         T0 + 1, T0 + 5, "c")
     assert evidence.other_failure == T0 + 7
     assert evidence.reference == 2.0
+    assert (evidence.own, evidence.others) == ((True,), (True, True, True, False))
     more = evidence.learn([entry("b", "finished", T0 + 10, runtime=0.5)] * KEEP_RUNTIMES, "a")
     assert len(more.runtimes) == KEEP_RUNTIMES and more.reference == 0.5
     assert (more.other_success, more.other_node) == (T0 + 10, "b")
