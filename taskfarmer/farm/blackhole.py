@@ -5,12 +5,14 @@ A node with a broken environment (a missing module, a full or unwritable ``$TMPD
 mount, a container runtime that is down) fails every task in milliseconds, and at fork speed
 would record the whole list as failed. On one node, a broken node and broken tasks look the
 same; they differ elsewhere: tasks that are at fault fail on every node. So a worker holds back
-(does not record) its *suspect* failures: fast ones (:func:`fast`: exit code 126 or 127, the
-shell's "cannot execute" and "command not found", or a run time under 1/:data:`FAST_RATIO` of
-the median successful run), of tasks never run before (a task handed back by a quarantine, or
-put back for any reason, counts as itself when it fails again: so no task is handed back
-twice, and no quarantine spreads from node to node with the tasks). Once ``k`` are held
-(``--quarantine K``), :func:`judge` decides:
+(does not record) its *suspect* failures while it goes on: fast ones (:func:`fast`: exit code
+126 or 127, the shell's "cannot execute" and "command not found", or a run time under
+1/:data:`FAST_RATIO` of the median successful run), of tasks never run before (a task handed
+back by a quarantine, or put back for any reason, counts as itself when it fails again: so no
+task is handed back twice, and no quarantine spreads from node to node with the tasks). A
+success, a failure that is not a suspect or a task that runs longer than a fast failure would
+(:func:`hold_limit`) breaks the row: it is recorded as it would have been. Once ``k`` are
+held (``--quarantine K``), :func:`judge` decides:
 
 1. this node recorded a success since the first of them started: the node works, some tasks
    do not — record them;
@@ -53,6 +55,10 @@ FAST_RATIO = 10.0
 RECENT_MIN = 60.0
 #: The longest a worker waits for other nodes' first results before recording its failures.
 WAIT_LIMIT = 120.0
+#: Fewer than k held failures are recorded once the worker has run something else for this
+#: long (or a tenth of the median successful run, if longer): the task running then is no fast
+#: failure, and the row is broken (:func:`hold_limit`).
+ROW_HOLD = 5.0
 #: The successful run times the median is taken over (the latest), and the executions per side
 #: (this node, the others) the failure shares are taken over.
 KEEP_RUNTIMES = 256
@@ -147,6 +153,12 @@ def by_chance(outcomes: Sequence[bool], k: int) -> float:
     if not outcomes:
         return 1.0
     return float((outcomes.count(False) / len(outcomes)) ** k)
+
+
+def hold_limit(reference: float | None) -> float:
+    """How long after its last failure a row of fewer than k is held while the worker runs
+    other tasks: :data:`ROW_HOLD`, or the longest a fast failure takes if longer."""
+    return max(ROW_HOLD, reference / FAST_RATIO) if reference is not None else ROW_HOLD
 
 
 def recent_window(reference: float | None) -> float:

@@ -30,7 +30,7 @@ from ..store import (
     farmer_node,
     safe_component,
 )
-from .blackhole import Attempt, Decision, Evidence, fast, judge
+from .blackhole import Attempt, Decision, Evidence, fast, hold_limit, judge
 from .recording import HoldBatch, Result
 
 #: A worker's exit code when it quarantined its node (the farmer then stops, exit code 5).
@@ -121,6 +121,14 @@ class NodeWatch:
             ready += self._decide(self._config.quarantine, final)
         return ready
 
+    def due(self) -> float | None:
+        """When a row of fewer than k is to be recorded, unless it grows (monotonic clock): the
+        worker has run something else for longer than a fast failure takes. None if no row
+        is held, or it waits."""
+        if not self.row or self.waiting:
+            return None
+        return self.row[-1].ended_at + hold_limit(self._evidence.reference)
+
     def drop(self) -> list[Result]:
         """Give the held row up (to record it, or our lease was taken over)."""
         row, self.row, self._waiting = self.row, [], None
@@ -151,7 +159,9 @@ class NodeWatch:
             self._hand_back()
             return []
         if not full:
-            return self.drop() if final else []
+            due = self.due()
+            broken = due is not None and self._monotonic() >= due  # by the task running now
+            return self.drop() if final or broken else []
         self._learn()
         evidence = replace(self._evidence, others_active=self._others_active())
         waited = 0.0 if self._waiting is None else self._monotonic() - self._waiting

@@ -290,9 +290,10 @@ class Worker:
 
     def _chores_due(self) -> float | None:
         """When the next chore is due while a task runs (monotonic clock): recording the held
-        results (:func:`~.chunking.record_due`), handing the queued tasks back
-        (:func:`~.chunking.hand_back_due`); None if there is none."""
-        due = [hand_back_due(self._started, len(self.queue))]
+        results (:func:`~.chunking.record_due`) or the watch's row (:meth:`NodeWatch.due`),
+        handing the queued tasks back (:func:`~.chunking.hand_back_due`); None if there is
+        none."""
+        due = [hand_back_due(self._started, len(self.queue)), self.watch.due()]
         if self.results:
             due.append(record_due(self.results[0].ended_at, self.results[-1].ended_at))
         return min((when for when in due if when is not None), default=None)

@@ -7,6 +7,7 @@ from taskfarmer.farm.blackhole import (
     FAST_RATIO,
     KEEP_RUNTIMES,
     RECENT_MIN,
+    ROW_HOLD,
     WAIT_LIMIT,
     Attempt,
     Decision,
@@ -14,6 +15,7 @@ from taskfarmer.farm.blackhole import (
     by_chance,
     describe_row,
     fast,
+    hold_limit,
     judge,
     recent_window,
 )
@@ -47,6 +49,12 @@ def test_other_failures_are_fast_when_much_shorter_than_the_median_success() -> 
     assert fast(Attempt(1, 1, 0, T0, 0.099), FAST_RATIO * 0.1)
     assert not fast(Attempt(1, 1, 0, T0, 0.1), FAST_RATIO * 0.1)
     assert fast(Attempt(1, 139, 11, T0, 0.01), 1.0)  # a segfault in 10 ms
+
+
+def test_a_row_is_held_while_the_running_task_could_still_be_a_fast_failure() -> None:
+    assert hold_limit(None) == ROW_HOLD
+    assert hold_limit(ROW_HOLD) == ROW_HOLD
+    assert hold_limit(600.0) == 600.0 / FAST_RATIO
 
 
 def test_fewer_than_k_hold_on_or_are_recorded_when_the_worker_leaves() -> None:

@@ -7,16 +7,19 @@ import json
 import time
 from pathlib import Path
 
+from helpers.clock import FakeClock
 from helpers.farmer import ids
 
-from taskfarmer.farm.quarantine import WORKER_QUARANTINED
+from taskfarmer.farm.blackhole import ROW_HOLD
+from taskfarmer.farm.quarantine import WORKER_QUARANTINED, NodeWatch
+from taskfarmer.farm.recording import HoldBatch, Result
 from taskfarmer.farm.signals import StopRequest
 from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
 from taskfarmer.logs.joblog import Entry, JobLog
 from taskfarmer.runners import BasicRunner
 from taskfarmer.store import QUARANTINE_TIME, QuarantineRecord, StateStore, farmer_name
 from taskfarmer.store.locking import make_lock
-from taskfarmer.tasks import ListTaskList
+from taskfarmer.tasks import ListTaskList, Task
 from taskfarmer.timeline.file import Timeline
 
 
@@ -121,3 +124,22 @@ def test_a_success_breaks_the_row(tmp_path: Path) -> None:
     assert work.run() == 0
     assert ids(tmp_path / "failed") == [0, 1, 2, 3, 5, 6, 7, 8]
     assert ids(tmp_path / "finished") == [4]
+
+
+def test_a_short_row_is_recorded_once_the_worker_ran_something_else_that_long(
+        tmp_path: Path, fake_clock: FakeClock) -> None:
+    """A fast failure followed by a long task: the task running is no fast failure, so the
+    failure is recorded while it runs, not held for the task's whole run."""
+    work = worker(tmp_path, ["exit 127"])
+    watch = NodeWatch(work.config, work.store, HoldBatch(work.config, work.store, work.timeline,
+                                                         work.joblog, time.time, print),
+                      time.time, fake_clock, print)
+    failed = Result(Task(0, "exit 127"), "exit 127", 127, 10.0, 10.01, fake_clock())
+    with work.store.locked():
+        assert watch.sift([failed], final=False) == [] and watch.row == [failed]
+        assert watch.due() == fake_clock() + ROW_HOLD
+        fake_clock.tick(ROW_HOLD - 0.5)
+        assert watch.sift([], final=False) == []
+        fake_clock.tick(1.0)
+        assert watch.sift([], final=False) == [failed]
+    assert watch.row == [] and watch.due() is None
