@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..errors import QuarantinedError, TaskfarmerError
-from ..logs.joblog import JobLogTail, exit_and_signal
+from ..logs.joblog import Entry, JobLogTail, exit_and_signal
 from ..store import (
     QUARANTINE_TIME,
     FailedRun,
@@ -58,6 +58,10 @@ class WatchConfig(Protocol):
     @property
     def farmer(self) -> str:
         """The farmer's name."""
+
+    @property
+    def slot(self) -> int:
+        """The worker slot."""
 
     @property
     def quarantine(self) -> int | None:
@@ -115,10 +119,9 @@ class NodeWatch:
             if self._suspect(result):
                 self.row.append(result)
             else:  # the row is broken: it is recorded first (it ended before)
-                ready += self.drop()
-                ready.append(result)
+                ready += self._recorded([*self.drop(), result])
         if self.row:
-            ready += self._decide(self._config.quarantine, final)
+            ready += self._recorded(self._decide(self._config.quarantine, final))
         return ready
 
     def due(self) -> float | None:
@@ -142,9 +145,23 @@ class NodeWatch:
         return fast(attempt(result), self._evidence.reference)
 
     def _learn(self) -> None:
-        """*locked* Read what the job log gained since the last look."""
+        """*locked* Read what the job log gained since the last look (but this worker's own
+        lines: :meth:`_recorded` learned those before they were written)."""
         self._learned = self._monotonic()
-        self._evidence = self._evidence.learn(self._tail.new(), self._config.node)
+        ours = (self._config.farmer, self._config.slot)
+        entries = [entry for entry in self._tail.new() if (entry.farmer, entry.slot) != ours]
+        self._evidence = self._evidence.learn(entries, self._config.node)
+
+    def _recorded(self, results: list[Result]) -> list[Result]:
+        """Learn ``results``, about to be recorded, as this node's executions (the job log
+        has them only after this lock hold's recording); returns them."""
+        config = self._config
+        entries = [Entry(result.task.id, 0, config.node, config.farmer, config.slot,
+                         result.start, result.end - result.start, *exit_and_signal(
+                             result.returncode), "finished" if result.succeeded else "failed",
+                         result.command) for result in results]
+        self._evidence = self._evidence.learn(entries, config.node)
+        return results
 
     def _decide(self, k: int, final: bool) -> list[Result]:
         """*locked* Settle the row if it can be: the results to record.

@@ -33,7 +33,7 @@ def test_a_node_whose_tasks_fail_fast_quarantines_and_the_other_runs_them(tmp_pa
     a = run_farmer([str(tasks), "-n", "2"], env={"SLURMD_NODENAME": "a"})
     b_out, b_err = b.communicate(timeout=120)
     no_traceback(a.stdout, a.stderr, b_out, b_err)
-    assert (a.returncode, b.returncode) == (QUARANTINED, 0), (a.stderr, b_err)
+    assert (a.returncode, b.returncode) == (QUARANTINED, 0), (a.stdout, a.stderr, b_out, b_err)
     [line] = a.stderr.splitlines()  # one line says why
     assert line.startswith("farmer: node a quarantined: ")
     assert "failed fast (exit 127" in line and "while tasks succeeded on node b" in line

@@ -77,6 +77,18 @@ def test_fast_failures_while_others_succeed_are_handed_back_uncounted(tmp_path: 
     assert len(marker) == 1 and marker[0]["args"]["tasks"] == handed
 
 
+def test_a_node_whose_own_tasks_succeeded_before_quarantines_when_it_breaks(tmp_path: Path
+                                                                            ) -> None:
+    """The successes just before count, even when they are recorded in the same lock hold
+    as the failures are held (the job log has them only afterwards)."""
+    work = worker(tmp_path, ["true"] * 3 + ["exit 127"] * 6)
+    assert work.run() == WORKER_QUARANTINED
+    assert ids(tmp_path / "finished") == [0, 1, 2] and ids(tmp_path / "failed") == []
+    record = work.store.quarantines.read("a")
+    assert record is not None and "after tasks succeeded on this node" in record.reason
+    assert pending(tmp_path) == [3, 4, 5, 6, 7, 8]
+
+
 def test_a_node_alone_whose_tasks_all_fail_records_them_as_failed(tmp_path: Path) -> None:
     work = worker(tmp_path, ["exit 127"] * 7)
     assert work.run() == 0
