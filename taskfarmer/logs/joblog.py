@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import FilesystemError
+from ..errors import FilesystemError, operation
 from ..hpc.walltime import DurationSource
 from ..store import append_lines
 
@@ -274,6 +274,7 @@ class JobLogTail:
         self.tail = tail
         self.offset: int | None = None
 
+    @operation("read", lambda self: self.path)
     def new(self) -> list[Entry]:
         """The entries logged since the last call, oldest first."""
         try:
