@@ -31,7 +31,7 @@ from ..store import (
     safe_component,
 )
 from .blackhole import Attempt, Decision, Evidence, fast, hold_limit, judge
-from .recording import HoldBatch, Result
+from .recording import HoldBatch, Result, SlotConfig
 
 #: A worker's exit code when it quarantined its node (the farmer then stops, exit code 5).
 WORKER_QUARANTINED = 5
@@ -47,21 +47,10 @@ EVIDENCE_REFRESH = 1.0
 WAIT_POLL = 0.25
 
 
-class WatchConfig(Protocol):
+class WatchConfig(SlotConfig, Protocol):
     """What the watch needs of a worker's configuration
-    (:class:`~taskfarmer.farm.worker.WorkerConfig`)."""
-
-    @property
-    def node(self) -> str:
-        """The node's name."""
-
-    @property
-    def farmer(self) -> str:
-        """The farmer's name."""
-
-    @property
-    def slot(self) -> int:
-        """The worker slot."""
+    (:class:`~taskfarmer.farm.worker.WorkerConfig`): its slot, farmer, node and
+    ``--quarantine``."""
 
     @property
     def quarantine(self) -> int | None:
