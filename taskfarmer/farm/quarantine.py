@@ -113,6 +113,20 @@ class NodeWatch:
             ready += self._recorded(self._decide(self._config.quarantine, final))
         return ready
 
+    def stays(self) -> bool:
+        """*locked* Whether the worker, with nothing to run, stays (looking again every
+        :data:`WAIT_POLL`): its row waits; or it holds a row that would quarantine the node
+        were it k long, while other workers hold leases (they may put tasks back and the row
+        grow to k, rather than be recorded short), at most until the row is due
+        (:meth:`due`)."""
+        if self.waiting:
+            return True
+        if not self.row or len(self._store.lease_names()) < 2:
+            return False
+        self._learn()
+        row = [attempt(result) for result in self.row]
+        return judge(row, self._evidence, len(row), final=True).decision is Decision.QUARANTINE
+
     def due(self) -> float | None:
         """When a row of fewer than k is to be recorded, unless it grows (monotonic clock): the
         worker has run something else for longer than a fast failure takes. None if no row

@@ -175,8 +175,9 @@ class Worker:
                 if not self.queue and self._may_run():
                     self._take(self._claim())
                 self.batch.flush()
+                stay = not self.queue and self.watch.stays()
             if not self.queue:
-                if not self.results and not self.watch.waiting:
+                if not self.results and not stay:
                     return
                 self._sleep_until_recordable()
                 continue

@@ -4,20 +4,28 @@ hands back uncounted, records and writes (taskfarmer.farm.quarantine)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 from helpers.clock import FakeClock
-from helpers.farmer import ids
+from helpers.farmer import ids, wait_for
 
 from taskfarmer.farm.blackhole import ROW_HOLD
 from taskfarmer.farm.quarantine import WORKER_QUARANTINED, NodeWatch
 from taskfarmer.farm.recording import HoldBatch, Result
 from taskfarmer.farm.signals import StopRequest
 from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
+from taskfarmer.hpc.identity import Identity
 from taskfarmer.logs.joblog import Entry, JobLog
 from taskfarmer.runners import BasicRunner
-from taskfarmer.store import QUARANTINE_TIME, QuarantineRecord, StateStore, farmer_name
+from taskfarmer.store import (
+    QUARANTINE_TIME,
+    LeaseName,
+    QuarantineRecord,
+    StateStore,
+    farmer_name,
+)
 from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import ListTaskList, Task
 from taskfarmer.timeline.file import Timeline
@@ -87,6 +95,26 @@ def test_a_node_whose_own_tasks_succeeded_before_quarantines_when_it_breaks(tmp_
     record = work.store.quarantines.read("a")
     assert record is not None and "after tasks succeeded on this node" in record.reason
     assert pending(tmp_path) == [3, 4, 5, 6, 7, 8]
+
+
+def test_a_worker_out_of_tasks_stays_with_its_short_row_while_others_work(tmp_path: Path
+                                                                         ) -> None:
+    """Nothing to claim for the moment (other workers hold the rest): the worker keeps its
+    row of fewer than k, rather than record it, and takes the tasks put back."""
+    succeeded_elsewhere(tmp_path)
+    work = worker(tmp_path, ["exit 127"] * 3)
+    with work.store.locked():  # a worker of node b at work
+        work.store.register(str(LeaseName(farmer_name("b", 2, "cd"), 0, 2, 1)),
+                            Identity.current(hostname="b"))
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(work.run()))
+    runner.start()
+    wait_for(lambda: len(work.watch.row) == 3 and not work.queue, what="a row of 3 held")
+    with work.store.locked():  # b's worker puts two tasks back
+        work.store.requeue([Task(3, "exit 127"), Task(4, "exit 127")])
+    runner.join(timeout=60)
+    assert codes == [WORKER_QUARANTINED]
+    assert ids(tmp_path / "failed") == [] and pending(tmp_path) == [0, 1, 2, 3, 4]
 
 
 def test_a_node_alone_whose_tasks_all_fail_records_them_as_failed(tmp_path: Path) -> None:
