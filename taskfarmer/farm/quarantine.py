@@ -228,8 +228,8 @@ class NodeWatch:
         """*locked* Put the row's tasks back into ``toprocess``, uncounted, and list them in
         the node's record (a new one, quarantined for ``reason``, if none is in force).
 
-        The record is written first: if that fails, the row is still held under our lease,
-        and whoever takes the lease over puts the tasks back.
+        The record is written first: if that fails, the tasks are still claimed under our
+        lease and recorded nowhere, and whoever takes the lease over puts them back.
         """
         row = self.drop()
         now = self._clock()
