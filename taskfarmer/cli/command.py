@@ -85,7 +85,7 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 @click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Kill a task running longer than this (a failed attempt).")
 @click.option("--quarantine", type=QuarantineRow(), default=str(DEFAULT_ROW),
-              show_default=True,
+              show_default=True, metavar="K|off",
               help="Quarantine this node after K tasks in a row failed fast here while tasks "
                    "succeed elsewhere (their tasks go back, uncounted; the farmer exits 5 and "
                    "farmers do not start here for an hour); off: never, and ignore records.")
