@@ -22,6 +22,12 @@
 #      naming the file). 2 is not requeued on purpose: the requeued job would fail the same way.
 #      Fix the cause (free space, raise the quota, correct the line named), then submit again:
 #      the farmer continues where it stopped.
+#   4. Exit code 6: this node is quarantined (its tasks failed fast here while they succeed
+#      elsewhere: a broken environment; docs/failures.md). The farmer handed those tasks back
+#      uncounted. The script submits itself again as a new job with
+#      `sbatch --exclude=$(farmer TASKLIST --quarantined)`, away from every quarantined node
+#      (SLURM cannot change a running job's excluded nodes, so requeueing could land on the
+#      same node). The new job writes its own output file.
 #   Cancelling the job (scancel) or reaching the time limit without the USR1 (SIGTERM) stops
 #   the farmer cleanly as well, but does not requeue.
 #
@@ -132,5 +138,28 @@ if [ "$stop_signal" != TERM ] && { [ "$status" -eq 3 ] ||
         exit 0
     fi
     say "work left, but scontrol requeue failed (submitted without --requeue?)"
+fi
+
+# 6: this node is quarantined. Its tasks failed fast here while they succeed elsewhere (or did
+# here before): a broken environment. The farmer handed them back uncounted and stopped, or
+# did not start at all. A requeued job may land on the same node again, and SLURM does not
+# change the nodes a running job excludes: so submit this script again as a new job that
+# excludes every node quarantined now (farmer --quarantined lists them). The new job gets this
+# one's name, partition, account, QOS, node count, CPUs per task and time limit.
+if [ "$stop_signal" != TERM ] && [ "$status" -eq 6 ]; then
+    # shellcheck disable=SC2086
+    exclude=$(farmer "$1" --quarantined ${FARMER_OPTS:-})
+    limit=$(squeue -h -j "$SLURM_JOB_ID" -o %l 2>/dev/null)
+    if [ -n "$exclude" ] && sbatch --exclude="$exclude" ${limit:+--time="$limit"} \
+            ${SLURM_JOB_NAME:+--job-name="$SLURM_JOB_NAME"} \
+            ${SLURM_JOB_PARTITION:+--partition="$SLURM_JOB_PARTITION"} \
+            ${SLURM_JOB_ACCOUNT:+--account="$SLURM_JOB_ACCOUNT"} \
+            ${SLURM_JOB_QOS:+--qos="$SLURM_JOB_QOS"} \
+            ${SLURM_JOB_NUM_NODES:+--nodes="$SLURM_JOB_NUM_NODES"} \
+            ${SLURM_CPUS_PER_TASK:+--cpus-per-task="$SLURM_CPUS_PER_TASK"} "$0" "$1"; then
+        say "node ${SLURMD_NODENAME:-?} quarantined: submitted again, excluding $exclude"
+        exit 0
+    fi
+    say "node ${SLURMD_NODENAME:-?} quarantined, but submitting again (excluding ${exclude:-?}) failed"
 fi
 exit "$status"

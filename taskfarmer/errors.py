@@ -14,13 +14,15 @@ The hierarchy::
     ├── HaltedError            the workdir's farm was halted (--halt): exit code 5
     ├── ConfigError            a runner or tasklist definition, or an option, is unusable
     ├── UsageError             a command-line argument cannot be understood
-    └── InstallError           the installation is broken
+    ├── InstallError           the installation is broken
+    └── QuarantinedError       this node is quarantined: farmers do not start on it (exit 6)
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -41,6 +43,9 @@ class ExitCode(enum.IntEnum):
     #: Halted by ``--halt`` (this farmer's rule or another's), work left; or the workdir is
     #: halted: fix the cause, remove ``WORKDIR/halted``, run again.
     HALTED = 5
+    #: This node is quarantined (its tasks failed fast while they succeed elsewhere): the
+    #: farmer handed its tasks back, or did not start; work is left for other nodes.
+    QUARANTINED = 6
 
 
 class TaskfarmerError(Exception):
@@ -256,3 +261,26 @@ def operation(what: str, path: Callable[..., Path]) -> Callable[[F], F]:
                 raise FilesystemError.from_oserror(where, what, error) from None
         return wrapper  # type: ignore[return-value]
     return decorate
+
+
+class QuarantinedError(TaskfarmerError):
+    """This node is quarantined: a farmer on it found its tasks failing fast while they
+    succeeded elsewhere (``WORKDIR/quarantine/NODE``), and farmers do not start on it.
+
+    Attributes:
+        node: the node.
+        path: its quarantine record.
+        until: when the quarantine ends (epoch seconds).
+        reason: why the node was quarantined.
+    """
+
+    exit_code = ExitCode.QUARANTINED
+
+    def __init__(self, node: str, path: Path, until: float, reason: str) -> None:
+        self.node = node
+        self.path = path
+        self.until = until
+        self.reason = reason
+        end = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(until))
+        super().__init__(f"node {node} is quarantined until {end} ({reason}); remove {path} "
+                         "to farm on it again, or run with --quarantine off")

@@ -14,6 +14,7 @@ import taskfarmer
 
 from ..errors import ConfigError, UsageError
 from ..farm import FarmConfig, open_farm
+from ..farm.blackhole import DEFAULT_ROW
 from ..farm.farmer import workdir_for
 from ..farm.halt import HaltPolicy, parse_halt
 from ..farm.signals import ignore_stop_signals
@@ -28,13 +29,33 @@ from .listing import print_listing
 from .numbers import MAX_RETRIES, proc_type, seconds_type, whole_type
 from .piped import STDIN, spooled
 from .progress import make_display
-from .status import dry_run_command, status_command, verify_command
+from .status import dry_run_command, quarantined_command, status_command, verify_command
 from .tasklog import task_log_command
 
 EPILOG = """Exit codes: 0 all tasks done, none failed; 1 all done, some failed; 2 usage,
 configuration or state error; 3 stopped early (signal, --timeout or the SLURM time
 limit) with work left; 4 --verify found the workdir inconsistent; 5 the farm was halted
-(--halt) with work left."""
+(--halt) with work left; 6 this node is quarantined (its tasks failed fast while they
+succeed elsewhere), work left."""
+
+
+
+class QuarantineRow(click.ParamType):
+    """``--quarantine``: a number of failures in a row (at least 1), or ``off`` (None)."""
+
+    name = "K|off"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.lower() == "off":
+            return None
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is neither a number of failures in a row (1 or more) nor off",
+                  param, ctx)
 
 
 def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -85,6 +106,11 @@ def _halt_rule(ctx: click.Context, param: click.Parameter, value: str) -> HaltPo
               help="Halt the farm (every farmer of the workdir) at the N-th failed task, or "
                    "once N% of the ended tasks failed: now stops the running tasks, soon lets "
                    "them finish; the rest stays pending (exit code 5).")
+@click.option("--quarantine", type=QuarantineRow(), default=str(DEFAULT_ROW),
+              show_default=True, metavar="K|off",
+              help="Quarantine this node after K tasks in a row failed fast here while tasks "
+                   "succeed elsewhere (their tasks go back, uncounted; the farmer exits 5 and "
+                   "farmers do not start here for an hour); off: never, and ignore records.")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
 @click.option("--task-time", type=seconds_type(above=True), default=None,
@@ -129,6 +155,9 @@ def _halt_rule(ctx: click.Context, param: click.Parameter, value: str) -> HaltPo
 @click.option("--dry-run", is_flag=True,
               help="Print the tasks a farmer would run now, one 'ID<tab>command' line each, "
                    "and exit; nothing is changed or created.")
+@click.option("--quarantined", "quarantined", is_flag=True,
+              help="Print the nodes quarantined from this workdir, comma-separated (for "
+                   "sbatch --exclude), and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --status: one JSON document.")
 @click.option("--watch", is_flag=True,
               help="With --status: refresh in place until the farm is done (Ctrl-C ends).")
@@ -148,7 +177,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         show_status: bool, as_json: bool, dry_run: bool,
         watch: bool, verify: bool, task_time: float | None, stop_margin: float,
         gpus_per_task: int | None, cpus_per_task: int | None,
-        halt: HaltPolicy | None) -> None:
+        halt: HaltPolicy | None, quarantine: int | None, quarantined: bool) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -159,14 +188,16 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--json and --watch go with --status")
     if as_json and watch:
         raise click.UsageError("--json and --watch exclude each other")
-    if sum((show_status, verify, task_log is not None)) > 1:
-        raise click.UsageError("--status, --verify and --task-log exclude each other")
-    reading = show_status or verify or task_log is not None
+    if sum((show_status, verify, task_log is not None, quarantined)) > 1:
+        raise click.UsageError("--status, --verify, --task-log and --quarantined exclude "
+                               "each other")
+    reading = show_status or verify or task_log is not None or quarantined
     if dry_run and reading:
-        raise click.UsageError("--dry-run goes with none of --status, --verify, --task-log")
+        raise click.UsageError("--dry-run goes with none of --status, --verify, --task-log, "
+                               "--quarantined")
     if tasklist is None and (not reading or workdir is None):
-        raise click.UsageError("missing TASKLIST (--status, --verify and --task-log need "
-                               "TASKLIST or --workdir)")
+        raise click.UsageError("missing TASKLIST (--status, --verify, --task-log and "
+                               "--quarantined need TASKLIST or --workdir)")
     piped = tasklist == STDIN
     if piped and workdir is None:
         raise click.UsageError("TASKLIST '-' (standard input) needs --workdir: a farm on it "
@@ -175,6 +206,9 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         raise click.UsageError("--follow cannot wait for more of standard input: append to "
                                "a file and give that as TASKLIST")
     where = workdir_for(tasklist, workdir) if tasklist is not None else workdir
+    if quarantined:
+        assert where is not None  # the usage check above
+        sys.exit(quarantined_command(where))
     if piped and reading:
         tasklist = None  # the workdir alone says where the farm stands
     if task_log is not None:
@@ -220,9 +254,13 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
             stop_margin=stop_margin,
             job_end=slurm_job_end(environ),
             halt=halt,
+            quarantine=quarantine,
         )
         report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code
+    name = click.get_current_context().info_name
     if report.error is not None:
-        click.echo(f"{click.get_current_context().info_name}: error: {report.error}", err=True)
+        click.echo(f"{name}: error: {report.error}", err=True)
+    elif report.quarantine is not None:
+        click.echo(f"{name}: {report.quarantine}", err=True)
     sys.exit(report.exit_code)

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..errors import ExitCode
-from ..store import StateStore, lock_path, make_lock
+from ..errors import ExitCode, WorkdirError
+from ..store import Quarantines, StateFiles, StateStore, exclude_list, lock_path, make_lock
 from ..store.preview import would_run
 from ..tasks import TaskList
 
@@ -59,4 +59,17 @@ def dry_run_command(tasklist: Path, workdir: Path, handler: TaskList, requeue_fa
     handler.prepare(tasklist, workdir)  # builds a PyTaskFarmer-style handler; others: nothing
     for task in would_run(workdir, tasklist, handler, requeue_failed, accept):
         click.echo(f"{task.id}\t{handler.command(task)}")
+    return ExitCode.OK
+
+
+def quarantined_command(workdir: Path) -> ExitCode:
+    """``--quarantined``: print the nodes quarantined from ``workdir`` now, comma-separated
+    (the value of ``sbatch --exclude``; an empty line if none); returns 0.
+
+    Raises:
+        WorkdirError: there is no such workdir.
+    """
+    if not workdir.is_dir():
+        raise WorkdirError(workdir, "no such workdir")
+    click.echo(exclude_list(Quarantines(StateFiles(workdir)).all(), time.time()))
     return ExitCode.OK

@@ -31,6 +31,11 @@ def duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+def clock_time(when: float) -> str:
+    """``2024-05-01 14:02:03``, local time."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
 def to_json(status: Status) -> str:
     """The status as one JSON document (the fields of :class:`Status`, plus ``done`` and
     ``exit_code``)."""
@@ -93,6 +98,16 @@ def render(status: Status) -> RenderableType:
                     else f"in {duration(lease.takeover_in)}" if lease.takeover_in > 0
                     else "by the next farmer that looks (expired)")
             table.add_row(lease.name, lease.node, f"{duration(lease.heartbeat_age)} ago", when)
+        parts.append(table)
+    if status.quarantined:
+        table = Table(title="quarantined nodes (farmers do not start there)",
+                      title_justify="left")
+        for column in ("node", "since", "until", "handed back", "reason"):
+            table.add_column(column, justify="right" if column == "handed back" else "left")
+        for node in status.quarantined:
+            until = clock_time(node.until) if node.active else "expired"
+            table.add_row(node.node, clock_time(node.since), until, str(node.handed_back),
+                          node.reason)
         parts.append(table)
     if status.running_tasks:
         more = f" (and {status.running_more} more)" if status.running_more else ""

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -42,6 +42,7 @@ from ..store import (
 )
 from ..timeline.counts import TaskCounts
 from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
+from .blackhole import DEFAULT_ROW
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
@@ -51,6 +52,7 @@ from .heartbeat import Heartbeat
 from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
 from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
+from .quarantine import QUARANTINE_STOP, WORKER_QUARANTINED, NodeQuarantine
 from .recording import counter_events
 from .report import FarmReport, append_stats
 from .signals import StopRequest
@@ -98,6 +100,8 @@ class FarmConfig:
     #: ``--halt``: when to halt the whole farm (None: never; a halt by another farmer is
     #: obeyed all the same).
     halt: HaltPolicy | None = None
+    #: ``--quarantine K``: fast failures in a row that may quarantine the node (None: off).
+    quarantine: int | None = DEFAULT_ROW
 
     def slot(self, slot: int) -> SlotResources:
         """What worker slot ``slot`` owns."""
@@ -154,6 +158,8 @@ class Farm:
         self.halt = Halt(self.store, config.halt, self.farmer, clock, monotonic)
         self.growth = ListGrowth(self.store, self.timeline, self.handler, config.tasklist, clock,
                                  monotonic, self.display.say)
+        self.quarantine = NodeQuarantine(self.store, self.identity.node,
+                                         config.quarantine is not None, clock)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -210,6 +216,7 @@ class Farm:
                 break
             if now >= next_look:
                 self.takeover.take_over_expired(self.track)
+                self._look_at_quarantine()
                 next_look = now + period
             self._reap()
             if self.errors.message is not None:
@@ -274,11 +281,12 @@ class Farm:
             snapshot = Snapshot(Counts(0, 0, 0), 0)
         stopped_by = self.stop.describe() if self.stop.requested else self.draining
         halted = left and self.errors.attempt(self.halt.look_now) and self.halt.record is not None
-        report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message, halted)
+        report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message, halted,
+                            self.quarantine.line())
         if self.errors.message is None and not self.errors.attempt(partial(
                 mark_end, self.store, self.timeline, self.track, self.stop, report,
                 clock=self.clock, monotonic=self.monotonic)):
-            report = FarmReport(snapshot.counts, stopped_by, left, self.errors.message, halted)
+            report = replace(report, error=self.errors.message)
         self.display.finish(snapshot, report.outcome)
         self.display.say(where(self.store))
         close_quietly(self.store, self.timeline)
@@ -287,6 +295,7 @@ class Farm:
 
     def _prepare(self) -> None:
         self.store.prepare()
+        self.quarantine.refuse()
         self.handler.prepare(self.config.tasklist, self.config.workdir)  # not locked: it may lock
         with self.store.locked():
             self.halt.refuse_halted()  # before anything changes
@@ -356,7 +365,8 @@ class Farm:
                               task_timeout=self.config.task_timeout,
                               retries=self.config.retries,
                               environ=resources.environment(self.config.environ),
-                              logs=self.config.logs, slots=self.config.proc)
+                              logs=self.config.logs, slots=self.config.proc,
+                              quarantine=self.config.quarantine)
         return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
                       may_start=self.gate.may_start, halt=self.halt)
@@ -378,6 +388,8 @@ class Farm:
         for gone in self.pool.reap():
             self._drain_messages()
             self.takeover.revoke_worker(gone.slot, gone.pid, self.track)  # not in _shutdown
+            if gone.code == WORKER_QUARANTINED:
+                self._look_at_quarantine()
             if self.stop.requested:
                 continue
             if gone.code == WORKER_ERROR:
@@ -388,6 +400,11 @@ class Farm:
                                  "are back in toprocess")
                 if self.crashes > MAX_WORKER_CRASHES:  # reported even over an earlier error
                     self.errors.message = f"{self.crashes} worker crashes; giving up"
+
+    def _look_at_quarantine(self) -> None:
+        """Stop once our node is quarantined (by one of our workers, or another farmer)."""
+        if self.quarantine.check():
+            self.stop.request(QUARANTINE_STOP)
 
     # -- the tasklist ------------------------------------------------------------------------
 

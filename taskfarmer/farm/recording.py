@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from ..logs.joblog import Entry, JobLog, exit_and_signal
 from ..store import Lease, Outcome, StateStore
 from ..tasks import Task
-from ..timeline.events import Event, counters, execution
+from ..timeline.events import Event, counters, execution, instant
 from ..timeline.file import Timeline
 
 #: A result is recorded only once it is this old (seconds), and put back instead if a stop
@@ -221,6 +221,10 @@ class HoldBatch:
         self._events += execution(result.task.id, result.command, result.start, result.end,
                                   self._config.track, self._config.slot + 1, outcome,
                                   result.rerun, args)
+
+    def mark(self, name: str, args: dict[str, Any]) -> None:
+        """Add a marker ``name`` on the farmer's track, now."""
+        self._events.append(instant(name, self._clock(), self._config.track, args))
 
     def count(self, **delta: int) -> None:
         """Note a change of the workdir's task counts (see :meth:`flush`)."""

@@ -20,13 +20,16 @@ class FarmReport:
     work_left: bool
     error: str | None = None
     halted: bool = False  # the workdir's farm was halted (--halt)
+    quarantine: str | None = None  # the line that says our node was quarantined
 
     @property
     def exit_code(self) -> ExitCode:
         """0 all done; 1 done with failures; 2 error; 3 stopped with work left; 5 halted
-        with work left."""
+        with work left; 6 our node was quarantined."""
         if self.error is not None:
             return ExitCode.ERROR
+        if self.quarantine is not None:
+            return ExitCode.QUARANTINED
         if self.work_left:
             return ExitCode.HALTED if self.halted else ExitCode.STOPPED
         return ExitCode.FAILED if self.counts.failed else ExitCode.OK
@@ -36,6 +39,8 @@ class FarmReport:
         """A few words for the last log line."""
         if self.error is not None:
             return f"error: {self.error}"
+        if self.quarantine is not None:
+            return "node quarantined"
         if self.work_left:
             return f"{'halted' if self.halted else f'stopped by {self.stopped_by}'}, work left"
         return "done with failures" if self.counts.failed else "done"

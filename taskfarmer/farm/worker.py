@@ -5,9 +5,10 @@ under the lock, record the results of the tasks it ran (then their job log lines
 :mod:`taskfarmer.logs.joblog` and :mod:`.recording`) and claim the next chunk of tasks (as many
 as :mod:`.chunking` says: about a second of work); then run them one after the other without
 the lock (:mod:`.execution`), recording the held results in batches meanwhile. So short tasks
-cost a lock hold per chunk, not per task. On a stop signal it kills the task's process group,
-puts the task and the unstarted ones it had claimed back into ``toprocess``, and drops its
-lease.
+cost a lock hold per chunk, not per task. Failures that may show a broken node are held back
+longer (:mod:`.quarantine`): they go back uncounted if the node quarantines itself. On a stop
+signal it kills the task's process group, puts the task and the unstarted ones it had claimed
+back into ``toprocess``, and drops its lease.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from ..runners.base import Runner
 from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
+from .blackhole import DEFAULT_ROW
 from .chunking import DurationEstimate, chunk_size, hand_back_due, record_due, wanted
 from .execution import Execution
 from .halt import Halt
+from .quarantine import WAIT_POLL, WORKER_QUARANTINED, NodeWatch
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
 
@@ -52,6 +55,7 @@ class WorkerConfig:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     logs: str = "flat"
     slots: int = 1  # the farmer's workers, this one included (--proc)
+    quarantine: int | None = DEFAULT_ROW  # ``--quarantine K`` (None: off)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Worker:
         self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
         self.joblog = JobLog(self.store.files.joblog, coherent=self.store.files.coherent)
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
+        self.watch = NodeWatch(config, self.store, self.batch, clock, monotonic, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
                                    chores_due=self._chores_due, do_chores=self._do_chores)
@@ -161,24 +166,26 @@ class Worker:
             self._abandon()
             raise
         self._close()
-        return 0
+        return WORKER_QUARANTINED if self.watch.quarantined else 0
 
     def _loop(self) -> None:
         while True:
             with self.store.locked():
                 self._settle()
-                if self.stop.requested:
+                if self.stop.requested or self.watch.quarantined:
                     self.batch.flush()
                     return
                 halted = self.halt.before_claim()
-                if self.queue and (halted or not self.may_start()):
-                    self._put_back_unstarted()  # the start gate closed (walltime), or halted
+                if self.queue and (halted or not self.may_start() or self.watch.waiting):
+                    # the start gate closed (walltime), halted, or the node's watch waits
+                    self._put_back_unstarted()
                 judging = self.halt.holds_back(self.results)
-                if not self.queue and not halted and not judging and self.may_start():
+                if not self.queue and not halted and not judging and self._may_run():
                     self._take(self._claim())
                 self.batch.flush()
+                stay = not self.queue and self.watch.stays()
             if not self.queue or self.halt.holds_back(self.results):
-                if not self.results:
+                if not self.results and not stay:
                     return
                 self._sleep_until_recordable()
                 continue
@@ -204,9 +211,11 @@ class Worker:
 
     def _may_run(self) -> bool:
         """Whether the next claimed task may start: the gate is open, no stop is requested,
-        the farm is not halted and no failure of ours waits to be judged (``--halt``)."""
+        the farm is not halted, no failure of ours waits to be judged (``--halt``), and the
+        node's watch neither waits nor quarantined it (``--quarantine``)."""
         return (self.may_start() and not self.stop.requested and self.halt.record is None
-                and not self.halt.holds_back(self.results))
+                and not self.halt.holds_back(self.results) and not self.watch.waiting
+                and not self.watch.quarantined)
 
     def _claim(self) -> list[Task]:
         """*locked* Claim the next chunk (:func:`~.chunking.chunk_size`), with a new lease if
@@ -293,16 +302,19 @@ class Worker:
 
     def _chores_due(self) -> float | None:
         """When the next chore is due while a task runs (monotonic clock): recording the held
-        results (:func:`~.chunking.record_due`), handing the queued tasks back
-        (:func:`~.chunking.hand_back_due`); None if there is none."""
-        due = [hand_back_due(self._started, len(self.queue))]
+        results (:func:`~.chunking.record_due`) or the watch's row (:meth:`NodeWatch.due`),
+        handing the queued tasks back (:func:`~.chunking.hand_back_due`); None if there is
+        none."""
+        due = [hand_back_due(self._started, len(self.queue)), self.watch.due()]
         if self.results:
             due.append(record_due(self.results[0].ended_at, self.results[-1].ended_at))
         return min((when for when in due if when is not None), default=None)
 
     def _sleep_until_recordable(self) -> None:
-        """Wait until the youngest held result may be recorded (or a stop arrives)."""
-        remaining = RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
+        """Wait until the youngest held result may be recorded, or the waiting watch looks
+        again (or a stop arrives)."""
+        remaining = (RESULT_HOLD - (self.monotonic() - self.results[-1].ended_at)
+                     if self.results else WAIT_POLL)
         if remaining > 0 and not self.stop.requested:
             self.sleep(remaining)
 
@@ -330,8 +342,9 @@ class Worker:
         decided = plan(self.results, self.monotonic(), self.stop.at, final, self.lease.name)
         self.results = list(decided.keep)
         self._log_discarded(decided.discard)
-        logged = self.batch.record(self.lease, decided.record)
-        self.halt.judge(decided.record)  # the failure that reaches --halt halts the farm
+        recorded = self.watch.sift(decided.record, final)
+        logged = self.batch.record(self.lease, recorded)
+        self.halt.judge(recorded)  # the failure that reaches --halt halts the farm
         for result in decided.put_back:  # back into toprocess with the queue, when we leave
             self.queue.appendleft(result.task)
             self.stopped.append(result)
@@ -343,7 +356,7 @@ class Worker:
         with a new lease (the farmer that took it over put our tasks back, the running one
         included: it is stopped now, so that it does not run twice at once, and its result
         will be discarded too, for it was claimed under the old lease)."""
-        self._log_discarded(self.results)
+        self._log_discarded(self.watch.drop() + self.results)
         self.results.clear()
         self.queue.clear()
         self.execution.terminate()

@@ -19,7 +19,9 @@ GNU parallel's ``--joblog`` columns, plus ours, after a header line (:data:`COLU
     what became of it: ``finished``, ``failed``, ``timed out`` (failed by ``--task-timeout``),
     ``retry`` (failed, back in ``toprocess`` for another attempt), ``stopped`` (cut short by a
     stop, back in ``toprocess``: not an attempt), ``discarded`` (its farmer's lease was taken
-    over while it ran: the task went back to ``toprocess`` and the result was not recorded).
+    over while it ran: the task went back to ``toprocess`` and the result was not recorded),
+    ``quarantined`` (failed fast on a node that quarantined itself: handed back to
+    ``toprocess``, not an attempt; see :mod:`taskfarmer.farm.quarantine`).
 ``command``
     the command that ran; tabs and newlines in it are written ``\\t`` and ``\\n``.
 
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import FilesystemError
+from ..errors import FilesystemError, operation
 from ..hpc.walltime import DurationSource
 from ..store import append_lines
 
@@ -256,12 +258,15 @@ def _first_line_after(handle: BinaryIO, size: int, when: float) -> int:
 TAIL = 1 << 20
 
 
-class JobLogDurations(DurationSource):
-    """Run times of the ``finished`` executions in ``WORKDIR/joblog``.
+class JobLogTail:
+    """The lines appended to ``WORKDIR/joblog`` since the last call, of at most the newest
+    ``tail`` bytes.
 
     The job log only grows, by whole lines (one ``write(2)`` each batch, under the lock), so
     each call reads the bytes appended since the last one and keeps an incomplete last line
-    for the next. The first call reads only the last :data:`TAIL` bytes.
+    for the next. The first call, and one after more than ``tail`` bytes were appended, reads
+    only the last ``tail`` bytes (from the first line that starts in them): what a reader of
+    the tail wants is recent.
     """
 
     def __init__(self, path: Path, tail: int = TAIL) -> None:
@@ -269,23 +274,35 @@ class JobLogDurations(DurationSource):
         self.tail = tail
         self.offset: int | None = None
 
-    def new(self) -> list[float]:
-        """Run times of the ``finished`` executions logged since the last call."""
+    @operation("read", lambda self: self.path)
+    def new(self) -> list[Entry]:
+        """The entries logged since the last call, oldest first."""
         try:
             with open(self.path, "rb") as handle:
                 size = handle.seek(0, 2)
-                start = self.offset
-                if start is None or start > size:  # first call, or the log was replaced
-                    start = max(0, size - self.tail)
+                offset = self.offset
+                # the first call, the log replaced, or far behind: its tail only
+                skip = offset is None or offset > size or size - offset > self.tail
+                start = max(0, size - self.tail) if skip or offset is None else offset
                 handle.seek(start)
                 data = handle.read(size - start)
         except FileNotFoundError:
             return []
-        if start and self.offset is None:  # from a line's start
-            skip = data.find(b"\n") + 1
-            start, data = start + skip, data[skip:]
+        if start and skip:  # from a line's start
+            cut = data.find(b"\n") + 1
+            start, data = start + cut, data[cut:]
         complete = data[: data.rfind(b"\n") + 1]
         self.offset = start + len(complete)
-        entries = (parse_line(line) for line in complete.splitlines())
-        return [entry.runtime for entry in entries
-                if entry is not None and entry.outcome == "finished"]
+        return [entry for entry in (parse_line(line) for line in complete.splitlines())
+                if entry is not None]
+
+
+class JobLogDurations(DurationSource):
+    """Run times of the ``finished`` executions in ``WORKDIR/joblog`` (:class:`JobLogTail`)."""
+
+    def __init__(self, path: Path, tail: int = TAIL) -> None:
+        self.lines = JobLogTail(path, tail)
+
+    def new(self) -> list[float]:
+        """Run times of the ``finished`` executions logged since the last call."""
+        return [entry.runtime for entry in self.lines.new() if entry.outcome == "finished"]

@@ -57,6 +57,18 @@ class FailedTask:
 
 
 @dataclass(frozen=True)
+class QuarantinedNode:
+    """A node's quarantine record (``WORKDIR/quarantine/NODE``)."""
+
+    node: str
+    since: float  # epoch seconds
+    until: float
+    active: bool  # in force now (farmers on the node refuse to start)
+    handed_back: int  # tasks it handed back, uncounted
+    reason: str
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything ``--status`` shows."""
 
@@ -85,6 +97,7 @@ class Status:
     #: State-file opens per recorded result of the farmers in the coherent mode (None: none)
     opens_per_task: float | None = None
     halted: str | None = None  # how the farm was halted (--halt: WORKDIR/halted), if it was
+    quarantined: list[QuarantinedNode] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

@@ -21,6 +21,7 @@ a moment, so the counts add up). On top of it:
 * the failed tasks: the last lines of ``failed``, their exit codes in the job log's tail,
   ``attempts``, and the last line of each log (:func:`~taskfarmer.logs.reading.task_pieces`:
   whatever ``--logs`` wrote it);
+* the quarantined nodes: the records in ``quarantine/`` (:mod:`taskfarmer.store.quarantine`);
 * the metadata cost: the files the workdir holds, and those in ``logs/`` per finished or
   failed task (``--logs packed``: near 0; ``flat``: 1). Counted by listing every directory
   (``os.scandir``, no ``stat`` per file): a second or so per million files on a local disk;
@@ -45,7 +46,7 @@ from ..store import (
     read_records,
     unimported_lines,
 )
-from .model import FailedTask, FarmerRow, LeaseRow, RunningTask, Status
+from .model import FailedTask, FarmerRow, LeaseRow, QuarantinedNode, RunningTask, Status
 
 #: Seconds of job log the rate is computed over.
 RATE_WINDOW = 300.0
@@ -119,7 +120,10 @@ class StatusReader:
             unimported=unimported_lines(self.tasklist, imported),
             files=files, log_files=log_files, files_per_task=log_files / done if done else None,
             opens_per_task=opens_per_result(read_records(self.store.files.farmers)),
-            halted=halted.describe() if halted is not None else None)
+            halted=halted.describe() if halted is not None else None,
+            quarantined=[QuarantinedNode(r.node, r.since, r.until, r.active(now),
+                                         len(r.attempts), r.reason)
+                         for r in self.store.quarantines.all()])
 
     # -- running tasks -----------------------------------------------------------------------
 

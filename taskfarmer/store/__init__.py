@@ -21,6 +21,7 @@ Modules, one job each:
 * :mod:`.locking` -- the lock kinds; :mod:`.exclusion` -- noticing a lock that does not exclude;
 * :mod:`.counting` -- counts for displays; :mod:`.snapshot` -- consistent reads for ``--status``;
   :mod:`.opencount` -- each farmer's opens of workdir files (the metadata cost).
+* :mod:`.quarantine` -- the records of nodes that quarantined themselves.
 """
 
 from .adopt import Adoption
@@ -37,11 +38,13 @@ from .leases import (
     LeaseName,
     LeaseRevoked,
     farmer_name,
+    farmer_node,
     farmer_pid,
     heartbeat_period,
     lease_warning,
     live_name,
     owns,
+    safe_component,
     worker_name,
 )
 from .ledger import CLAIM_READ, COMPACT_MARK
@@ -50,6 +53,7 @@ from .lines import append as append_lines
 from .listimport import Imported
 from .locking import LOCK_KINDS, WorkdirLock, lock_path, make_lock, shared_flock
 from .opencount import opens_per_result, read_records
+from .quarantine import QUARANTINE_TIME, FailedRun, QuarantineRecord, Quarantines, exclude_list
 from .results import Outcome
 from .snapshot import Snapshot, unimported_lines
 from .state import StateStore
@@ -62,10 +66,12 @@ __all__ = [
     "LOCK_KINDS",
     "MIN_LEASE",
     "NOW",
+    "QUARANTINE_TIME",
     "READ_CHUNK",
     "SOON",
     "Adoption",
     "Counts",
+    "FailedRun",
     "HaltRecord",
     "Imported",
     "Lease",
@@ -74,6 +80,8 @@ __all__ = [
     "LeaseRevoked",
     "LineCounter",
     "Outcome",
+    "QuarantineRecord",
+    "Quarantines",
     "Snapshot",
     "StateCounter",
     "StateFiles",
@@ -81,7 +89,9 @@ __all__ = [
     "WorkdirLock",
     "append_lines",
     "coherent_io",
+    "exclude_list",
     "farmer_name",
+    "farmer_node",
     "farmer_pid",
     "heartbeat_period",
     "lease_warning",
@@ -91,6 +101,7 @@ __all__ = [
     "opens_per_result",
     "owns",
     "read_records",
+    "safe_component",
     "shared_flock",
     "unimported_lines",
     "worker_name",

@@ -65,6 +65,7 @@ class StateFiles:
         self.timeline = workdir / "timeline.json"  # :mod:`taskfarmer.timeline`
         self.lock = workdir / "lock"  # the lock file when ``SCRATCH`` is not set
         self.halted = workdir / "halted"  # the farm was halted (:mod:`.halt`)
+        self.quarantine = workdir / "quarantine"  # :mod:`.quarantine`
         self._fds: dict[Path, tuple[int, int]] = {}  # path -> (fd, pid that opened it)
         self._toprocess_ino = -1
 

@@ -115,17 +115,27 @@ def lease_warning(lease: float, workdir: Path) -> str | None:
     return lease_advice(lease, shared_filesystem(workdir), fstype, options)
 
 
+def safe_component(node: str) -> str:
+    """``node`` as a path component: characters other than letters, digits, ``_.-`` become
+    ``_``, at most 48 of them (``node`` if none is left)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", node)[:48].lstrip(".") or "node"
+
+
 def farmer_name(node: str, pid: int, token: str) -> str:
     """A farmer's name, ``NODE.PID-TOKEN``, the prefix of its workers' lease files: readable,
     unique (``token``), safe as a path component whatever the node is called."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)[:48] or "node"
-    return f"{safe}.{pid}-{token}"
+    return f"{safe_component(node)}.{pid}-{token}"
 
 
 def farmer_pid(farmer: str) -> int | None:
     """The PID in a farmer's name (:func:`farmer_name`); None if it has none."""
     pid = farmer.rsplit(".", 1)[-1].split("-", 1)[0]
     return int(pid) if pid.isdigit() else None
+
+
+def farmer_node(farmer: str) -> str:
+    """The node in a farmer's name (:func:`farmer_name`), as :func:`safe_component` wrote it."""
+    return farmer.rsplit(".", 1)[0]
 
 
 def worker_name(farmer: str, slot: int) -> str:

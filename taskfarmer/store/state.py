@@ -20,6 +20,7 @@ from .listimport import Imported, ListImport
 from .locking import WorkdirLock, open_lock
 from .opencount import OpenCount
 from .orphans import Orphans
+from .quarantine import Quarantines
 from .results import Outcome, Results
 from .workdir import Workdir
 
@@ -30,9 +31,10 @@ class StateStore:
 
     The work is done by parts with one job each — :class:`Workdir` (set-up and repair),
     :class:`Ledger` (cursor, claims, put-backs), :class:`Results` (recording),
-    :class:`Leases` (lease files, takeover) and :class:`Compactor` — which share this
-    process's descriptors (:class:`StateFiles`). This class holds the lock and is what the
-    farmer and its workers call.
+    :class:`Leases` (lease files, takeover), :class:`Compactor` and :class:`Quarantines`
+    (quarantined nodes' records) — which share this process's descriptors
+    (:class:`StateFiles`). This class holds the lock and is what the farmer and its workers
+    call.
     """
 
     def __init__(self, workdir: Path, lock: WorkdirLock, coherent: bool = False) -> None:
@@ -57,6 +59,7 @@ class StateStore:
         self.orphans = Orphans(self.files, self.ledger)
         self.exclusion = ExclusionCheck(self.files, lock.lock_file)
         self.opens = OpenCount(self.files.farmers, coherent)
+        self.quarantines = Quarantines(self.files)  # written and read without the lock
         self._depth = 0  # nested holds of this process
         self.list_import = ListImport(self.files)
 

@@ -13,10 +13,11 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
   ``ID: command`` (shortened), with the outcome as category. Perfetto colours slices by name
   and ignores ``cname``, so every execution that did not finish also gets an instant event at
   its end on the same track, named by its outcome (``failed``, ``retry``, ``timed out``,
-  ``stopped``, ``put back``, ``discarded``): one colour per outcome, drawn at a fixed width.
-  The same marker goes on the farmer's own track too: at whole-run zoom Perfetto draws one
-  event per pixel of a track, and on a worker track of thousands of executions the markers
-  lose that draw to the slices; on the farmer's track they are most of what there is.
+  ``stopped``, ``put back``, ``discarded``, ``quarantined``): one colour per outcome, drawn
+  at a fixed width. The same marker goes on the farmer's own track too: at whole-run zoom
+  Perfetto draws one event per pixel of a track, and on a worker track of thousands of
+  executions the markers lose that draw to the slices; on the farmer's track they are most
+  of what there is.
 - **Flows** (version 2: ``bind_id`` with ``flow_out``/``flow_in`` on the slices) from each
   execution of a task to its next one, whichever farmer or node runs it: the flow id is the
   task ID, so the next execution needs to know only that it is not the first.
@@ -26,8 +27,8 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
   execution ends, and enters ``done``, ``failed`` or ``pending`` when its result is recorded
   (held for :data:`taskfarmer.farm.recording.RESULT_HOLD`).
 - **Instant events** on the farmer's track: farmer start (node, SLURM ids, ``--proc``), stop
-  signal, lease taken over (whose, how many tasks), tasks appended to the tasklist, farmer end
-  (exit code and reason).
+  signal, lease taken over (whose, how many tasks), tasks appended to the tasklist, node
+  quarantined (why, the tasks handed back), farmer end (exit code and reason).
 """
 
 from __future__ import annotations

@@ -142,4 +142,4 @@ def test_verify_without_a_workdir_or_with_status_is_one_error_line(tmp_path: Pat
     assert len(done.stderr.splitlines()) == 1 and "no such workdir" in done.stderr
     done = run_farmer(["-w", str(tmp_path), "--verify", "--status"])
     assert done.returncode == 2
-    assert "--status, --verify and --task-log exclude each other" in done.stderr
+    assert "--status, --verify, --task-log and --quarantined exclude each other" in done.stderr

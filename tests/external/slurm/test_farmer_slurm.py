@@ -410,3 +410,43 @@ def test_farmers_on_two_nodes_keep_their_leases(slurm: SlurmCluster, make_campai
     assert campaign.execution_counts() == dict.fromkeys(campaign.all, 1)
     output = campaign.output()
     assert "took over lease" not in output and "was taken over" not in output, output
+
+
+#: A task that succeeds (0.2 s) anywhere until task 2 has run; after that it fails at once with
+#: 127 on n1 (as on a node whose environment broke): n1 succeeded before, n2 still works.
+BREAKING_TASK_SH = """\
+echo "${SLURMD_NODENAME:-?} job=${SLURM_JOB_ID:-?} array=- restart=0" >> "$1/runs/$2"
+if [ "$SLURMD_NODENAME" = n1 ] && [ -e "$1/broken" ]; then exit 127; fi
+sleep 0.2
+if [ "$2" -ge 2 ]; then touch "$1/broken"; fi
+"""
+
+
+def test_requeue_example_resubmits_away_from_a_quarantined_node(slurm: SlurmCluster,
+                                                                make_campaign: Make) -> None:
+    """n1 breaks after three tasks: its farmer quarantines it (exit 6), hands the fast failures
+    back, and slurm_requeue.sh submits itself again with --exclude=n1; the new job finishes
+    the list on n2, nothing failed."""
+    campaign = make_campaign(quick=12)
+    (campaign.root / "task.sh").write_text(BREAKING_TASK_SH)
+    campaign.tasklist.write_text("".join(f"sh {campaign.root}/task.sh {campaign.root} {i}\n"
+                                         for i in campaign.all))
+    job = _submit(slurm, "slurm_requeue.sh", campaign, cpus_per_task=1, nodelist="n1")
+    info = _wait_done(slurm, job, campaign)[0]
+    output = campaign.output()
+    assert info.exit_code == 0, output
+    assert "farmer exited with code 6" in output, output
+    assert "node n1 quarantined: submitted again, excluding n1" in output, output
+    [second] = re.findall(r"Submitted batch job (\d+)", output)
+    resubmitted = _wait_done(slurm, second, campaign)[0]
+    second_output = (campaign.root / f"farmer-{second}.out").read_text()
+    assert (resubmitted.exit_code, resubmitted.nodes) == (0, "n2"), second_output
+    assert resubmitted.fields["ExcNodeList"] == "n1"
+    campaign.assert_complete()
+    record = json.loads((campaign.workdir / "quarantine" / "n1").read_text())
+    assert "after tasks succeeded on this node" in record["reason"]
+    handed = {attempt["id"] for attempt in record["attempts"]}
+    assert len(handed) >= 5
+    runs = campaign.executions()
+    assert all([r["node"] for r in runs[task]] == ["n1", "n2"] for task in handed)
+    assert all(len(runs[task]) == 1 for task in set(campaign.all) - handed)
