@@ -26,7 +26,6 @@ from typing import Callable
 from ..errors import TaskfarmerError, as_error
 from ..hpc.identity import Identity
 from ..hpc.resources import SlotResources, pin
-from ..hpc.slurm import job_labels
 from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
 from ..logs.joblog import JobLogDurations
 from ..logs.tasklogs import free_inodes, inode_warning
@@ -40,8 +39,6 @@ from ..store import (
     heartbeat_period,
     lease_warning,
 )
-from ..timeline.counts import TaskCounts
-from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
 from .blackhole import DEFAULT_ROW
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
@@ -53,9 +50,9 @@ from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
 from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
 from .quarantine import QUARANTINE_STOP, WORKER_QUARANTINED, NodeQuarantine
-from .recording import counter_events
 from .report import FarmReport, append_stats
 from .signals import StopRequest
+from .starting import start_track
 from .takeover import Takeover
 from .worker import Parts, Worker, WorkerConfig
 
@@ -318,31 +315,12 @@ class Farm:
                 self.display.say(f"put {requeued} failed task(s) back into toprocess")
             self.orphans.catch(0)  # the last farmer may have died before it tidied
             self.halt.count_from_here()
-            events = self._timeline_start(0 if fresh else added, requeued)
+            self.track, events = start_track(
+                self.store, self.timeline, self.counter, self.identity, self.farmer,
+                self.config.proc, self.config.environ, self.clock(), requeued,
+                0 if fresh else added, self.growth.appended)
             self.timeline.append(events)
         self.takeover.take_over_expired(self.track)
-
-    def _timeline_start(self, appended: int, requeued: int) -> list[Event]:
-        """*locked* Choose our track, recount the tasks if no farmer runs; the start events."""
-        state = self.timeline.state
-        if not self.store.any_leases():  # no task is running: the files tell every count
-            counts = self.counter.counts()
-            state.reset(TaskCounts(counts.finished, counts.failed, 0, counts.pending))
-        elif requeued or appended:
-            state.change(failed=-requeued, pending=requeued + appended)
-        used = state.track_ids()
-        self.track = choose_pid(self.identity.pid, used, self.config.proc, self.farmer)
-        state.add_track_id(self.track)
-        labels = job_labels(self.config.environ)
-        title = process_title(self.identity.node, labels, self.track == self.identity.pid)
-        now = self.clock()
-        events = farmer_tracks(self.track, title, labels, len(used) + 1, self.config.proc)
-        events.append(instant("farmer start", now, self.track,
-                              {"node": self.identity.node, "pid": self.identity.pid,
-                               "proc": self.config.proc, **labels}))
-        if appended:
-            events.append(self.growth.appended(now, appended, self.track))
-        return events + counter_events(self.timeline, now)
 
     # -- workers -----------------------------------------------------------------------------
 

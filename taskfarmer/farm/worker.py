@@ -30,15 +30,13 @@ from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .blackhole import DEFAULT_ROW
-from .chunking import DurationEstimate, chunk_size, hand_back_due, record_due, wanted
+from .chunking import hand_back_due, record_due
+from .claiming import ClaimSizer
 from .execution import Execution
 from .halt import Halt
 from .quarantine import WAIT_POLL, WORKER_QUARANTINED, NodeWatch
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
-
-#: Seconds between two counts of the workdir's lease files (for the size of a claim).
-CLAIMANTS_REFRESH = 10.0
 
 
 @dataclass
@@ -118,8 +116,7 @@ class Worker:
         self.queue: deque[Task] = deque()
         self._reruns: set[int] = set()  # queued tasks that were started before
         self._generation = 0
-        self._durations = DurationEstimate()
-        self._claimants: tuple[int, float] | None = None  # (lease files, counted when)
+        self.sizer = ClaimSizer(self.store, config.slots, monotonic)
         self._started: float | None = None  # when the running task started (monotonic)
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
@@ -202,7 +199,7 @@ class Worker:
             result = self._execute(task)
             self._started = None
             self._busy(-1)
-            self._durations.add(result.end - result.start)
+            self.sizer.learn(result.end - result.start)
             self.results.append(result)
             self.batch.count(running=-1)  # written with the next lock hold
             if result.stopped:
@@ -218,28 +215,14 @@ class Worker:
                 and not self.watch.quarantined)
 
     def _claim(self) -> list[Task]:
-        """*locked* Claim the next chunk (:func:`~.chunking.chunk_size`), with a new lease if
+        """*locked* Claim the next chunk (:class:`~.claiming.ClaimSizer`), with a new lease if
         ours was taken over."""
-        count = want = wanted(self._durations)
-        if want > 1:  # near the end of the list, a share of what is left
-            claimants = self._count_claimants()
-            count = chunk_size(want, self.store.pending_count(want * claimants), claimants)
+        count = self.sizer.size()
         try:
             return self.store.claim(self.lease, count)
         except LeaseRevoked:
             self.lease = self._register()
             return self.store.claim(self.lease, count)
-
-    def _count_claimants(self) -> int:
-        """*locked* The workers of the workdir (its lease files), counted at most every
-        :data:`CLAIMANTS_REFRESH` seconds (a directory listing: on a workdir shared by many
-        nodes, not something to do per claim), and at least our farmer's: at start-up its
-        other workers may not have registered yet, and a count that low would let the first
-        worker claim the end of the list alone."""
-        now = self.monotonic()
-        if self._claimants is None or now - self._claimants[1] >= CLAIMANTS_REFRESH:
-            self._claimants = (len(self.store.lease_names()), now)
-        return max(self.config.slots, self._claimants[0])
 
     def _put_back_unstarted(self) -> None:
         """*locked* Put the claimed tasks not started back into ``toprocess``."""

@@ -30,11 +30,10 @@ class StateStore:
     (they raise ``AssertionError`` otherwise).
 
     The work is done by parts with one job each — :class:`Workdir` (set-up and repair),
-    :class:`Ledger` (cursor, claims, put-backs), :class:`Results` (recording),
-    :class:`Leases` (lease files, takeover), :class:`Compactor` and :class:`Quarantines`
-    (quarantined nodes' records) — which share this process's descriptors
-    (:class:`StateFiles`). This class holds the lock and is what the farmer and its workers
-    call.
+    :class:`Ledger` (cursor, claims, put-backs), :class:`Results` (recording), :class:`Leases`
+    (lease files, takeover), :class:`Compactor`, :class:`Quarantines` (quarantined nodes'
+    records) — sharing this process's descriptors (:class:`StateFiles`). This class holds the
+    lock and is what the farmer and its workers call.
     """
 
     def __init__(self, workdir: Path, lock: WorkdirLock, coherent: bool = False) -> None:

@@ -113,14 +113,14 @@ def _claimed(worker: Worker) -> list[int]:
 
 def test_short_tasks_are_claimed_a_chunk_at_a_time(tmp_path: Path) -> None:
     worker = _worker(tmp_path, ["true"] * 100)
-    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     assert _claimed(worker) == list(range(MAX_CHUNK))
     assert ids(tmp_path / "claims") == list(range(MAX_CHUNK))
 
 
 def test_the_last_tasks_are_shared_between_the_workers(tmp_path: Path) -> None:
     worker = _worker(tmp_path, ["true"] * 12)
-    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     with worker.store.locked():
         for slot in (1, 2):  # two more workers of the workdir
             worker.store.register(f"other-{slot}", Identity.current(environ={}))
@@ -132,7 +132,7 @@ def test_claimed_tasks_not_started_go_back_when_the_start_gate_closes(tmp_path: 
     worker = _worker(tmp_path, [f"echo {n}" for n in range(40)],
                      on_change=lambda slot, task_id: started.append(task_id),
                      may_start=lambda: not started)  # closes once the first task started
-    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     assert worker.run() == 0
     assert ids(tmp_path / "finished") == [0]
     with worker.store.locked():
@@ -146,7 +146,7 @@ def test_the_farmers_own_slots_count_before_they_registered(tmp_path: Path) -> N
     take the end of the list alone (they would find nothing, exit, and leave its chunk to
     run one task after the other)."""
     worker = _worker(tmp_path, ["true"] * 12, slots=3)
-    worker._durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     assert _claimed(worker) == [0, 1]  # 12 // (2 * 3 slots), though 1 lease file exists
 
 
