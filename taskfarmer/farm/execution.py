@@ -2,8 +2,11 @@
 
 A stop (:meth:`Execution.terminate`, a callback of the worker's
 :class:`~taskfarmer.farm.signals.StopRequest`) or the task timeout SIGTERMs the task's process
-group, and SIGALRM SIGKILLs it :data:`KILL_GRACE` later. While the task runs, the worker's held
-results are recorded as they come of age (see :mod:`.recording`).
+group, and SIGALRM SIGKILLs it :data:`KILL_GRACE` later; the task counts as ended once no
+process of its group runs (it may run again at once, elsewhere). While the task runs, the
+worker's held results are recorded as they come of age (see :mod:`.recording`). As it starts,
+its process group is named in the worker's lease (``started``): should the worker die,
+whoever takes the lease over on this machine kills it (:mod:`taskfarmer.hpc.groups`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import signal
 from collections.abc import Mapping
 from typing import Callable, Protocol
 
-from ..hpc.identity import group_has_live_members
+from ..hpc.groups import group_has_live_members, kill_group
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Process, Runner
 from ..tasks import Task
@@ -89,12 +92,14 @@ class Execution:
         chores_due: when the worker has chores to do while a task runs (monotonic time; None:
             none): held results to record, claimed tasks to hand back.
         do_chores: does the chores that are due (takes the lock).
+        on_start: told ``(task, pid of its group's leader, start time)`` once it started.
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
                  *, clock: Callable[[], float], monotonic: Callable[[], float],
                  sleep: Callable[[float], None], say: Callable[[str], None],
-                 chores_due: Callable[[], float | None], do_chores: Callable[[], None]) -> None:
+                 chores_due: Callable[[], float | None], do_chores: Callable[[], None],
+                 on_start: Callable[[Task, int, float], None]) -> None:
         self._options = options
         self._runner = runner
         self._logs = logs
@@ -105,6 +110,7 @@ class Execution:
         self._say = say
         self._chores_due = chores_due
         self._do_chores = do_chores
+        self._on_start = on_start
         self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
@@ -168,6 +174,11 @@ class Execution:
         finally:
             if log_fd >= 0:
                 os.close(log_fd)
+        try:
+            self._on_start(task, process.pid, start)
+        except BaseException:  # the lease cannot name it: the task must not outlive us
+            Runner.kill(process, signal.SIGKILL)
+            raise
         returncode, stopped = self._supervise(process)
         lingering = group_exists(process.pid)
         self._process = None
@@ -203,7 +214,7 @@ class Execution:
             while (self._monotonic() < self._kill_at
                    and group_has_live_members(process.pid)):
                 self._sleep(_GROUP_POLL)
-            Runner.kill(process, signal.SIGKILL)
+            kill_group(process.pid, monotonic=self._monotonic, sleep=self._sleep)
         signal.setitimer(signal.ITIMER_REAL, 0)
         return process.wait(), stopped
 

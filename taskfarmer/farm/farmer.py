@@ -40,13 +40,14 @@ from ..store import (
 )
 from ..timeline.counts import TaskCounts
 from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process_title
+from .deaths import Where, WorkerDeaths
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
 from .heartbeat import Heartbeat
 from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
-from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
+from .pool import WORKER_ERROR, WorkerPool
 from .recording import counter_events
 from .report import FarmReport, append_stats
 from .signals import StopRequest
@@ -133,7 +134,6 @@ class Farm:
         self.stop = StopRequest(clock=monotonic)
         self.counter = StateCounter(parts.store)
         self.errors = FirstError(config.workdir)
-        self.crashes = 0
         self.list_changed = False
         self.draining: str | None = None  # why no task starts any more
         self.pipe = MessagePipe()
@@ -142,6 +142,9 @@ class Farm:
         self.gate = StartGate(config.proc, clock, refresh=POLL)
         self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
                                  config.lease, clock, monotonic, self.display.say)
+        self.deaths = WorkerDeaths(self.takeover, self.store, Where(
+            self.identity.node, self.farmer, config.retries), self.handler.command, clock,
+            self.display.say)
         self.orphans = OrphanNet(self.store, self.timeline, clock, self.display.say)
         self.heartbeat = Heartbeat(self.store, self.farmer, heartbeat_period(config.lease),
                                    monotonic)
@@ -347,19 +350,16 @@ class Farm:
                 self.errors.note(error)
 
     def _reap(self) -> None:
-        for gone in self.pool.reap():
+        for gone in self.pool.reap():  # not in _shutdown
             self._drain_messages()
-            self.takeover.revoke_worker(gone.slot, gone.pid, self.track)  # not in _shutdown
-            if self.stop.requested:
+            if self.stop.requested or gone.code == WORKER_ERROR:
+                self.takeover.revoke_worker(gone.slot, gone.pid, self.track)
+                if not self.stop.requested:
+                    self.errors.note(f"worker {gone.slot} stopped on an error")
                 continue
-            if gone.code == WORKER_ERROR:
-                self.errors.note(f"worker {gone.slot} stopped on an error")
-            else:
-                self.crashes += 1
-                self.display.say(f"worker {gone.slot} died (exit code {gone.code}); its tasks "
-                                 "are back in toprocess")
-                if self.crashes > MAX_WORKER_CRASHES:  # reported even over an earlier error
-                    self.errors.message = f"{self.crashes} worker crashes; giving up"
+            self.deaths.settle(gone, self.track)
+            if self.deaths.gave_up:  # reported even over an earlier error
+                self.errors.message = f"{self.deaths.uncharged} worker crashes; giving up"
 
     # -- the tasklist ------------------------------------------------------------------------
 

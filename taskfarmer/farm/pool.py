@@ -30,11 +30,13 @@ MAX_WORKER_CRASHES = 20
 
 @dataclass(frozen=True)
 class Exit:
-    """A worker process that exited with a non-zero ``code`` (None: it did not exit)."""
+    """A worker process that exited with a non-zero ``code`` (None: it did not exit), and the
+    task it was running then (None: none)."""
 
     slot: int
     pid: int | None
     code: int | None
+    task: int | None = None
 
 
 class WorkerPool:
@@ -119,10 +121,15 @@ class WorkerPool:
                 continue
             process.join()
             del self.workers[slot]
-            self._busy[slot] = -1
             if process.exitcode != 0:
-                failed.append(Exit(slot, process.pid, process.exitcode))
+                failed.append(self._exit(slot, process))
+            self._busy[slot] = -1
         return failed
+
+    def _exit(self, slot: int, process: ForkProcess) -> Exit:
+        """How the worker of ``slot`` ended, with the task it ran (before its slot is freed)."""
+        task = self._busy[slot]
+        return Exit(slot, process.pid, process.exitcode, task if task >= 0 else None)
 
     def forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
@@ -148,7 +155,7 @@ class WorkerPool:
                 process.kill()
                 process.join()
             if process.exitcode != 0:
-                failed.append(Exit(slot, process.pid, process.exitcode))
+                failed.append(self._exit(slot, process))
         self.workers.clear()
         self._busy[:] = [-1] * self._proc
         return failed

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import TaskfarmerError
-from ..hpc.identity import Identity
+from ..hpc.groups import TaskGroup
+from ..hpc.identity import Identity, process_start_time
 from ..logs.joblog import JobLog
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Runner
@@ -118,7 +119,8 @@ class Worker:
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
-                                   chores_due=self._chores_due, do_chores=self._do_chores)
+                                   chores_due=self._chores_due, do_chores=self._do_chores,
+                                   on_start=self._name_group)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:
@@ -182,6 +184,13 @@ class Worker:
         """Run the claimed tasks one after the other, without the lock, while the gate is open
         and no stop is requested. False once a stop cut a task short (the worker leaves)."""
         while self.queue and self.may_start() and not self.stop.requested:
+            if self.queue[0].id in self._reruns and self.results:
+                # It ran before: it may be what killed its last worker, and would take what we
+                # hold down with us (innocent tasks would run again and again). Record first;
+                # then look again (our lease may have been taken over: the queue is empty).
+                self._sleep_until_recordable()
+                self._do_chores()
+                continue
             task = self.queue.popleft()
             self._busy(task.id)
             self._started = self.monotonic()
@@ -261,6 +270,10 @@ class Worker:
         self._reruns.discard(task.id)
         claimed_under = self.lease.name  # a takeover while it runs replaces self.lease
         return replace(self.execution.run(task, command, rerun), lease=claimed_under)
+
+    def _name_group(self, task: Task, pid: int, start: float) -> None:
+        """Name the task just started, and its process group, in our lease."""
+        self.store.mark(self.lease, TaskGroup(task.id, pid, process_start_time(pid) or "", start))
 
     def _busy(self, task_id: int) -> None:
         """Tell ``on_change`` which task this slot runs (-1: none)."""

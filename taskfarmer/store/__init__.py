@@ -46,7 +46,7 @@ from .listimport import Imported
 from .locking import LOCK_KINDS, WorkdirLock, lock_path, make_lock, shared_flock
 from .results import Outcome
 from .snapshot import Snapshot, unimported_lines
-from .state import StateStore
+from .state import Revocation, StateStore
 
 __all__ = [
     "CLAIM_READ",
@@ -65,6 +65,7 @@ __all__ = [
     "LeaseRevoked",
     "LineCounter",
     "Outcome",
+    "Revocation",
     "Snapshot",
     "StateCounter",
     "StateFiles",
