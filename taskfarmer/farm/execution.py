@@ -27,7 +27,8 @@ from .signals import StopRequest, died_of_stop_signal
 #: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
 KILL_GRACE = 2.0
 #: A task that died of a stop signal is requeued, not failed, if our own stop arrives this soon
-#: (SLURM signals every process of a step; the task may see it before we do).
+#: (SLURM signals every process of a step; the task may see it before we do); a worker's stop
+#: is the farm's if the farm's arrives this soon.
 STOP_ECHO_WAIT = 1.0
 #: Seconds between two looks at a stopped task's process group, and for our own stop.
 _GROUP_POLL = 0.02
@@ -93,13 +94,16 @@ class Execution:
             none): held results to record, claimed tasks to hand back.
         do_chores: does the chores that are due (takes the lock).
         on_start: told ``(task, pid of its group's leader, start time)`` once it started.
+        farm_stopping: whether the farm stops (a stop that reached only this worker, as when a
+            task signals its own worker, kills the task, which then ends as it ended).
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
                  *, clock: Callable[[], float], monotonic: Callable[[], float],
                  sleep: Callable[[float], None], say: Callable[[str], None],
                  chores_due: Callable[[], float | None], do_chores: Callable[[], None],
-                 on_start: Callable[[Task, int, float], None]) -> None:
+                 on_start: Callable[[Task, int, float], None],
+                 farm_stopping: Callable[[], bool]) -> None:
         self._options = options
         self._runner = runner
         self._logs = logs
@@ -111,6 +115,7 @@ class Execution:
         self._chores_due = chores_due
         self._do_chores = do_chores
         self._on_start = on_start
+        self._farm_stopping = farm_stopping
         self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
@@ -183,8 +188,13 @@ class Execution:
         lingering = group_exists(process.pid)
         self._process = None
         self._runner.cleanup(task.id)
-        if not stopped and not self._timed_out and died_of_stop_signal(returncode):
-            stopped = self._stop_arrives()
+        if stopped and not self._soon(self._farm_stopping):
+            stopped = False  # not the farm's stop: the task's outcome stands, we go on
+            self._stop.cancel()
+            self._say(f"a stop signal reached this worker, not its farmer (did task {task.id} "
+                      "signal its own worker?): the task was stopped, and counts as it ended")
+        elif not stopped and not self._timed_out and died_of_stop_signal(returncode):
+            stopped = self._soon(lambda: self._stop.requested)
         self._logs.done(task.id, node, outcome(returncode, self._timed_out, stopped),
                         lingering)
         if stopped:
@@ -254,11 +264,12 @@ class Execution:
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")
         return result
 
-    def _stop_arrives(self) -> bool:
-        """Wait briefly for our own stop after a task died of a stop signal."""
+    def _soon(self, condition: Callable[[], bool]) -> bool:
+        """Wait up to :data:`STOP_ECHO_WAIT` for ``condition``: our own stop after a task died
+        of a stop signal, the farm's after ours (SLURM signals every process at once)."""
         deadline = self._monotonic() + STOP_ECHO_WAIT
         while self._monotonic() < deadline:
-            if self._stop.requested:
+            if condition():
                 return True
             self._sleep(_STOP_POLL)
-        return self._stop.requested
+        return condition()

@@ -334,7 +334,7 @@ class Farm:
                               logs=self.config.logs, slots=self.config.proc)
         return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
-                      may_start=self.gate.may_start)
+                      may_start=self.gate.may_start, farm_stopping=self.pool.stopping)
 
     def _mark(self, slot: int, task_id: int) -> None:
         """In a worker: slot ``slot`` runs ``task_id`` now (-1: none)."""

@@ -67,6 +67,7 @@ class WorkerPool:
         self.context = multiprocessing.get_context("fork")
         self.workers: dict[int, ForkProcess] = {}
         self._busy = self.context.RawArray("i", [-1] * proc)
+        self._stopping = self.context.RawValue("b", 0)  # set once the farm stops
 
     def __len__(self) -> int:
         """How many worker processes are running (or not yet reaped)."""
@@ -131,10 +132,16 @@ class WorkerPool:
         task = self._busy[slot]
         return Exit(slot, process.pid, process.exitcode, task if task >= 0 else None)
 
+    def stopping(self) -> bool:
+        """In a worker: whether the farm stops (:meth:`forward_stop` ran, or the main process
+        is gone), not only this worker."""
+        return bool(self._stopping.value) or os.getppid() != self._parent
+
     def forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
         if os.getpid() != self._main_pid:
             return  # a worker just forked, before it installed its own handlers: not ours
+        self._stopping.value = 1
         for process in self.workers.values():
             if process.pid is not None and process.is_alive():
                 try:

@@ -89,6 +89,10 @@ class StopRequest:
         for callback in self._callbacks:
             callback()
 
+    def cancel(self) -> None:
+        """Forget the stop (a worker's that was not its farm's)."""
+        self.signum = self.reason = self.at = None
+
     def describe(self) -> str:
         """``SIGUSR1``, ``timeout`` ... for log lines."""
         if self.signum is not None:

@@ -80,6 +80,7 @@ class Worker:
             ends.
         may_start: asked before each task starts: False starts no more (and puts the unstarted
             claimed ones back).
+        farm_stopping: whether the whole farm stops (see :class:`Execution`).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class Worker:
         say: Callable[[str], None] = print,
         on_change: Callable[[int, int], None] | None = None,
         may_start: Callable[[], bool] = lambda: True,
+        farm_stopping: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -120,7 +122,7 @@ class Worker:
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
                                    chores_due=self._chores_due, do_chores=self._do_chores,
-                                   on_start=self._name_group)
+                                   on_start=self._name_group, farm_stopping=farm_stopping)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:

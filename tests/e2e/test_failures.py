@@ -283,6 +283,25 @@ def test_an_idle_farmer_waits_for_live_leases_and_recovers_them(tmp_path: Path) 
     assert ids(tmp_path / "t_workdir" / "finished") == [0]
 
 
+def test_a_task_that_signals_its_worker_to_stop_fails_and_the_farm_goes_on(tmp_path: Path
+                                                                          ) -> None:
+    """``kill $PPID`` (SIGTERM) reaches the worker, not the farmer: the worker stops that task
+    (before: put it back, and the task ran again and again), which is failed; no task is put
+    back, every other task runs once."""
+    runs = tmp_path / "runs"
+    tasks = write_tasklist(tmp_path / "t", [
+        f"echo 0 >> {runs}", f"echo 1 >> {runs}; kill $PPID; exec sleep 300",
+        f"echo 2 >> {runs}"])
+    result = run_farmer([str(tasks), "-n", "1"], timeout=120)
+    workdir = tmp_path / "t_workdir"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ids(workdir / "failed") == [1] and sorted(ids(workdir / "finished")) == [0, 2]
+    assert sorted(runs.read_text().split()) == ["0", "1", "2"]
+    assert "did task 1 signal its own worker?" in result.stdout
+    rows = [line.split("\t") for line in (workdir / "joblog").read_text().splitlines()[1:]]
+    assert [(row[0], row[8], row[9]) for row in rows if row[0] == "1"] == [("1", "15", "failed")]
+
+
 def test_a_dead_worker_is_replaced_and_its_task_put_back(tmp_path: Path) -> None:
     started = tmp_path / "started"
     tasks = write_tasklist(tmp_path / "t", [
