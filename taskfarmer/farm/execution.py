@@ -2,8 +2,11 @@
 
 A stop (:meth:`Execution.terminate`, a callback of the worker's
 :class:`~taskfarmer.farm.signals.StopRequest`) or the task timeout SIGTERMs the task's process
-group, and SIGALRM SIGKILLs it :data:`KILL_GRACE` later. While the task runs, the worker's held
-results are recorded as they come of age (see :mod:`.recording`).
+group, and SIGALRM SIGKILLs it :data:`KILL_GRACE` later; the task counts as ended once no
+process of its group runs (it may run again at once, elsewhere). While the task runs, the
+worker's held results are recorded as they come of age (see :mod:`.recording`). As it starts,
+its process group is named in the worker's lease (``started``): should the worker die,
+whoever takes the lease over on this machine kills it (:mod:`taskfarmer.hpc.groups`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import signal
 from collections.abc import Mapping
 from typing import Callable, Protocol
 
-from ..hpc.identity import group_has_live_members
+from ..hpc.groups import group_has_live_members, kill_group
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Process, Runner
 from ..tasks import Task
@@ -24,7 +27,8 @@ from .signals import StopRequest, died_of_stop_signal
 #: Seconds between SIGTERM and SIGKILL when a task is stopped or times out.
 KILL_GRACE = 2.0
 #: A task that died of a stop signal is requeued, not failed, if our own stop arrives this soon
-#: (SLURM signals every process of a step; the task may see it before we do).
+#: (SLURM signals every process of a step; the task may see it before we do); a worker's stop
+#: is the farm's if the farm's arrives this soon.
 STOP_ECHO_WAIT = 1.0
 #: Seconds between two looks at a stopped task's process group, and for our own stop.
 _GROUP_POLL = 0.02
@@ -89,12 +93,17 @@ class Execution:
         chores_due: when the worker has chores to do while a task runs (monotonic time; None:
             none): held results to record, claimed tasks to hand back.
         do_chores: does the chores that are due (takes the lock).
+        on_start: told ``(task, pid of its group's leader, start time)`` once it started.
+        farm_stopping: whether the farm stops (a stop that reached only this worker, as when a
+            task signals its own worker, kills the task, which then ends as it ended).
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
                  *, clock: Callable[[], float], monotonic: Callable[[], float],
                  sleep: Callable[[float], None], say: Callable[[str], None],
-                 chores_due: Callable[[], float | None], do_chores: Callable[[], None]) -> None:
+                 chores_due: Callable[[], float | None], do_chores: Callable[[], None],
+                 on_start: Callable[[Task, int, float], None],
+                 farm_stopping: Callable[[], bool]) -> None:
         self._options = options
         self._runner = runner
         self._logs = logs
@@ -105,6 +114,8 @@ class Execution:
         self._say = say
         self._chores_due = chores_due
         self._do_chores = do_chores
+        self._on_start = on_start
+        self._farm_stopping = farm_stopping
         self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
@@ -168,12 +179,22 @@ class Execution:
         finally:
             if log_fd >= 0:
                 os.close(log_fd)
+        try:
+            self._on_start(task, process.pid, start)
+        except BaseException:  # the lease cannot name it: the task must not outlive us
+            Runner.kill(process, signal.SIGKILL)
+            raise
         returncode, stopped = self._supervise(process)
         lingering = group_exists(process.pid)
         self._process = None
         self._runner.cleanup(task.id)
-        if not stopped and not self._timed_out and died_of_stop_signal(returncode):
-            stopped = self._stop_arrives()
+        if stopped and not self._soon(self._farm_stopping):
+            stopped = False  # not the farm's stop: the task's outcome stands, we go on
+            self._stop.cancel()
+            self._say(f"a stop signal reached this worker, not its farmer (did task {task.id} "
+                      "signal its own worker?): the task was stopped, and counts as it ended")
+        elif not stopped and not self._timed_out and died_of_stop_signal(returncode):
+            stopped = self._soon(lambda: self._stop.requested)
         self._logs.done(task.id, node, outcome(returncode, self._timed_out, stopped),
                         lingering)
         if stopped:
@@ -203,7 +224,7 @@ class Execution:
             while (self._monotonic() < self._kill_at
                    and group_has_live_members(process.pid)):
                 self._sleep(_GROUP_POLL)
-            Runner.kill(process, signal.SIGKILL)
+            kill_group(process.pid, monotonic=self._monotonic, sleep=self._sleep)
         signal.setitimer(signal.ITIMER_REAL, 0)
         return process.wait(), stopped
 
@@ -243,11 +264,12 @@ class Execution:
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")
         return result
 
-    def _stop_arrives(self) -> bool:
-        """Wait briefly for our own stop after a task died of a stop signal."""
+    def _soon(self, condition: Callable[[], bool]) -> bool:
+        """Wait up to :data:`STOP_ECHO_WAIT` for ``condition``: our own stop after a task died
+        of a stop signal, the farm's after ours (SLURM signals every process at once)."""
         deadline = self._monotonic() + STOP_ECHO_WAIT
         while self._monotonic() < deadline:
-            if self._stop.requested:
+            if condition():
                 return True
             self._sleep(_STOP_POLL)
-        return self._stop.requested
+        return condition()

@@ -40,6 +40,7 @@ from ..store import (
     lease_warning,
 )
 from .blackhole import DEFAULT_ROW
+from .deaths import Where, WorkerDeaths
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
@@ -48,7 +49,7 @@ from .halt import Halt, HaltPolicy
 from .heartbeat import Heartbeat
 from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
-from .pool import MAX_WORKER_CRASHES, WORKER_ERROR, WorkerPool
+from .pool import WORKER_ERROR, WorkerPool
 from .quarantine import QUARANTINE_STOP, WORKER_QUARANTINED, NodeQuarantine
 from .report import FarmReport, append_stats
 from .signals import StopRequest
@@ -141,7 +142,6 @@ class Farm:
         self.stop = StopRequest(clock=monotonic)
         self.counter = StateCounter(parts.store)
         self.errors = FirstError(config.workdir)
-        self.crashes = 0
         self.draining: str | None = None  # why no task starts any more
         self.pipe = MessagePipe()
         self.pool = WorkerPool(config.proc, self._make_worker, self.pipe, self.stop,
@@ -149,6 +149,9 @@ class Farm:
         self.gate = StartGate(config.proc, clock, refresh=POLL)
         self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
                                  config.lease, clock, monotonic, self.display.say)
+        self.deaths = WorkerDeaths(self.takeover, self.store, Where(
+            self.identity.node, self.farmer, config.retries), self.handler.command, clock,
+            self.display.say)
         self.orphans = OrphanNet(self.store, self.timeline, clock, self.display.say)
         self.heartbeat = Heartbeat(self.store, self.farmer, heartbeat_period(config.lease),
                                    monotonic)
@@ -347,7 +350,8 @@ class Farm:
                               quarantine=self.config.quarantine)
         return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
-                      may_start=self.gate.may_start, halt=self.halt)
+                      may_start=self.gate.may_start, halt=self.halt,
+                      farm_stopping=self.pool.stopping)
 
     def _mark(self, slot: int, task_id: int) -> None:
         """In a worker: slot ``slot`` runs ``task_id`` now (-1: none)."""
@@ -363,21 +367,20 @@ class Farm:
                 self.errors.note(error)
 
     def _reap(self) -> None:
-        for gone in self.pool.reap():
+        for gone in self.pool.reap():  # not in _shutdown
             self._drain_messages()
-            self.takeover.revoke_worker(gone.slot, gone.pid, self.track)  # not in _shutdown
-            if gone.code == WORKER_QUARANTINED:
+            if gone.code == WORKER_QUARANTINED:  # its tasks are handed back: not a death
+                self.takeover.revoke_worker(gone.slot, gone.pid, self.track)
                 self._look_at_quarantine()
-            if self.stop.requested:
                 continue
-            if gone.code == WORKER_ERROR:
-                self.errors.note(f"worker {gone.slot} stopped on an error")
-            else:
-                self.crashes += 1
-                self.display.say(f"worker {gone.slot} died (exit code {gone.code}); its tasks "
-                                 "are back in toprocess")
-                if self.crashes > MAX_WORKER_CRASHES:  # reported even over an earlier error
-                    self.errors.message = f"{self.crashes} worker crashes; giving up"
+            if self.stop.requested or gone.code == WORKER_ERROR:
+                self.takeover.revoke_worker(gone.slot, gone.pid, self.track)
+                if not self.stop.requested:
+                    self.errors.note(f"worker {gone.slot} stopped on an error")
+                continue
+            self.deaths.settle(gone, self.track)
+            if self.deaths.gave_up:  # reported even over an earlier error
+                self.errors.message = f"{self.deaths.uncharged} worker crashes; giving up"
 
     def _look_at_quarantine(self) -> None:
         """Stop once our node is quarantined (by one of our workers, or another farmer)."""

@@ -30,11 +30,13 @@ MAX_WORKER_CRASHES = 20
 
 @dataclass(frozen=True)
 class Exit:
-    """A worker process that exited with a non-zero ``code`` (None: it did not exit)."""
+    """A worker process that exited with a non-zero ``code`` (None: it did not exit), and the
+    task it was running then (None: none)."""
 
     slot: int
     pid: int | None
     code: int | None
+    task: int | None = None
 
 
 class WorkerPool:
@@ -65,6 +67,7 @@ class WorkerPool:
         self.context = multiprocessing.get_context("fork")
         self.workers: dict[int, ForkProcess] = {}
         self._busy = self.context.RawArray("i", [-1] * proc)
+        self._stopping = self.context.RawValue("b", 0)  # set once the farm stops
 
     def __len__(self) -> int:
         """How many worker processes are running (or not yet reaped)."""
@@ -119,15 +122,26 @@ class WorkerPool:
                 continue
             process.join()
             del self.workers[slot]
-            self._busy[slot] = -1
             if process.exitcode != 0:
-                failed.append(Exit(slot, process.pid, process.exitcode))
+                failed.append(self._exit(slot, process))
+            self._busy[slot] = -1
         return failed
+
+    def _exit(self, slot: int, process: ForkProcess) -> Exit:
+        """How the worker of ``slot`` ended, with the task it ran (before its slot is freed)."""
+        task = self._busy[slot]
+        return Exit(slot, process.pid, process.exitcode, task if task >= 0 else None)
+
+    def stopping(self) -> bool:
+        """In a worker: whether the farm stops (:meth:`forward_stop` ran, or the main process
+        is gone), not only this worker."""
+        return bool(self._stopping.value) or os.getppid() != self._parent
 
     def forward_stop(self) -> None:
         """SIGTERM every live worker (``is_alive`` reaps exited ones: their pids may be reused)."""
         if os.getpid() != self._main_pid:
             return  # a worker just forked, before it installed its own handlers: not ours
+        self._stopping.value = 1
         for process in self.workers.values():
             if process.pid is not None and process.is_alive():
                 try:
@@ -148,7 +162,7 @@ class WorkerPool:
                 process.kill()
                 process.join()
             if process.exitcode != 0:
-                failed.append(Exit(slot, process.pid, process.exitcode))
+                failed.append(self._exit(slot, process))
         self.workers.clear()
         self._busy[:] = [-1] * self._proc
         return failed

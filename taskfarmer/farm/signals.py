@@ -26,9 +26,14 @@ def died_of_stop_signal(returncode: int) -> bool:
 
 
 def die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this worker if the farmer's main process dies."""
+    """Have the kernel SIGTERM this worker when the farmer's main process dies (even of
+    SIGKILL): the worker stops as on any stop signal, killing its task's process group and
+    putting its tasks back, so that a farmer started again at once does not find them running
+    unrecorded. (SIGKILL would leave the task running: it leads a session of its own.) Set
+    once per worker, not per task: a ``preexec_fn`` setting it on each task's leader would cost
+    a ``fork`` instead of a ``vfork`` per task, and would kill only the leader."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
     if os.getppid() != parent:
@@ -83,6 +88,10 @@ class StopRequest:
             self.at = self._clock()
         for callback in self._callbacks:
             callback()
+
+    def cancel(self) -> None:
+        """Forget the stop (a worker's that was not its farm's)."""
+        self.signum = self.reason = self.at = None
 
     def describe(self) -> str:
         """``SIGUSR1``, ``timeout`` ... for log lines."""

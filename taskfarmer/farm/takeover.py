@@ -3,7 +3,8 @@
 Each worker holds a lease (see :mod:`taskfarmer.store.leases`), which a thread of the farmer's
 main process renews (:mod:`.heartbeat`); the main loop takes over the leases of other farmers
 that expired, and those of its own workers that are gone, putting their tasks back into
-``toprocess``.
+``toprocess``. On the lease owner's machine, the task its worker was running is killed first
+if it still runs (:mod:`taskfarmer.hpc.groups`): it must not run on beside its re-run.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from ..hpc.identity import Identity, is_stopped
-from ..store import LeaseInfo, StateStore, live_name, owns
+from ..hpc.groups import KILL_WAIT, TaskGroup, kill_group, killable
+from ..hpc.identity import Identity, is_stopped, process_start_time
+from ..store import LeaseInfo, Outcome, Revocation, StateStore, owns
 from ..timeline.events import instant
 from ..timeline.file import Timeline
 from .recording import counter_events
@@ -109,32 +111,61 @@ class Takeover:
                 if owns(self._farmer, info.name) and not info.dead:
                     continue
                 if expired(info, silent[info.name], self._lease, self._identity):
-                    count = self._revoke(info.name, {"node": info.owner.node,
-                                                     "pid": info.owner.pid}, track)
+                    revocation, _ = self._revoke(info, {"node": info.owner.node,
+                                                        "pid": info.owner.pid}, track)
+                    count = len(revocation.back)
                     self._say(f"took over lease {info.name} of {info.owner.node} "
                               f"pid {info.owner.pid}: {count} task(s) back in toprocess")
 
-    def revoke_worker(self, slot: int, pid: int | None, track: int) -> None:
+    def revoke_worker(self, slot: int, pid: int | None, track: int, blame: int | None = None,
+                      retries: int = 0) -> list[tuple[Revocation, TaskGroup | None]]:
         """Put back the tasks of our worker ``pid`` of ``slot``, which is gone (after a lock
-        failure: handed over by :meth:`StateStore.abandon` instead)."""
+        failure: handed over by :meth:`StateStore.abandon` instead), except task ``blame``,
+        which counts a failed attempt (``--retries``). For each lease taken over, what became
+        of its tasks, and the task its record named."""
         if self._store.lock_failed:
-            return
+            return []
+        done = []
         with self._store.locked():
-            for name in self._store.lease_names():
-                if owns(self._farmer, name, slot, pid):
-                    self._revoke(live_name(name),
-                                 {"node": self._identity.node, "worker": slot + 1}, track)
+            names = [name for name in self._store.lease_names()
+                     if owns(self._farmer, name, slot, pid)]
+            for info in self._store.lease_infos(names):
+                done.append(self._revoke(info, {"node": self._identity.node,
+                                                "worker": slot + 1}, track, blame, retries))
+        return done
 
-    def _revoke(self, name: str, owner: dict[str, Any], track: int) -> int:
-        """*locked* Take over lease ``name`` and mark it on ``track``; how many tasks came
-        back."""
-        tasks = self._store.revoke(name)
+    def _revoke(self, info: LeaseInfo, owner: dict[str, Any], track: int,
+                blame: int | None = None, retries: int = 0
+                ) -> tuple[Revocation, TaskGroup | None]:
+        """*locked* Take over lease ``info`` (killing its running task first, on its
+        machine) and mark it on ``track``; what became of its tasks, and its task record."""
+        group = self._kill_task(info)
+        revocation = self._store.revoke(info.name, blame, retries)
         now = self._clock()
+        tasks = revocation.back
         events = [instant("lease taken over", now, track,
-                          {"lease": name, **owner, "tasks": len(tasks),
+                          {"lease": info.name, **owner, "tasks": len(tasks),
                            "ids": [task.id for task in tasks[:20]]})]
-        if tasks:
-            events += counter_events(self._timeline, now, running=-len(tasks),
-                                     pending=len(tasks))
+        settled = len(tasks) + (revocation.blamed is not None)
+        if settled:
+            failed = int(revocation.outcome is Outcome.FAILED)
+            events += counter_events(self._timeline, now, running=-settled,
+                                     pending=settled - failed, failed=failed)
         self._timeline.append(events)
-        return len(tasks)
+        return revocation, group
+
+    def _kill_task(self, info: LeaseInfo) -> TaskGroup | None:
+        """Kill the process group of the task the worker of lease ``info`` ran, if that worker
+        ran on our machine and the group's leader still runs (see :func:`killable`). The task
+        record, if read (elsewhere its pids mean nothing: it is not even read)."""
+        if not info.owner.same_machine(self._identity):
+            return None
+        group = self._store.task_group(info.name)
+        if group is None or not killable(group, info.owner, self._identity,
+                                         process_start_time(group.pid)):
+            return group
+        gone = kill_group(group.pid, monotonic=self._monotonic)
+        self._say(f"killed task {group.task} (process group {group.pid}), still running under "
+                  f"lease {info.name}" + ("" if gone else f"; some of its processes are "
+                                          f"still there {KILL_WAIT:.0f} s after SIGKILL"))
+        return group

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import TaskfarmerError
-from ..hpc.identity import Identity
+from ..hpc.groups import TaskGroup
+from ..hpc.identity import Identity, process_start_time
 from ..logs.joblog import JobLog
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Runner
@@ -84,6 +85,7 @@ class Worker:
             claimed ones back).
         halt: the farmer's part in ``--halt`` (:class:`~.halt.Halt`): judged after each
             recording, looked at before each claim (default: one without a rule).
+        farm_stopping: whether the whole farm stops (see :class:`Execution`).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Worker:
         on_change: Callable[[int, int], None] | None = None,
         may_start: Callable[[], bool] = lambda: True,
         halt: Halt | None = None,
+        farm_stopping: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -125,7 +128,8 @@ class Worker:
         self.watch = NodeWatch(config, self.store, self.batch, clock, monotonic, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
-                                   chores_due=self._chores_due, do_chores=self._do_chores)
+                                   chores_due=self._chores_due, do_chores=self._do_chores,
+                                   on_start=self._name_group, farm_stopping=farm_stopping)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:
@@ -193,6 +197,13 @@ class Worker:
         """Run the claimed tasks one after the other, without the lock, while
         :meth:`_may_run`. False once a stop cut a task short (the worker leaves)."""
         while self.queue and self._may_run():
+            if self.queue[0].id in self._reruns and self.results:
+                # It ran before: it may be what killed its last worker, and would take what we
+                # hold down with us (innocent tasks would run again and again). Record first;
+                # then look again (our lease may have been taken over: the queue is empty).
+                self._sleep_until_recordable()
+                self._do_chores()
+                continue
             task = self.queue.popleft()
             self._busy(task.id)
             self._started = self.monotonic()
@@ -266,6 +277,10 @@ class Worker:
         self._reruns.discard(task.id)
         claimed_under = self.lease.name  # a takeover while it runs replaces self.lease
         return replace(self.execution.run(task, command, rerun), lease=claimed_under)
+
+    def _name_group(self, task: Task, pid: int, start: float) -> None:
+        """Name the task just started, and its process group, in our lease."""
+        self.store.mark(self.lease, TaskGroup(task.id, pid, process_start_time(pid) or "", start))
 
     def _busy(self, task_id: int) -> None:
         """Tell ``on_change`` which task this slot runs (-1: none)."""

@@ -61,20 +61,6 @@ def is_stopped(pid: int) -> bool:
     return fields is not None and fields[0] in ("T", "t")
 
 
-def group_has_live_members(pgid: int) -> bool:
-    """True if some process of process group ``pgid`` is still running (zombies do not count).
-
-    Scans ``/proc``: used only while stopping a task, never per task.
-    """
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _read(f"/proc/{entry}/stat").rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 def node_name(environ: Mapping[str, str], hostname: str) -> str:
     """The name of the node we run on: SLURM's node name where set, else the hostname."""
     return environ.get("SLURMD_NODENAME") or hostname

@@ -56,7 +56,7 @@ from .opencount import opens_per_result, read_records
 from .quarantine import QUARANTINE_TIME, FailedRun, QuarantineRecord, Quarantines, exclude_list
 from .results import Outcome
 from .snapshot import Snapshot, unimported_lines
-from .state import StateStore
+from .state import Revocation, StateStore
 
 __all__ = [
     "CLAIM_READ",
@@ -82,6 +82,7 @@ __all__ = [
     "Outcome",
     "QuarantineRecord",
     "Quarantines",
+    "Revocation",
     "Snapshot",
     "StateCounter",
     "StateFiles",

@@ -73,6 +73,10 @@ class StateFiles:
         """Where lease ``name`` is written before it is linked into ``leases``."""
         return self.workdir / f".lease-{name}"
 
+    def task_record(self, name: str) -> Path:
+        """The task record of lease ``name`` (:mod:`.records`)."""
+        return self.workdir / f".task-{name}"
+
     def fd(self, path: Path) -> int:
         """This process's ``O_APPEND`` read-write descriptor of ``path`` (created if missing).
 

@@ -1,11 +1,15 @@
-"""Leases: one file per live worker in ``WORKDIR/leases``, its heartbeat, and takeover."""
+"""Leases: one file per live worker in ``WORKDIR/leases``, its heartbeat, and takeover.
+
+Beside each lease file, the task record of its worker (:mod:`.records`): made with the lease,
+removed before it.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from ..tasks import Task
 from .files import StateFiles
 from .filesystem import mount_entry, shared_filesystem
 from .ledger import Ledger
+from .records import TaskRecords
 
 #: Default ``--lease``: long enough to ride out a stalled parallel filesystem, short enough
 #: that the tasks of a dead node come back within minutes.
@@ -199,6 +204,7 @@ class Leases:
         self.files = files
         self.directory = files.leases
         self.ledger = ledger
+        self.records = TaskRecords(files)
         self._held: set[str] = set()  # leases found alive during the current lock hold
 
     def begin_hold(self) -> None:
@@ -224,6 +230,7 @@ class Leases:
                 staging.unlink(missing_ok=True)
         except OSError as error:
             raise FilesystemError.from_oserror(path, "create", error) from None
+        self.records.create(name)
         return Lease(name, path)
 
     def holds(self, lease: Lease) -> bool:
@@ -233,6 +240,7 @@ class Leases:
         if self.files.exists(lease.path):
             self._held.add(lease.name)
             return True
+        self.records.drop(lease.name)  # revoked for good: its taker removes the record
         return False
 
     @operation("touch", lambda self, name: self.directory / name)
@@ -254,8 +262,10 @@ class Leases:
 
     @operation("remove", lambda self, lease: lease.path)
     def release(self, lease: Lease) -> None:
-        """*locked* Remove our lease: we hold no tasks any more."""
+        """*locked* Remove our lease: we hold no tasks any more (its task record first: a
+        lease without one names no task to kill, a record without its lease would stay)."""
         self._held.discard(lease.name)
+        self.records.remove(lease.name)
         lease.path.unlink(missing_ok=True)
 
     def abandon(self, farmer: str) -> list[str]:
@@ -283,10 +293,11 @@ class Leases:
         except FileNotFoundError:
             return []
 
-    def infos(self) -> list[LeaseInfo]:
-        """Every lease file, live or half-revoked (``.dead``), with heartbeat and owner."""
+    def infos(self, names: Iterable[str] | None = None) -> list[LeaseInfo]:
+        """Every lease file (or those of ``names``, as :meth:`names` lists them), live or
+        half-revoked (``.dead``), with heartbeat and owner."""
         infos = []
-        for name in self.names():
+        for name in self.names() if names is None else names:
             path = self.directory / name
             try:
                 # Opened, then looked at: on NFS the open revalidates the attributes, so the
@@ -306,14 +317,15 @@ class Leases:
         return bool(self.names())
 
     def revoke(self, name: str) -> list[Task]:
-        """*locked* Take over lease ``name``: put its running tasks back into ``toprocess``.
+        """*locked* Begin taking over lease ``name``: the tasks running under it, for the
+        caller to settle (put back, or record) before :meth:`finish_revoke`.
 
         First the lease file is renamed to ``NAME.dead`` — atomic, and the commit point: from
         then on the owner, if it is in fact alive, can neither record a result nor take a task
-        (it checks its file under this lock). Then its tasks are appended to ``toprocess`` and
-        the ``.dead`` file is removed. A crash in between leaves the ``.dead`` file, and the
-        next revoke finishes the job; it recomputes which tasks are still running, so tasks
-        already put back are not put back twice.
+        (it checks its file under this lock). Then the caller settles its tasks, and the task
+        record and the ``.dead`` file are removed. A crash in between leaves the ``.dead``
+        file, and the next revoke finishes the job; it recomputes which tasks are still
+        running, so tasks already settled are not settled twice. Empty if the lease is gone.
         """
         live = self.directory / name
         dead = self.directory / (name + DEAD_SUFFIX)
@@ -323,8 +335,9 @@ class Leases:
         except FileNotFoundError:
             if not self.files.exists(dead):
                 return []
-        tasks = self.ledger.running_tasks(name)
-        if tasks:
-            self.ledger.requeue(tasks)
-        dead.unlink(missing_ok=True)
-        return tasks
+        return self.ledger.running_tasks(name)
+
+    def finish_revoke(self, name: str) -> None:
+        """*locked* The last step of :meth:`revoke`, once its tasks are settled."""
+        self.records.remove(name)
+        (self.directory / (name + DEAD_SUFFIX)).unlink(missing_ok=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..hpc.groups import TaskGroup
 from ..hpc.identity import Identity
 from ..tasks import Task, TaskList
 from .adopt import Adoption, reconcile, unadopted
@@ -23,6 +25,18 @@ from .orphans import Orphans
 from .quarantine import Quarantines
 from .results import Outcome, Results
 from .workdir import Workdir
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What taking a lease over did with the tasks that ran under it."""
+
+    #: Put back into ``toprocess``.
+    back: list[Task]
+    #: The task blamed for its worker's death, if it was running under the lease: recorded
+    #: as a failed attempt instead (``outcome``: retry or failed).
+    blamed: Task | None = None
+    outcome: Outcome | None = None
 
 
 class StateStore:
@@ -112,6 +126,7 @@ class StateStore:
 
     def close(self) -> None:
         """Close this process's descriptors."""
+        self.lease_files.records.close()
         self.files.close()
         self.exclusion.close()
 
@@ -209,6 +224,14 @@ class StateStore:
         self._held("release")
         self.lease_files.release(lease)
 
+    def mark(self, lease: Lease, group: TaskGroup) -> None:
+        """Without the lock: see :meth:`TaskRecords.mark`."""
+        self.lease_files.records.mark(lease.name, group)
+
+    def task_group(self, name: str) -> TaskGroup | None:
+        """What lease ``name``'s task record names: see :meth:`TaskRecords.read`."""
+        return self.lease_files.records.read(name)
+
     @property
     def lock_holds(self) -> tuple[int, int]:
         """(lock holds, hand-overs from another node) of this farmer, all its processes."""
@@ -228,19 +251,27 @@ class StateStore:
         """See :meth:`Leases.names`."""
         return self.lease_files.names()
 
-    def lease_infos(self) -> list[LeaseInfo]:
+    def lease_infos(self, names: Iterable[str] | None = None) -> list[LeaseInfo]:
         """See :meth:`Leases.infos`."""
-        return self.lease_files.infos()
+        return self.lease_files.infos(names)
 
     def any_leases(self) -> bool:
         """*locked* See :meth:`Leases.any`."""
         self._held("any_leases")
         return self.lease_files.any()
 
-    def revoke(self, name: str) -> list[Task]:
-        """*locked* See :meth:`Leases.revoke`."""
+    def revoke(self, name: str, blame: int | None = None, retries: int = 0) -> Revocation:
+        """*locked* Take over lease ``name`` (:meth:`Leases.revoke`): put its running tasks
+        back into ``toprocess``, except task ``blame`` (its dead worker ran it), which counts
+        a failed attempt (:meth:`Results.record` with ``retries``)."""
         self._held("revoke")
-        return self.lease_files.revoke(name)
+        tasks = self.lease_files.revoke(name)
+        blamed = next((task for task in tasks if task.id == blame), None)
+        back = [task for task in tasks if task is not blamed]
+        self.ledger.requeue(back)
+        outcome = self.results.record(blamed, False, retries) if blamed is not None else None
+        self.lease_files.finish_revoke(name)
+        return Revocation(back, blamed, outcome)
 
     def running_tasks(self, name: str) -> list[Task]:
         """*locked* See :meth:`Ledger.running_tasks`."""

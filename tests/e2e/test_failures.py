@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers.farmer import (
     alive,
     error_lines,
@@ -17,6 +19,7 @@ from helpers.farmer import (
     no_traceback,
     run_farmer,
     start_farmer,
+    verify_problems,
     wait_for,
     write_tasklist,
 )
@@ -24,6 +27,11 @@ from helpers.farmer import (
 from taskfarmer.farm.takeover import expired
 from taskfarmer.hpc.identity import Identity, process_start_time
 from taskfarmer.store import LeaseInfo
+
+
+def children(pid: int) -> list[int]:
+    """The pids of the children of ``pid``."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def counting_task(counter: Path, script: str) -> str:
@@ -152,26 +160,81 @@ def test_death_is_proved_only_on_the_same_boot_and_pid_namespace() -> None:
     assert not other_boot.provably_dead(me)
 
 
-def test_restart_on_the_same_host_recovers_a_killed_farmers_tasks_at_once(tmp_path: Path
-                                                                           ) -> None:
-    runs = tmp_path / "runs"
-    started = tmp_path / "started"
-    started.mkdir()
+def flock_task(root: Path, task: int) -> str:
+    """Task ``task``, run under ``flock -n`` on a lock file of its own, so that a second
+    execution at the same time fails loudly: it leaves ``twiceN`` and exits 42. Its first
+    execution (``startedN`` holds its pid) runs until it is killed; a later one notes that it
+    ran in ``ranN``. It starts once its worker's task record names it (the task a worker that
+    dies just then might leave unnamed is not what this test is about)."""
+    first = (f"if [ -e {root}/started{task} ]; then echo ran >> {root}/ran{task}; "
+             f"else echo $$ > {root}/started{task}; exec sleep 300; fi")
+    return (f"until grep -qs '^task={task} '$$' ' {root}/*_workdir/.task-*; do sleep 0.01; "
+            f"done; flock -n -E 99 {root}/lock{task} sh -c '{first}'; "
+            f"[ $? != 99 ] || {{ touch {root}/twice{task}; exit 42; }}")
+
+
+@pytest.mark.parametrize("killed", ["main process", "farmer and workers"])
+def test_a_sigkilled_farmers_tasks_never_run_beside_their_reruns(tmp_path: Path, killed: str
+                                                                  ) -> None:
+    """SIGKILL the farmer's main process (its workers get SIGTERM from the kernel and stop
+    their tasks), or the farmer and its workers at once (the rerun kills the task groups their
+    records name), while 4 tasks run; the same command again at once runs each task once more,
+    never while its first execution still runs."""
+    if shutil.which("flock") is None:
+        pytest.skip("flock (util-linux) is not installed")
+    tasks = write_tasklist(tmp_path / "t", [flock_task(tmp_path, task) for task in range(4)])
+    started = [tmp_path / f"started{task}" for task in range(4)]
+    first = start_farmer([str(tasks), "-n", "4"])
+    try:
+        wait_for(lambda: all(path.exists() and path.read_text() for path in started),
+                 what="4 tasks running")
+        workers = children(first.pid)
+        if killed == "main process":
+            os.kill(first.pid, signal.SIGKILL)
+        else:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        rerun = run_farmer([str(tasks), "-n", "4"], timeout=120)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert list(tmp_path.glob("twice*")) == []
+        assert sorted(ids(tmp_path / "t_workdir" / "finished")) == [0, 1, 2, 3]
+        assert [(tmp_path / f"ran{task}").read_text() for task in range(4)] == ["ran\n"] * 4
+        firsts = [int(path.read_text()) for path in started]
+        wait_for(lambda: not any(alive(pid) for pid in workers + firsts),
+                 what="the killed farmer's workers and first executions to end")
+        if killed != "main process":
+            assert rerun.stdout.count("killed task ") == 4
+    finally:
+        for path in started:  # a failed test leaves no task behind
+            if path.exists() and path.read_text() and alive(pid := int(path.read_text())):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_task_that_kills_its_worker_fails_after_bounded_tries_others_run_once_more(
+        tmp_path: Path) -> None:
+    """Task 1 SIGKILLs its worker (then would sleep on): its first worker death is not held
+    against it, each later one is a failed attempt (``--retries 2``: 3 more); the farm kills
+    the task each time, and the tasks beside it run again at most once."""
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    wait_record = (f"until grep -qs '^task=1 '$$' ' {tmp_path}/t_workdir/.task-*; "
+                   "do sleep 0.01; done")
     tasks = write_tasklist(tmp_path / "t", [
-        f"touch {started}/{i}; [ -e {tmp_path}/go ] || exec sleep 300; echo {i} >> {runs}"
-        for i in range(4)])
-    first = start_farmer([str(tasks), "-n", "2", "--lease", "3600"])
-    wait_for(lambda: len(os.listdir(started)) == 2, what="2 tasks running")
-    os.killpg(first.pid, signal.SIGKILL)  # the farmer and its workers, like a crashed node
-    first.wait()
-    subprocess.run(["pkill", "-f", f"touch {started}"], check=False)
-    (tmp_path / "go").touch()
-    result = run_farmer([str(tasks), "-n", "2", "--lease", "3600"], timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "took over lease" in result.stdout
+        f"echo 0 >> {runs}",
+        f"{wait_record}; echo 1 >> {runs}; echo $$ >> {pids}; kill -9 $PPID; exec sleep 300",
+        f"echo 2 >> {runs}"])
+    result = run_farmer([str(tasks), "-n", "1", "--retries", "2"], timeout=120)
     workdir = tmp_path / "t_workdir"
-    assert sorted(ids(workdir / "finished")) == [0, 1, 2, 3]
-    assert sorted(runs.read_text().split()) == ["0", "1", "2", "3"]
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ids(workdir / "failed") == [1] and sorted(ids(workdir / "finished")) == [0, 2]
+    counts = runs.read_text().split()
+    assert counts.count("1") == 4
+    assert counts.count("0") <= 2 and counts.count("2") <= 2, counts
+    outcomes = [line.split("\t") for line in (workdir / "joblog").read_text().splitlines()[1:]]
+    assert [(row[1], row[8], row[9]) for row in outcomes if row[0] == "1"] == [
+        ("1", "9", "retry"), ("2", "9", "retry"), ("3", "9", "failed")]
+    assert result.stdout.count("killed task 1 ") == 4
+    assert not any(alive(int(pid)) for pid in pids.read_text().split())
+    assert verify_problems(workdir) == []
 
 
 def test_a_stalled_farmer_is_taken_over_and_its_late_result_not_recorded(tmp_path: Path
@@ -220,6 +283,25 @@ def test_an_idle_farmer_waits_for_live_leases_and_recovers_them(tmp_path: Path) 
     assert ids(tmp_path / "t_workdir" / "finished") == [0]
 
 
+def test_a_task_that_signals_its_worker_to_stop_fails_and_the_farm_goes_on(tmp_path: Path
+                                                                          ) -> None:
+    """``kill $PPID`` (SIGTERM) reaches the worker, not the farmer: the worker stops that task
+    (before: put it back, and the task ran again and again), which is failed; no task is put
+    back, every other task runs once."""
+    runs = tmp_path / "runs"
+    tasks = write_tasklist(tmp_path / "t", [
+        f"echo 0 >> {runs}", f"echo 1 >> {runs}; kill $PPID; exec sleep 300",
+        f"echo 2 >> {runs}"])
+    result = run_farmer([str(tasks), "-n", "1"], timeout=120)
+    workdir = tmp_path / "t_workdir"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ids(workdir / "failed") == [1] and sorted(ids(workdir / "finished")) == [0, 2]
+    assert sorted(runs.read_text().split()) == ["0", "1", "2"]
+    assert "did task 1 signal its own worker?" in result.stdout
+    rows = [line.split("\t") for line in (workdir / "joblog").read_text().splitlines()[1:]]
+    assert [(row[0], row[8], row[9]) for row in rows if row[0] == "1"] == [("1", "15", "failed")]
+
+
 def test_a_dead_worker_is_replaced_and_its_task_put_back(tmp_path: Path) -> None:
     started = tmp_path / "started"
     tasks = write_tasklist(tmp_path / "t", [
@@ -230,10 +312,11 @@ def test_a_dead_worker_is_replaced_and_its_task_put_back(tmp_path: Path) -> None
     (worker,) = [int(pid) for pid in workers.stdout.split()]
     (tmp_path / "go").touch()
     os.kill(worker, signal.SIGKILL)
-    os.kill(int(started.read_text().split()[0]), signal.SIGKILL)  # the orphaned task
     out, err = farmer.communicate(timeout=60)
     assert farmer.returncode == 0, out + err
     assert "worker 0 died" in out
+    assert "killed task 0 " in out  # the orphaned task: its rerun must not run beside it
+    assert not alive(int(started.read_text().split()[0]))
     workdir = tmp_path / "t_workdir"
     assert sorted(ids(workdir / "finished")) == [0, 1, 2]
     assert len(started.read_text().split()) == 2

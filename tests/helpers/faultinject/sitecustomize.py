@@ -79,8 +79,8 @@ def _file_kind(path: str) -> str:
         parts[2:] = ["*"]
     elif parts[0] == "scratch" and len(parts) > 1:
         parts[1:] = ["*"]
-    return re.sub(r"\.tmp\..*|(?<=\.lease-).*", lambda m: ".tmp" if m[0][:1] == "." else "*",
-                  "/".join(parts))
+    return re.sub(r"\.tmp\..*|(?<=\.lease-).*|(?<=\.task-).*",
+                  lambda m: ".tmp" if m[0][:1] == "." else "*", "/".join(parts))
 
 
 def _site(path: str) -> str:

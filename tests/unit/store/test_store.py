@@ -13,6 +13,7 @@ import pytest
 from helpers.farmer import ids
 
 from taskfarmer.errors import StateError
+from taskfarmer.hpc.groups import RECORD_SIZE, TaskGroup
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.store import READ_CHUNK, LeaseRevoked, Outcome, StateCounter, StateStore
 from taskfarmer.store.locking import make_lock
@@ -112,7 +113,7 @@ def test_revoked_lease_cannot_record_or_claim(tmp_path: Path) -> None:
     with store.locked():
         lease = store.register("l1", owner())
         taken = store.claim(lease, 2)
-        back = store.revoke("l1")
+        back = store.revoke("l1").back
         assert [t.id for t in back] == [0, 1]
         assert store.record(lease, taken[0], True) is Outcome.DISCARDED
         with pytest.raises(LeaseRevoked):
@@ -130,8 +131,8 @@ def test_revoke_requeues_only_unfinished_tasks(tmp_path: Path) -> None:
         store.record(lease, a, True)
         store.requeue([b])  # l1 put b back (e.g. on stop) ...
         assert [t.id for t in store.claim(other, 3)] == [2, 3, 1]  # ... and l2 took it again
-        assert store.revoke("l1") == []  # a finished, b now belongs to l2
-        assert [t.id for t in store.revoke("l2")] == [1, 2, 3]
+        assert store.revoke("l1").back == []  # a finished, b now belongs to l2
+        assert [t.id for t in store.revoke("l2").back] == [1, 2, 3]
 
 
 def test_crash_in_the_middle_of_a_revoke_does_not_duplicate(tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_crash_in_the_middle_of_a_revoke_does_not_duplicate(tmp_path: Path) -> N
         store.requeue(store.running_tasks("l1"))
         infos = store.lease_infos()
         assert [(i.name, i.dead) for i in infos] == [("l1", True)]
-        assert store.revoke("l1") == []
+        assert store.revoke("l1").back == []
         assert not store.any_leases()
     assert sorted(ids(tmp_path / "toprocess")) == [0, 0, 1, 1, 2]  # taken prefix + tail
     with store.locked():
@@ -319,3 +320,43 @@ def test_requeue_failed_leaves_no_descriptor_behind(tmp_path: Path) -> None:
         assert len(os.listdir("/proc/self/fd")) == open_before
     assert ids(tmp_path / "failed") == [0]
     assert ids(tmp_path / "toprocess")[-1:] == [1]
+
+
+def test_a_leases_task_record_names_its_running_task_until_the_lease_goes(tmp_path: Path
+                                                                         ) -> None:
+    store = make_store(tmp_path, ["a", "b"])
+    record = tmp_path / ".task-l1"
+    with store.locked():
+        lease = store.register("l1", owner())
+    assert store.task_group("l1") is None  # blank until a task starts
+    store.mark(lease, TaskGroup(0, 1234, "99", 1.5))
+    store.mark(lease, TaskGroup(1, 1240, "105", 2.5))  # overwritten in place
+    assert store.task_group("l1") == TaskGroup(1, 1240, "105", 2.5)
+    assert record.stat().st_size == RECORD_SIZE
+    with store.locked():
+        store.release(lease)
+    assert not record.exists() and store.task_group("l1") is None
+    with store.locked():
+        other = store.register("l2", owner())
+        store.mark(other, TaskGroup(0, 1234, "99", 1.5))
+        store.revoke("l2")  # the taker removes it
+    assert not (tmp_path / ".task-l2").exists()
+    store.close()
+
+
+def test_revoking_a_dead_workers_lease_charges_the_task_it_ran(tmp_path: Path) -> None:
+    store = make_store(tmp_path, ["a", "b", "c"])
+    with store.locked():
+        lease = store.register("l1", owner())
+        store.claim(lease, 3)
+        revocation = store.revoke("l1", blame=1, retries=1)
+        assert [t.id for t in revocation.back] == [0, 2]
+        assert revocation.blamed == Task(1, "b") and revocation.outcome is Outcome.RETRY
+        assert store.attempt_count(1) == 1
+        again = store.register("l2", owner())
+        assert [t.id for t in store.claim(again, 3)] == [0, 2, 1]
+        revocation = store.revoke("l2", blame=1, retries=1)
+        assert revocation.outcome is Outcome.FAILED and store.attempt_count(1) == 2
+        assert store.revoke("l3", blame=0).blamed is None  # no such lease: nothing charged
+    assert ids(tmp_path / "failed") == [1]
+    assert sorted(ids(tmp_path / "toprocess")[3:]) == [0, 0, 1, 2, 2]  # taken prefix + tail
