@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import HaltedError, UsageError
-from ..store import NOW, SOON, HaltRecord, LineCounter, StateStore
+from ..store import NOW, SOON, HaltRecord, LineCounter, StateStore, read_halt, write_halt
 from .recording import Result
 
 #: A rate says little of fewer ended tasks: ``fail=P%`` waits for this many.
@@ -122,7 +122,7 @@ class Halt:
         Raises:
             HaltedError: the workdir is halted.
         """
-        found = self.store.halt_record()
+        found = read_halt(self.store.files, locked=True)
         if found is not None:
             raise HaltedError(self.store.files.halted, found.describe())
 
@@ -144,7 +144,7 @@ class Halt:
         ended = max(0, failed) + max(0, finished)
         if policy.reached(max(0, failed), ended):
             last = [result.task.id for result in recorded if not result.succeeded]
-            self.record = self.store.halt(HaltRecord(
+            self.record = write_halt(self.store.files, HaltRecord(
                 policy.when, policy.describe(), failed, ended, self.farmer, self.clock(),
                 last[-1] if last else -1))
 
@@ -159,7 +159,7 @@ class Halt:
         """*locked* In a worker before it claims: whether the farm is halted (a look at the
         workdir's record until it is)."""
         if self.record is None:
-            self.record = self.store.halt_record()
+            self.record = read_halt(self.store.files, locked=True)
         return self.record is not None
 
     def look(self) -> HaltRecord | None:
@@ -173,7 +173,7 @@ class Halt:
 
     def look_now(self) -> HaltRecord | None:
         """In the main process (no lock): the workdir's record, looked at now."""
-        self.record = self.record or self.store.halt_record()
+        self.record = self.record or read_halt(self.store.files, locked=False)
         return self.record
 
     def _counts(self) -> tuple[int, int]:

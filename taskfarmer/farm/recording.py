@@ -201,6 +201,16 @@ class HoldBatch:
                                         self._store.attempt_count(result.task.id) + 1)
                              for result in results])
 
+    def discard(self, results: Sequence[Result]) -> None:
+        """*locked* Log results that are not recorded: their tasks were put back by the farmer
+        that took their lease over (the job log says ``discarded``, the timeline too)."""
+        for result in results:
+            self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
+                      "lease was taken over: result logged, not recorded")
+        self.log([result for result in results if not result.stopped], "discarded")
+        for result in results:
+            self.add(result, "stopped" if result.stopped else Outcome.DISCARDED.value)
+
     def entry(self, result: Result, outcome: str, attempt: int) -> Entry:
         """The job log line of ``result``."""
         code, signum = exit_and_signal(result.returncode)

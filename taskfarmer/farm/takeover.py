@@ -160,7 +160,7 @@ class Takeover:
         record, if read (elsewhere its pids mean nothing: it is not even read)."""
         if not info.owner.same_machine(self._identity):
             return None
-        group = self._store.task_group(info.name)
+        group = self._store.task_records.read(info.name)
         if group is None or not killable(group, info.owner, self._identity,
                                          process_start_time(group.pid)):
             return group

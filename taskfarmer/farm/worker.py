@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -27,7 +27,7 @@ from ..hpc.identity import Identity, process_start_time
 from ..logs.joblog import JobLog
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Runner
-from ..store import Lease, LeaseName, LeaseRevoked, Outcome, StateStore, worker_name
+from ..store import Lease, LeaseName, LeaseRevoked, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .blackhole import DEFAULT_ROW
@@ -280,7 +280,8 @@ class Worker:
 
     def _name_group(self, task: Task, pid: int, start: float) -> None:
         """Name the task just started, and its process group, in our lease."""
-        self.store.mark(self.lease, TaskGroup(task.id, pid, process_start_time(pid) or "", start))
+        group = TaskGroup(task.id, pid, process_start_time(pid) or "", start)
+        self.store.task_records.mark(self.lease.name, group)
 
     def _busy(self, task_id: int) -> None:
         """Tell ``on_change`` which task this slot runs (-1: none)."""
@@ -339,7 +340,7 @@ class Worker:
             return
         decided = plan(self.results, self.monotonic(), self.stop.at, final, self.lease.name)
         self.results = list(decided.keep)
-        self._log_discarded(decided.discard)
+        self.batch.discard(decided.discard)
         recorded = self.watch.sift(decided.record, final)
         logged = self.batch.record(self.lease, recorded)
         self.halt.judge(recorded)  # the failure that reaches --halt halts the farm
@@ -354,22 +355,12 @@ class Worker:
         with a new lease (the farmer that took it over put our tasks back, the running one
         included: it is stopped now, so that it does not run twice at once, and its result
         will be discarded too, for it was claimed under the old lease)."""
-        self._log_discarded(self.watch.drop() + self.results)
+        self.batch.discard(self.watch.drop() + self.results)
         self.results.clear()
         self.queue.clear()
         self.execution.terminate()
         self._say(f"lease {self.lease.name} was taken over; continuing with a new one")
         self.lease = self._register()
-
-    def _log_discarded(self, results: Sequence[Result]) -> None:
-        """*locked* Log results that are not recorded: their tasks were put back by the farmer
-        that took their lease over (the job log says ``discarded``, the timeline too)."""
-        for result in results:
-            self._say(f"task {result.task.id} ended (exit {result.returncode}) after our "
-                      "lease was taken over: result logged, not recorded")
-        self.batch.log([result for result in results if not result.stopped], "discarded")
-        for result in results:
-            self.batch.add(result, "stopped" if result.stopped else Outcome.DISCARDED.value)
 
     def _say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.clock()))

@@ -43,6 +43,7 @@ from ..store import (
     farmer_pid,
     heartbeat_period,
     opens_per_result,
+    read_halt,
     read_records,
     unimported_lines,
 )
@@ -104,7 +105,7 @@ class StatusReader:
         running.sort(key=lambda task: -(task.age or 0.0))
         failed_tasks = self._failed(snapshot, failed)
         log_files = count_files(self.store.logs)
-        halted = self.store.halt_record()
+        halted = read_halt(self.store.files, locked=False)
         files = log_files + count_files(self.store.workdir, skip=self.store.logs)
         return Status(
             workdir=str(self.store.workdir),

@@ -28,7 +28,7 @@ from .adopt import Adoption
 from .counting import Counts, LineCounter, StateCounter
 from .files import StateFiles
 from .filesystem import coherent_io
-from .halt import NOW, SOON, HaltRecord
+from .halt import NOW, SOON, HaltRecord, read_halt, write_halt
 from .leases import (
     DEAD_SUFFIX,
     DEFAULT_LEASE,
@@ -101,9 +101,11 @@ __all__ = [
     "make_lock",
     "opens_per_result",
     "owns",
+    "read_halt",
     "read_records",
     "safe_component",
     "shared_flock",
     "unimported_lines",
     "worker_name",
+    "write_halt",
 ]

@@ -8,14 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hpc.groups import TaskGroup
 from ..hpc.identity import Identity
 from ..tasks import Task, TaskList
 from .adopt import Adoption, reconcile, unadopted
 from .compaction import Compactor
 from .exclusion import ExclusionCheck
 from .files import StateFiles
-from .halt import HaltRecord, read_halt, write_halt
 from .leases import Lease, LeaseInfo, LeaseRevoked, Leases
 from .ledger import Ledger
 from .listimport import Imported, ListImport
@@ -59,15 +57,14 @@ class StateStore:
         self.claims = self.files.claims
         self.finished = self.files.finished
         self.failed = self.files.failed
-        self.torn = self.files.torn
         self.attempts = self.files.attempts
-        self.failed_requeue = self.files.failed_requeue
         self.leases = self.files.leases
         self.logs = self.files.logs
         self.workdir_setup = Workdir(self.files)
         self.ledger = Ledger(self.files)
         self.results = Results(self.files, self.ledger)
         self.lease_files = Leases(self.files, self.ledger)
+        self.task_records = self.lease_files.records  # written and read without the lock
         self.compactor = Compactor(self.files, self.ledger)
         self.orphans = Orphans(self.files, self.ledger)
         self.exclusion = ExclusionCheck(self.files, lock.lock_file)
@@ -178,7 +175,7 @@ class StateStore:
         finish an interrupted ``--requeue-failed``. Returns what was cut."""
         self._held("repair")
         cut = self.workdir_setup.repair()
-        if self.files.exists(self.failed_requeue):
+        if self.files.exists(self.files.failed_requeue):
             self.results.finish_requeue_failed()
         return cut
 
@@ -223,14 +220,6 @@ class StateStore:
         """*locked* See :meth:`Leases.release`."""
         self._held("release")
         self.lease_files.release(lease)
-
-    def mark(self, lease: Lease, group: TaskGroup) -> None:
-        """Without the lock: see :meth:`TaskRecords.mark`."""
-        self.lease_files.records.mark(lease.name, group)
-
-    def task_group(self, name: str) -> TaskGroup | None:
-        """What lease ``name``'s task record names: see :meth:`TaskRecords.read`."""
-        return self.lease_files.records.read(name)
 
     @property
     def lock_holds(self) -> tuple[int, int]:
@@ -319,17 +308,6 @@ class StateStore:
         """*locked* See :meth:`Ledger.requeue`."""
         self._held("requeue")
         self.ledger.requeue(tasks)
-
-    # -- halting (--halt) --------------------------------------------------------------------
-
-    def halt(self, record: HaltRecord) -> HaltRecord:
-        """*locked* Halt the farm (:func:`.halt.write_halt`); the record in force."""
-        self._held("halt")
-        return write_halt(self.files, record)
-
-    def halt_record(self) -> HaltRecord | None:
-        """The workdir's halt record, or None; with or without the lock (:mod:`.halt`)."""
-        return read_halt(self.files, locked=bool(self._depth))
 
     # -- at rest -----------------------------------------------------------------------------
 

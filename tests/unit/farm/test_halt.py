@@ -15,7 +15,7 @@ from taskfarmer.farm.signals import StopRequest
 from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.runners import BasicRunner
-from taskfarmer.store import NOW, SOON, HaltRecord, StateStore
+from taskfarmer.store import NOW, SOON, HaltRecord, StateStore, read_halt
 from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import ListTaskList, Task
 from taskfarmer.timeline.file import Timeline
@@ -95,13 +95,14 @@ def test_failures_from_the_start_on_reach_the_count(tmp_path: Path,
         halt.count_from_here()
         store.record(lease, tasks[1], succeeded=False)
         halt.judge([_failed(1)])
-        assert halt.record is None and store.halt_record() is None  # 1 failure since
+        # 1 failure since
+        assert halt.record is None and read_halt(store.files, locked=False) is None
         store.record(lease, tasks[2], succeeded=True)
         halt.judge([Result(tasks[2], "true", 0, 0.0, 0.0, 0.0)])
         store.record(lease, tasks[3], succeeded=False)
         halt.judge([_failed(3)])
     assert halt.record == HaltRecord(NOW, "now,fail=2", 2, 2, "f.1-aa", fake_clock(), 3)
-    assert store.halt_record() == halt.record
+    assert read_halt(store.files, locked=False) == halt.record
     other = Halt(store, None, "g.2-bb", fake_clock, fake_clock)  # a farmer without --halt
     assert other.look() == halt.record and other.look() is None  # told once
     with store.locked():
