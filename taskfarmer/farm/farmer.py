@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
-from ..errors import TaskfarmerError, TasklistError, as_error
+from ..errors import TaskfarmerError, as_error
 from ..hpc.identity import Identity
 from ..hpc.resources import SlotResources, pin
 from ..hpc.slurm import job_labels
@@ -43,6 +43,7 @@ from ..timeline.events import Event, choose_pid, farmer_tracks, instant, process
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
 from .gate import StartGate
+from .growth import ListGrowth
 from .heartbeat import Heartbeat
 from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
@@ -134,7 +135,8 @@ class Farm:
         self.counter = StateCounter(parts.store)
         self.errors = FirstError(config.workdir)
         self.crashes = 0
-        self.list_changed = False
+        self.growth = ListGrowth(self.store, self.timeline, self.handler, config.tasklist, clock,
+                                 self.display.say)
         self.draining: str | None = None  # why no task starts any more
         self.pipe = MessagePipe()
         self.pool = WorkerPool(config.proc, self._make_worker, self.pipe, self.stop,
@@ -202,7 +204,7 @@ class Farm:
             if self.errors.message is not None:
                 break
             if now >= next_import:
-                self._import_growth()
+                self.growth.import_new(self.track)
                 next_import = now + IMPORT_POLL
             self._fill_slots()
             if not self.pool and self._all_done() and not self.config.follow:
@@ -300,12 +302,8 @@ class Farm:
                               {"node": self.identity.node, "pid": self.identity.pid,
                                "proc": self.config.proc, **labels}))
         if appended:
-            events.append(self._appended(now, appended))
+            events.append(self.growth.appended(now, appended, self.track))
         return events + counter_events(self.timeline, now)
-
-    def _appended(self, now: float, count: int) -> Event:
-        return instant("tasks appended", now, self.track,
-                       {"tasks": count, "tasklist": str(self.config.tasklist)})
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -364,34 +362,11 @@ class Farm:
     # -- the tasklist ------------------------------------------------------------------------
 
     def _all_done(self) -> bool:
-        self._import_growth()  # out of work: lines appended since are work too
+        self.growth.import_new(self.track)  # out of work: lines appended since are work too
         with self.store.locked():
             if self.store.pending() or self.store.any_leases():
                 return False
             return not self.orphans.catch(self.track)  # at rest: nothing recorded nowhere
-
-    def _import_growth(self) -> None:
-        """Import lines appended to the tasklist since (one ``stat`` when there are none).
-
-        A list whose imported part changed while we run is reported once and no longer
-        imported from: the tasks already imported stay valid and are finished.
-        """
-        if self.list_changed or self.store.unimported_bytes(self.config.tasklist) <= 0:
-            return
-        try:
-            with self.store.locked():
-                added = self.store.import_list(self.config.tasklist, self.handler,
-                                               starting=False)
-                if added:
-                    now = self.clock()
-                    self.timeline.append([self._appended(now, added),
-                                          *counter_events(self.timeline, now, pending=added)])
-        except TasklistError as error:
-            self.list_changed = True
-            self.display.say(f"error: {error}; importing no more from it")
-            return
-        if added:
-            self.display.say(f"imported {added} task(s) appended to {self.config.tasklist}")
 
     def _snapshot(self) -> Snapshot:
         return Snapshot(self.counter.counts(), self.pool.running())
