@@ -11,9 +11,11 @@ import click
 
 import taskfarmer
 
+from ..errors import UsageError
 from ..farm import FarmConfig, open_farm
 from ..farm.farmer import workdir_for
 from ..farm.signals import ignore_stop_signals
+from ..hpc.memory import parse_size
 from ..hpc.resources import discover_devices, plan_slots
 from ..hpc.slurm import default_proc
 from ..hpc.walltime import DEFAULT_MARGIN, slurm_job_end
@@ -39,6 +41,22 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
         print_listing(getattr(Registry(), catalog), sys.stdout, sys.stdout.isatty())
         ctx.exit(0)
     return callback
+
+
+class Size(click.ParamType):
+    """A size in bytes written ``500M``, ``2G`` ... (:func:`~taskfarmer.hpc.memory.parse_size`)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        """The bytes of ``value``; a one-line usage error if it is not a size."""
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except UsageError as error:
+            self.fail(str(error), param, ctx)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -79,6 +97,10 @@ def _lister(catalog: str) -> Callable[[click.Context, click.Parameter, bool], No
 @click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, metavar="N",
               help="Pin each worker slot to its own N CPUs, OMP_NUM_THREADS=N unless set; "
                    "--proc defaults to CPUs / N.")
+@click.option("--mem-per-task", type=Size(), default=None, metavar="SIZE",
+              help="Each task needs about SIZE of memory (500M, 2G): start no more at once "
+                   "than fit under the memory cgroup's limit, or the node's memory "
+                   "[default: learned from the tasks' peak memory].")
 @click.option("--follow", is_flag=True,
               help="When every task is done, wait for lines appended to TASKLIST instead of "
                    "exiting (until a stop signal or --timeout).")
@@ -122,7 +144,8 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         accept_list: bool, lock_kind: str, logs: str, task_log: int | None,
         show_status: bool, as_json: bool,
         watch: bool, verify: bool, task_time: float | None, stop_margin: float,
-        gpus_per_task: int | None, cpus_per_task: int | None) -> None:
+        gpus_per_task: int | None, cpus_per_task: int | None,
+        mem_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -173,6 +196,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         task_time=task_time,
         stop_margin=stop_margin,
         job_end=slurm_job_end(environ),
+        mem_per_task=mem_per_task,
     )
     report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code

@@ -30,6 +30,7 @@ from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .chunking import DurationEstimate, chunk_size, record_due, wanted
 from .execution import Execution
+from .memory import MemoryBoard
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
 
@@ -78,6 +79,7 @@ class Worker:
             ends.
         may_start: asked before each task starts: False starts no more (and puts the unstarted
             claimed ones back).
+        memory: what the farm's processes share about memory (None: not watched).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Worker:
         say: Callable[[str], None] = print,
         on_change: Callable[[int, int], None] | None = None,
         may_start: Callable[[], bool] = lambda: True,
+        memory: MemoryBoard | None = None,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -116,7 +119,8 @@ class Worker:
         self.batch = HoldBatch(config, self.store, self.timeline, self.joblog, clock, self._say)
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
-                                   record_due=self._record_due, record_held=self._record_held)
+                                   record_due=self._record_due, record_held=self._record_held,
+                                   memory=memory)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:
@@ -229,7 +233,7 @@ class Worker:
                 self.store.requeue(self.queue)
                 self.batch.count(running=-unstarted, pending=unstarted)
                 self.store.release(self.lease)
-                self.batch.log(self.stopped, "stopped")
+                self.batch.log(self.stopped)
             self.queue.clear()
             self.batch.flush()
 
