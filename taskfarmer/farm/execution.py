@@ -106,7 +106,8 @@ class Execution:
         record_due: when the held results are due to be recorded (monotonic time; None: none
             is held).
         record_held: records the held results that are old enough (takes the lock).
-        memory: what the farm's processes share about memory (None: nothing is watched).
+        memory: what the farm's processes share about memory (None: nothing is learned or
+            watched).
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
@@ -124,7 +125,7 @@ class Execution:
         self._say = say
         self._record_due = record_due
         self._record_held = record_held
-        self._memory = memory if memory is not None and memory.watching else None
+        self._memory = memory
         self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
@@ -187,6 +188,9 @@ class Execution:
                 log_fd = -1
                 self._logs.done(task.id, node, "cannot start", lingering=False)
                 return self._finish(task, command, 127, start, rerun)
+            except BaseException:
+                self._exited()
+                raise
         finally:
             if log_fd >= 0:
                 os.close(log_fd)
@@ -197,8 +201,9 @@ class Execution:
         if not stopped and not self._timed_out and died_of_stop_signal(returncode):
             stopped = self._stop_arrives()
         judged = self._judge(task, returncode, before, evicted, peak, stopped)
-        self._logs.done(task.id, node, judged.word if judged is not None else
-                        outcome(returncode, self._timed_out, stopped), lingering)
+        how = outcome(returncode, self._timed_out, stopped)
+        self._logs.done(task.id, node, how if judged is None else f"{how} ({judged.word})",
+                        lingering)
         if stopped:
             if self._options.verbose:
                 self._say(f"stopped task {task.id}: back to toprocess")

@@ -199,7 +199,10 @@ class MemoryBoard:
 
     def starting(self, slot: int) -> int | None:
         """The task of ``slot`` is about to start: it runs crowded if another task starts or
-        runs, and so do those. The OOM kill counter now (for :meth:`judge`)."""
+        runs, and so do those. The OOM kill counter now (for :meth:`judge`; None: no cgroup,
+        nothing to watch)."""
+        if not self.watching:
+            return None
         with self._lock:
             others = [other for other in range(self._proc)
                       if self._active[other] and other != slot]
@@ -213,6 +216,8 @@ class MemoryBoard:
     def running(self, slot: int, pid: int) -> None:
         """The task of ``slot`` runs as ``pid`` (the leader of its process group, a child of
         this worker): it may be evicted from now on."""
+        if not self.watching:
+            return
         with self._lock:
             self._since[slot] = self._monotonic()
             self._owners[slot] = os.getpid()
@@ -221,6 +226,8 @@ class MemoryBoard:
     def exited(self, slot: int) -> bool:
         """The task of ``slot`` exited, or never started (a leader is told before it is
         reaped: its pid cannot be reused meanwhile). Whether we evicted it."""
+        if not self.watching:
+            return False
         with self._lock:
             self._pids[slot] = 0
             self._active[slot] = 0

@@ -132,6 +132,15 @@ def test_a_killed_tasks_peak_does_not_lower_what_is_expected(tmp_path: Path) -> 
     assert MemoryBoard(2, NodeMemory(None), per_task=7 * MiB).expected() == 7 * MiB
 
 
+def test_without_a_cgroup_peaks_are_learned_and_nothing_is_watched() -> None:
+    board = MemoryBoard(2, NodeMemory(None))
+    assert board.starting(0) is None
+    board.running(0, 1)  # no pid is kept: nothing can be evicted
+    assert board.exited(0) is False
+    assert board.judge(0, -9, None, False, 60 * MiB) is None
+    assert board.expected() == 60 * MiB
+
+
 def test_admission_on_the_board_counts_the_memory_at_rest(tmp_path: Path) -> None:
     cgroup = fake_cgroup(tmp_path, 80 * MiB)  # the farmer and what else runs there
     board = MemoryBoard(4, NodeMemory(cgroup), per_task=100 * MiB)
