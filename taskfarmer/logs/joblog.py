@@ -209,9 +209,13 @@ def read_backward(path: Path, max_bytes: int) -> Iterator[Entry]:
 
 def recent_peak(path: Path, lines: int = PEAK_LINES) -> int:
     """The largest peak memory (bytes) among the last ``lines`` lines of the job log; 0 if
-    none says one (reads a block or two from its end)."""
-    return max((entry.maxrss for entry in islice(read_backward(path, TAIL), lines)),
-               default=0) * 1024
+    none says one, or if it cannot be read (a hint, read before the workdir is checked: its
+    errors are reported by whoever needs it) (reads a block or two from its end)."""
+    try:
+        return max((entry.maxrss for entry in islice(read_backward(path, TAIL), lines)),
+                   default=0) * 1024
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)

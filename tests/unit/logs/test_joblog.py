@@ -41,6 +41,7 @@ def test_a_line_written_before_the_maxrss_column_still_parses() -> None:
 
 def test_recent_peak_is_the_largest_of_the_last_lines(tmp_path: Path) -> None:
     assert recent_peak(tmp_path / "joblog") == 0  # no job log yet
+    assert recent_peak(tmp_path / "joblog" / "below") == 0  # not even a directory
     log = JobLog(tmp_path / "joblog")
     log.append([Entry(i, 1, "n", "f", 0, 1.0 + i, 0.5, 0, 0, "finished", "x", maxrss)
                 for i, maxrss in enumerate([900, 10, 30, 20])])
