@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +39,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # `import helpers.…` works with every --import-mode
     sys.path.insert(0, _TESTS_DIR)
 
+from helpers import cgroup as _cgroup  # noqa: E402
 from helpers import dockerd as _dockerd  # noqa: E402
 from helpers import tmpfs as _tmpfs  # noqa: E402
 from helpers.clock import FakeClock  # noqa: E402
@@ -102,6 +103,33 @@ def docker_env(
 # ==========================================================================================
 # End of Docker fixtures
 # ==========================================================================================
+
+
+# ==========================================================================================
+# Memory cgroups (tests/helpers/cgroup.py): a real limit, the real OOM killer
+# ==========================================================================================
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Callable[[int], _cgroup.MemoryCgroup]]:
+    """Makes memory cgroups with a limit in bytes (``memory_cgroup(400 << 20)``), removed
+    after the test; skips where none can be made (not root, no memory controller), and fails
+    under CI."""
+    made: list[_cgroup.MemoryCgroup] = []
+
+    def make(limit: int) -> _cgroup.MemoryCgroup:
+        name = f"taskfarmer-test-{os.getpid()}-{len(made)}-{os.urandom(3).hex()}"
+        cgroup, reason = _cgroup.create(name, limit)
+        need(cgroup is not None, reason)
+        assert cgroup is not None
+        made.append(cgroup)
+        return cgroup
+
+    try:
+        yield make
+    finally:
+        for cgroup in made:
+            cgroup.remove()
 
 
 # ==========================================================================================

@@ -18,6 +18,7 @@ from ..farm.blackhole import DEFAULT_ROW
 from ..farm.farmer import workdir_for
 from ..farm.halt import HaltPolicy, parse_halt
 from ..farm.signals import ignore_stop_signals
+from ..hpc.memory import parse_size
 from ..hpc.resources import discover_devices, plan_slots
 from ..hpc.slurm import default_proc
 from ..hpc.walltime import DEFAULT_MARGIN, slurm_job_end
@@ -76,6 +77,22 @@ def _halt_rule(ctx: click.Context, param: click.Parameter, value: str) -> HaltPo
         raise click.BadParameter(str(error)) from None
 
 
+class Size(click.ParamType):
+    """A size in bytes written ``500M``, ``2G`` ... (:func:`~taskfarmer.hpc.memory.parse_size`)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        """The bytes of ``value``; a one-line usage error if it is not a size."""
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except UsageError as error:
+            self.fail(str(error), param, ctx)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.argument("tasklist", type=click.Path(path_type=Path, dir_okay=True), required=False)
 # -j: GNU parallel's name for it (no other option starts with -j).
@@ -126,6 +143,10 @@ def _halt_rule(ctx: click.Context, param: click.Parameter, value: str) -> HaltPo
 @click.option("--cpus-per-task", type=whole_type(1), default=None, metavar="N",
               help="Pin each worker slot to its own N CPUs, OMP_NUM_THREADS=N unless set; "
                    "--proc defaults to CPUs / N.")
+@click.option("--mem-per-task", type=Size(), default=None, metavar="SIZE",
+              help="Each task needs about SIZE of memory (500M, 2G): start no more at once "
+                   "than fit under the memory cgroup's limit, or the node's memory "
+                   "[default: learned from the tasks' peak memory].")
 @click.option("--follow", is_flag=True,
               help="When every task is done, wait for lines appended to TASKLIST instead of "
                    "exiting (until a stop signal or --timeout).")
@@ -177,7 +198,8 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
         show_status: bool, as_json: bool, dry_run: bool,
         watch: bool, verify: bool, task_time: float | None, stop_margin: float,
         gpus_per_task: int | None, cpus_per_task: int | None,
-        halt: HaltPolicy | None, quarantine: int | None, quarantined: bool) -> None:
+        halt: HaltPolicy | None, quarantine: int | None, quarantined: bool,
+        mem_per_task: int | None) -> None:
     """Run every line of TASKLIST as a shell command, PROC at a time.
 
     Any number of farmers, on any number of nodes, may share one TASKLIST and workdir.
@@ -255,6 +277,7 @@ def cli(tasklist: Path | None, proc: int | None, timeout: float | None,
             job_end=slurm_job_end(environ),
             halt=halt,
             quarantine=quarantine,
+            mem_per_task=mem_per_task,
         )
         report = open_farm(config, the_runner, the_handler, lock_kind, make_display).run()
     ignore_stop_signals()  # the farm has ended: a late stop signal must not change the code

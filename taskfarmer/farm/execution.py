@@ -21,6 +21,7 @@ from ..hpc.groups import group_has_live_members, kill_group
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Process, Runner
 from ..tasks import Task
+from .memory import PUT_BACK, Judgement, MemoryBoard
 from .recording import Result
 from .signals import StopRequest, died_of_stop_signal
 
@@ -45,6 +46,18 @@ def outcome(returncode: int, timed_out: bool, stopped: bool) -> str:
     return f"signal {-returncode}" if returncode < 0 else f"exit {returncode}"
 
 
+def reap(process: Process) -> tuple[int, int]:
+    """Reap the task's leader: (its exit code as ``Popen`` gives it, its peak memory in bytes:
+    ``ru_maxrss``, the largest resident set of the leader and of the children it waited
+    for)."""
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    except ChildProcessError:  # reaped already
+        return process.wait(), 0
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss * 1024
+
+
 def group_exists(pgid: int) -> bool:
     """Whether process group ``pgid`` still has a member, its leader reaped (one syscall, per
     task: a background process of the task may still write to its log)."""
@@ -60,6 +73,10 @@ def group_exists(pgid: int) -> bool:
 class TaskOptions(Protocol):
     """What an execution needs of a worker's configuration
     (:class:`~taskfarmer.farm.worker.WorkerConfig`)."""
+
+    @property
+    def slot(self) -> int:
+        """The worker slot."""
 
     @property
     def node(self) -> str:
@@ -96,6 +113,8 @@ class Execution:
         on_start: told ``(task, pid of its group's leader, start time)`` once it started.
         farm_stopping: whether the farm stops (a stop that reached only this worker, as when a
             task signals its own worker, kills the task, which then ends as it ended).
+        memory: what the farm's processes share about memory (None: nothing is learned or
+            watched).
     """
 
     def __init__(self, options: TaskOptions, runner: Runner, logs: TaskLogs, stop: StopRequest,
@@ -103,7 +122,7 @@ class Execution:
                  sleep: Callable[[float], None], say: Callable[[str], None],
                  chores_due: Callable[[], float | None], do_chores: Callable[[], None],
                  on_start: Callable[[Task, int, float], None],
-                 farm_stopping: Callable[[], bool]) -> None:
+                 farm_stopping: Callable[[], bool], memory: MemoryBoard | None = None) -> None:
         self._options = options
         self._runner = runner
         self._logs = logs
@@ -116,6 +135,7 @@ class Execution:
         self._do_chores = do_chores
         self._on_start = on_start
         self._farm_stopping = farm_stopping
+        self._memory = memory
         self._process: Process | None = None
         self._terminating = False
         self._kill_at = 0.0
@@ -167,15 +187,20 @@ class Execution:
         self._timed_out = False
         start = self._clock()
         log_fd = self._logs.open(task.id, node, start)
+        before = self._memory.starting(self._options.slot) if self._memory is not None else None
         try:
             try:
                 process = self._runner.start(task.id, command, log_fd, self._options.environ)
             except OSError as error:
+                self._exited()
                 os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
                 os.close(log_fd)
                 log_fd = -1
                 self._logs.done(task.id, node, "cannot start", lingering=False)
                 return self._finish(task, command, 127, start, rerun)
+            except BaseException:
+                self._exited()
+                raise
         finally:
             if log_fd >= 0:
                 os.close(log_fd)
@@ -183,8 +208,9 @@ class Execution:
             self._on_start(task, process.pid, start)
         except BaseException:  # the lease cannot name it: the task must not outlive us
             Runner.kill(process, signal.SIGKILL)
+            self._exited()
             raise
-        returncode, stopped = self._supervise(process)
+        returncode, stopped, evicted, peak = self._supervise(process)
         lingering = group_exists(process.pid)
         self._process = None
         self._runner.cleanup(task.id)
@@ -195,19 +221,34 @@ class Execution:
                       "signal its own worker?): the task was stopped, and counts as it ended")
         elif not stopped and not self._timed_out and died_of_stop_signal(returncode):
             stopped = self._soon(lambda: self._stop.requested)
-        self._logs.done(task.id, node, outcome(returncode, self._timed_out, stopped),
+        judged = self._judge(task, returncode, before, evicted, peak, stopped)
+        how = outcome(returncode, self._timed_out, stopped)
+        self._logs.done(task.id, node, how if judged is None else f"{how} ({judged.word})",
                         lingering)
         if stopped:
             if self._options.verbose:
                 self._say(f"stopped task {task.id}: back to toprocess")
             return self._finish(task, command, returncode, start, rerun,
-                                stopped=self._stop.describe())
-        return self._finish(task, command, returncode, start, rerun)
+                                stopped=self._stop.describe(), peak=peak)
+        return self._finish(task, command, returncode, start, rerun, peak=peak, memory=judged)
 
-    def _supervise(self, process: Process) -> tuple[int, bool]:
+    def _judge(self, task: Task, returncode: int, before: int | None, evicted: bool,
+               peak: int, stopped: bool) -> Judgement | None:
+        """What memory had to do with the task's end, said in a line (None: nothing)."""
+        if self._memory is None or stopped or self._timed_out:
+            return None
+        judged = self._memory.judge(self._options.slot, returncode, before, evicted, peak)
+        if judged is not None:
+            self._say(judged.describe(task.id))
+        return judged
+
+    def _supervise(self, process: Process) -> tuple[int, bool, bool, int]:
         """Wait for the started ``process`` under the stop and the task timeout; (its exit
-        code, whether a stop cut it short)."""
+        code, whether a stop cut it short, whether memory ran short and we killed it, its peak
+        memory in bytes)."""
         self._process = process
+        if self._memory is not None:
+            self._memory.running(self._options.slot, process.pid)
         if self._stop.requested:
             self.terminate()
         elif self._options.task_timeout:
@@ -216,6 +257,7 @@ class Execution:
             self._wait(process)
         except BaseException:  # LockError recording held results: the task must not outlive us
             Runner.kill(process, signal.SIGKILL)
+            self._exited()
             raise
         stopped = self._stop.requested
         if stopped or self._timed_out:
@@ -226,7 +268,14 @@ class Execution:
                 self._sleep(_GROUP_POLL)
             kill_group(process.pid, monotonic=self._monotonic, sleep=self._sleep)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return process.wait(), stopped
+        evicted = self._exited()
+        returncode, peak = reap(process)
+        return returncode, stopped, evicted, peak
+
+    def _exited(self) -> bool:
+        """Tell the memory board the task's leader exited, before it is reaped (a reaped pid
+        may be reused, and the board must not evict that); whether we evicted it."""
+        return self._memory is not None and self._memory.exited(self._options.slot)
 
     def _wait(self, process: Process) -> None:
         """Wait until the task's leader exits, doing the worker's chores meanwhile.
@@ -256,9 +305,13 @@ class Execution:
         os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
 
     def _finish(self, task: Task, command: str, returncode: int, start: float, rerun: bool,
-                stopped: str | None = None) -> Result:
+                stopped: str | None = None, peak: int = 0, memory: Judgement | None = None
+                ) -> Result:
+        word = memory.word if memory is not None else None
+        if word in PUT_BACK:
+            stopped = word
         result = Result(task, command, returncode, start, self._clock(), self._monotonic(),
-                        self._timed_out, stopped, rerun)
+                        self._timed_out, stopped, rerun, peak=peak, memory=word)
         if self._options.verbose and not stopped:
             how = "timed out" if result.timed_out else f"exit {returncode}"
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")

@@ -7,8 +7,10 @@ lines appended to the tasklist (every :data:`IMPORT_POLL` seconds and whenever i
 work; see :mod:`taskfarmer.store.listimport`), shows progress, and on a stop signal,
 ``--timeout`` or the SLURM job's end (:mod:`taskfarmer.hpc.walltime`) stops the workers (which
 put their tasks back) and exits; before a time limit it starts no task not expected to finish
-in time. It waits while other farmers still hold leases rather than exit: if one of them dies,
-its tasks come back and must be run.
+in time. Inside a memory cgroup it starts no more workers than the tasks' memory allows, and a
+thread stops the newest task when memory runs short (:mod:`.memory`). It waits while other
+farmers still hold leases rather than exit: if one of them dies, its tasks come back and must
+be run.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Callable
 
 from ..errors import TaskfarmerError, as_error
 from ..hpc.identity import Identity
+from ..hpc.memory import NodeMemory
 from ..hpc.resources import SlotResources, pin
 from ..hpc.walltime import DEFAULT_MARGIN, TaskTime, Walltime, limits
-from ..logs.joblog import JobLogDurations
+from ..logs.joblog import JobLogDurations, recent_peak
 from ..logs.tasklogs import free_inodes, inode_warning
 from ..store import (
     DEFAULT_LEASE,
@@ -47,6 +50,7 @@ from .gate import StartGate
 from .growth import ListGrowth
 from .halt import Halt, HaltPolicy
 from .heartbeat import Heartbeat
+from .memory import MemoryBoard, MemoryGuard
 from .messages import MessagePipe, carried_error
 from .orphans import OrphanNet
 from .pool import WORKER_ERROR, WorkerPool
@@ -100,6 +104,8 @@ class FarmConfig:
     halt: HaltPolicy | None = None
     #: ``--quarantine K``: fast failures in a row that may quarantine the node (None: off).
     quarantine: int | None = DEFAULT_ROW
+    #: ``--mem-per-task`` in bytes (None: learned from the tasks' peaks).
+    mem_per_task: int | None = None
 
     def slot(self, slot: int) -> SlotResources:
         """What worker slot ``slot`` owns."""
@@ -147,6 +153,9 @@ class Farm:
         self.pool = WorkerPool(config.proc, self._make_worker, self.pipe, self.stop,
                                self.identity.pid, config.workdir, monotonic)
         self.gate = StartGate(config.proc, clock, refresh=POLL)
+        self.memory = MemoryBoard(config.proc, NodeMemory.current(), config.mem_per_task,
+                                  recent_peak(self.store.files.joblog), monotonic)
+        self.guard = MemoryGuard(self.memory)
         self.takeover = Takeover(self.store, self.timeline, self.farmer, self.identity,
                                  config.lease, clock, monotonic, self.display.say)
         self.deaths = WorkerDeaths(self.takeover, self.store, Where(
@@ -195,6 +204,7 @@ class Farm:
         period = heartbeat_period(self.config.lease)
         next_look = 0.0
         self.heartbeat.start()  # renewals go on while this loop waits for the lock
+        self.guard.start()
         next_import = self.clock() + IMPORT_POLL
         idle_poll = IDLE_POLL_FIRST
         self.display.say(where(self.store))
@@ -267,6 +277,7 @@ class Farm:
         return False
 
     def _shutdown(self) -> None:
+        self.guard.stop()  # evicts no more
         stop_workers(self.pool, self.takeover, self.track, self.errors)
         self._drain_messages()
         self.heartbeat.stop()  # before our leases are handed over or the workdir tidied
@@ -328,8 +339,9 @@ class Farm:
     # -- workers -----------------------------------------------------------------------------
 
     def _fill_slots(self) -> None:
-        free = self.pool.free()
-        if not free or self.stop.requested or self.draining is not None:
+        free = [] if self.stop.requested or self.draining is not None else self.pool.free()
+        free = free[:self.memory.admissible(len(self.pool), len(free))]  # memory, the cap
+        if not free:
             return
         with self.store.locked():
             count = self.store.pending_count(len(free))
@@ -351,7 +363,8 @@ class Farm:
         return Worker(config, self.parts, StopRequest(clock=self.monotonic), clock=self.clock,
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
                       may_start=self.gate.may_start, halt=self.halt,
-                      farm_stopping=self.pool.stopping)
+                      farm_stopping=self.pool.stopping,
+                      memory=self.memory)
 
     def _mark(self, slot: int, task_id: int) -> None:
         """In a worker: slot ``slot`` runs ``task_id`` now (-1: none)."""

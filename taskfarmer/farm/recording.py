@@ -17,6 +17,7 @@ from ..store import Lease, Outcome, StateStore
 from ..tasks import Task
 from ..timeline.events import Event, counters, execution, instant
 from ..timeline.file import Timeline
+from .memory import OUT_OF_MEMORY, PUT_BACK
 
 #: A result is recorded only once it is this old (seconds), and put back instead if a stop
 #: arrives sooner: when SLURM signals every process of a step, a command inside a task can die
@@ -47,6 +48,14 @@ class Result:
     stopped: str | None = None  # the stop that cut it short: it goes back to toprocess
     rerun: bool = False  # an earlier execution of the task exists (timeline.started)
     lease: str = ""  # the lease the task was claimed under: only it may record the result
+    peak: int = 0  # bytes: its peak memory (ru_maxrss)
+    memory: str | None = None  # the memory verdict (see .memory): oom, evicted, out of memory
+
+    @property
+    def put_back_as(self) -> str:
+        """The outcome of this result put back into ``toprocess`` as the job log and the
+        timeline say it: ``stopped``, or ``oom``/``evicted`` (memory)."""
+        return self.stopped if self.stopped in PUT_BACK else "stopped"
 
     @property
     def succeeded(self) -> bool:
@@ -105,10 +114,12 @@ def plan(results: Sequence[Result], now: float, stop_at: float | None, final: bo
     return Plan(tuple(record), tuple(put_back), tuple(results[ready:]), discard)
 
 
-def outcome_word(outcome: Outcome, timed_out: bool) -> str:
+def outcome_word(outcome: Outcome, result: Result) -> str:
     """The job log's outcome for a recorded execution (see :mod:`taskfarmer.logs.joblog`)."""
-    if outcome is Outcome.FAILED and timed_out:
+    if outcome is Outcome.FAILED and result.timed_out:
         return "timed out"
+    if outcome is Outcome.FAILED and result.memory == OUT_OF_MEMORY:
+        return OUT_OF_MEMORY
     return outcome.value
 
 
@@ -180,7 +191,7 @@ class HoldBatch:
             attempt = 0 if result.succeeded else self._store.attempt_count(result.task.id)
             self.add(result, outcome.value, attempt)
             self.count(**_OUTCOME_DELTAS[outcome])
-            logged.append(self.entry(result, outcome_word(outcome, result.timed_out),
+            logged.append(self.entry(result, outcome_word(outcome, result),
                                      attempt or self._store.attempt_count(result.task.id) + 1))
             if outcome is Outcome.RETRY:
                 self._say(f"task {result.task.id} failed (attempt {attempt} of "
@@ -192,12 +203,13 @@ class HoldBatch:
         when it leaves)."""
         if not result.stopped:  # maybe cut short by the stop: run again
             self._say(f"task {result.task.id} ended just before the stop: back to toprocess")
-        self.add(result, "stopped" if result.stopped else "put back")
+        self.add(result, result.put_back_as if result.stopped else "put back")
         self.count(pending=1)
 
-    def log(self, results: list[Result], outcome: str) -> None:
-        """*locked* Job log lines for executions whose result was not recorded."""
-        self._joblog.append([self.entry(result, outcome,
+    def log(self, results: list[Result], outcome: str | None = None) -> None:
+        """*locked* Job log lines for executions whose result was not recorded (``outcome``
+        None: put back, each as :attr:`Result.put_back_as`)."""
+        self._joblog.append([self.entry(result, outcome or result.put_back_as,
                                         self._store.attempt_count(result.task.id) + 1)
                              for result in results])
 
@@ -217,7 +229,7 @@ class HoldBatch:
         config = self._config
         return Entry(result.task.id, attempt, config.node, config.farmer, config.slot,
                      result.start, result.end - result.start, code, signum, outcome,
-                     result.command)
+                     result.command, result.peak // 1024)
 
     def add(self, result: Result, outcome: str, attempt: int = 0) -> None:
         """Add the timeline event of ``result``, ended with ``outcome``."""
@@ -226,6 +238,10 @@ class HoldBatch:
             args["failed_attempts"] = attempt
         if result.timed_out:
             args["timed_out"] = True
+        if result.memory:
+            args["memory"] = result.memory
+        if result.peak:
+            args["maxrss_kib"] = result.peak // 1024
         if result.stopped:
             args["stop"] = result.stopped
         self._events += execution(result.task.id, result.command, result.start, result.end,

@@ -35,6 +35,7 @@ from .chunking import hand_back_due, record_due
 from .claiming import ClaimSizer
 from .execution import Execution
 from .halt import Halt
+from .memory import MemoryBoard
 from .quarantine import WAIT_POLL, WORKER_QUARANTINED, NodeWatch
 from .recording import RESULT_HOLD, HoldBatch, Result, plan
 from .signals import StopRequest
@@ -86,6 +87,7 @@ class Worker:
         halt: the farmer's part in ``--halt`` (:class:`~.halt.Halt`): judged after each
             recording, looked at before each claim (default: one without a rule).
         farm_stopping: whether the whole farm stops (see :class:`Execution`).
+        memory: what the farm's processes share about memory (None: not watched).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Worker:
         may_start: Callable[[], bool] = lambda: True,
         halt: Halt | None = None,
         farm_stopping: Callable[[], bool] = lambda: True,
+        memory: MemoryBoard | None = None,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -129,7 +132,8 @@ class Worker:
         self.execution = Execution(config, parts.runner, self.logs, stop, clock=clock,
                                    monotonic=monotonic, sleep=sleep, say=self._say,
                                    chores_due=self._chores_due, do_chores=self._do_chores,
-                                   on_start=self._name_group, farm_stopping=farm_stopping)
+                                   on_start=self._name_group, farm_stopping=farm_stopping,
+                                   memory=memory)
         stop.on_stop(self.execution.terminate)
 
     def install_signal_handlers(self) -> None:
@@ -251,7 +255,7 @@ class Worker:
                 self.store.requeue(self.queue)
                 self.batch.count(running=-unstarted, pending=unstarted)
                 self.store.release(self.lease)
-                self.batch.log(self.stopped, "stopped")
+                self.batch.log(self.stopped)
             self.queue.clear()
             self.batch.flush()
 

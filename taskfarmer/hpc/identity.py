@@ -55,6 +55,13 @@ def process_start_time(pid: int) -> str | None:
     return fields[19] if fields is not None else None
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (field 4 of /proc/PID/stat); None when no such process runs in
+    this PID namespace (absent, or a zombie)."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields is not None else None
+
+
 def is_stopped(pid: int) -> bool:
     """True if ``pid`` is stopped (SIGSTOP, a debugger: state ``T`` or ``t``)."""
     fields = _stat_fields(pid)

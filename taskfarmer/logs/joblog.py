@@ -17,11 +17,19 @@ GNU parallel's ``--joblog`` columns, plus ours, after a header line (:data:`COLU
     the shell's convention).
 ``outcome``
     what became of it: ``finished``, ``failed``, ``timed out`` (failed by ``--task-timeout``),
-    ``retry`` (failed, back in ``toprocess`` for another attempt), ``stopped`` (cut short by a
-    stop, back in ``toprocess``: not an attempt), ``discarded`` (its farmer's lease was taken
-    over while it ran: the task went back to ``toprocess`` and the result was not recorded),
-    ``quarantined`` (failed fast on a node that quarantined itself: handed back to
-    ``toprocess``, not an attempt; see :mod:`taskfarmer.farm.quarantine`).
+    ``out of memory`` (failed: the OOM killer killed it while it ran alone), ``retry``
+    (failed, back in ``toprocess`` for another attempt), ``stopped`` (cut short by a stop,
+    back in ``toprocess``: not an attempt), ``oom`` (killed by the OOM killer while other tasks
+    ran) and ``evicted`` (killed by its farmer as memory ran short), both back in ``toprocess``
+    and not an attempt, ``discarded`` (its farmer's lease was taken over while it ran: the task
+    went back to ``toprocess`` and the result was not recorded), ``quarantined`` (failed fast on
+    a node that quarantined itself: handed back to ``toprocess``, not an attempt; see
+    :mod:`taskfarmer.farm.quarantine`).
+``maxrss``
+    its peak memory in KiB: the largest resident set of its leader and of the children the
+    leader waited for (``ru_maxrss``); 0 where unknown (no process, or a line written before
+    this column existed: such lines have one column less, and a job log begun then keeps its
+    old header).
 ``command``
     the command that ran; tabs and newlines in it are written ``\\t`` and ``\\n``.
 
@@ -41,6 +49,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,12 +58,14 @@ from ..hpc.walltime import DurationSource
 from ..store import append_lines
 
 COLUMNS = ("id", "attempt", "node", "farmer", "slot", "start", "runtime", "exit", "signal",
-           "outcome", "command")
+           "outcome", "maxrss", "command")
 HEADER = ("\t".join(COLUMNS) + "\n").encode()
 #: Outcomes that end a task (it is in ``finished`` or ``failed``).
-FINAL = ("finished", "failed", "timed out")
+FINAL = ("finished", "failed", "timed out", "out of memory")
 #: Block size of backward reads.
 TAIL_CHUNK = 256 * 1024
+#: :func:`recent_peak` looks at this many of the last lines.
+PEAK_LINES = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class Entry:
     signal: int
     outcome: str
     command: str
+    maxrss: int = 0  # KiB
 
     @property
     def end(self) -> float:
@@ -84,19 +96,22 @@ def format_line(entry: Entry) -> bytes:
     command = entry.command.replace("\t", "\\t").replace("\n", "\\n")
     fields = (str(entry.id), str(entry.attempt), entry.node, entry.farmer, str(entry.slot),
               str(round(entry.start * 1000)), f"{entry.runtime:.3f}", str(entry.exit),
-              str(entry.signal), entry.outcome, command)
+              str(entry.signal), entry.outcome, str(entry.maxrss), command)
     return ("\t".join(fields) + "\n").encode("utf-8", "surrogateescape")
 
 
 def parse_line(line: bytes) -> Entry | None:
-    """The entry of one line (without newline); None for the header or a malformed line."""
-    fields = line.decode("utf-8", "replace").split("\t", len(COLUMNS) - 1)
+    """The entry of one line (without newline), with or without the ``maxrss`` column; None
+    for the header or a malformed line."""
+    fields = line.decode("utf-8", "replace").split("\t")
+    if len(fields) == len(COLUMNS) - 1:  # written before the maxrss column existed
+        fields.insert(COLUMNS.index("maxrss"), "0")
     if len(fields) != len(COLUMNS) or not fields[0].isdigit():
         return None
     try:
         return Entry(int(fields[0]), int(fields[1]), fields[2], fields[3], int(fields[4]),
                      int(fields[5]) / 1000, float(fields[6]), int(fields[7]), int(fields[8]),
-                     fields[9], fields[10])
+                     fields[9], fields[11], int(fields[10]))
     except ValueError:
         return None
 
@@ -194,11 +209,22 @@ def read_backward(path: Path, max_bytes: int) -> Iterator[Entry]:
                     yield entry
 
 
+def recent_peak(path: Path, lines: int = PEAK_LINES) -> int:
+    """The largest peak memory (bytes) among the last ``lines`` lines of the job log; 0 if
+    none says one, or if it cannot be read (a hint, read before the workdir is checked: its
+    errors are reported by whoever needs it) (reads a block or two from its end)."""
+    try:
+        return max((entry.maxrss for entry in islice(read_backward(path, TAIL), lines)),
+                   default=0) * 1024
+    except OSError:
+        return 0
+
+
 @dataclass(frozen=True)
 class Recent:
     """The executions that ended within a window before now, as the job log shows them."""
 
-    done: int  # finished, failed or timed out
+    done: int  # finished, failed, timed out or out of memory
     span: float  # seconds: the window, or less if the first of them started later
     per_farmer: dict[str, int]  # executions (of any outcome) per farmer
 

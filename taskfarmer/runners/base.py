@@ -62,6 +62,7 @@ class Process(Protocol):
     of :class:`~taskfarmer.compat.runner.LegacyRunner`."""
 
     pid: int
+    returncode: int | None  # set once reaped (by :meth:`wait`, or by whoever reaped it)
 
     def wait(self) -> int:
         """Reap the task's leader; its exit code, ``-N`` if signal N killed it."""

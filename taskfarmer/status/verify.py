@@ -13,9 +13,10 @@ rule is unit-tested on bytes alone. The rules, from ``docs/workdir.md``:
 * ``claims``: ``ID LEASE OFFSET`` lines, their offsets increasing, each the end of the
   ``toprocess`` line of that ID before the cursor, one per such line;
 * the job log never shows an outcome the state does not have: a ``finished`` line only for a
-  task in ``finished`` (and one at most), a ``failed``/``timed out`` line only for a task in
-  ``failed`` or put back by ``--requeue-failed`` (an ``ID 0`` line in ``attempts``). A recorded
-  task without its line is not a problem: a farmer killed between the two writes leaves that;
+  task in ``finished`` (and one at most), a ``failed``/``timed out``/``out of memory`` line
+  only for a task in ``failed`` or put back by ``--requeue-failed`` (an ``ID 0`` line in
+  ``attempts``). A recorded task without its line is not a problem: a farmer killed between
+  the two writes leaves that;
 * lease files have a lease's name and its owner's ``key=value`` lines. A lease silent for
   longer than ``--lease`` is a warning, not a problem: its tasks are accounted for, and the next
   farmer takes them over.
@@ -39,7 +40,7 @@ PROBLEM, WARNING, NOTE = "problem", "warning", "note"
 #: Task IDs shown per finding line; the rest are counted.
 SHOWN_IDS = 20
 #: Outcomes of the job log that put a task into ``failed``.
-FAILED_OUTCOMES = (b"failed", b"timed out")
+FAILED_OUTCOMES = (b"failed", b"timed out", b"out of memory")
 #: An ``ID task`` line (toprocess, finished, failed); a ``claims`` line; a job log line (its ID
 #: and outcome, the 10th column); an ``attempts`` line.
 _ID_LINE = re.compile(rb"^(\d+) [^\n]*\n", re.MULTILINE)

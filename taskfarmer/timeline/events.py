@@ -13,11 +13,11 @@ What a workdir's timeline holds (each farmer writes its own, into the one shared
   ``ID: command`` (shortened), with the outcome as category. Perfetto colours slices by name
   and ignores ``cname``, so every execution that did not finish also gets an instant event at
   its end on the same track, named by its outcome (``failed``, ``retry``, ``timed out``,
-  ``stopped``, ``put back``, ``discarded``, ``quarantined``): one colour per outcome, drawn
-  at a fixed width. The same marker goes on the farmer's own track too: at whole-run zoom
-  Perfetto draws one event per pixel of a track, and on a worker track of thousands of
-  executions the markers lose that draw to the slices; on the farmer's track they are most
-  of what there is.
+  ``out of memory``, ``stopped``, ``oom``, ``evicted``, ``put back``, ``discarded``,
+  ``quarantined``): one colour per outcome, drawn at a fixed width.
+  The same marker goes on the farmer's own track too: at whole-run zoom Perfetto draws one
+  event per pixel of a track, and on a worker track of thousands of executions the markers
+  lose that draw to the slices; on the farmer's track they are most of what there is.
 - **Flows** (version 2: ``bind_id`` with ``flow_out``/``flow_in`` on the slices) from each
   execution of a task to its next one, whichever farmer or node runs it: the flow id is the
   task ID, so the next execution needs to know only that it is not the first.
@@ -117,7 +117,7 @@ def execution(task_id: int, command: str, start: float, end: float, pid: int, ti
         event["flow_in"] = True
     events = [event]
     if outcome != FINISHED:
-        marker = "timed out" if args.get("timed_out") else outcome
+        marker = "timed out" if args.get("timed_out") else str(args.get("memory", outcome))
         events.append({"name": marker, "cat": outcome, "ph": "i", "s": "t", "ts": end_us,
                        "pid": pid, "tid": tid, "args": {"id": task_id}})
         events.append({"name": marker, "cat": outcome, "ph": "i", "s": "p", "ts": end_us,

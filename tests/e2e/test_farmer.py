@@ -268,6 +268,9 @@ def test_soft_lock(tmp_path: Path) -> None:
     (["--runner", "nosuch"], "nosuch"),
     (["--tasklist", "nosuch"], "nosuch"),
     (["--lock", "weird"], "--lock"),
+    (["--mem-per-task", "nan"], "--mem-per-task"),
+    (["--mem-per-task", "-2G"], "--mem-per-task"),
+    (["--mem-per-task", "5X"], "--mem-per-task"),
 ])
 def test_bad_options_give_one_line(tmp_path: Path, args: list, words: str) -> None:
     tasks = write_tasklist(tmp_path / "t", ["true"])

@@ -1,8 +1,13 @@
-"""The settlement of held results (``plan``): the RESULT_HOLD rules, without a store."""
+"""The settlement of held results (``plan``): the RESULT_HOLD rules, without a store; the
+words the job log and the timeline use."""
 
 from __future__ import annotations
 
-from taskfarmer.farm.recording import RESULT_HOLD, Plan, Result, plan
+from dataclasses import replace
+
+from taskfarmer.farm.memory import EVICTED, OOM, OUT_OF_MEMORY
+from taskfarmer.farm.recording import RESULT_HOLD, Plan, Result, outcome_word, plan
+from taskfarmer.store import Outcome
 from taskfarmer.tasks import Task
 
 ENDED = 1000.0  # monotonic clock
@@ -85,3 +90,16 @@ def test_a_result_claimed_under_a_lease_since_taken_over_is_discarded_at_once() 
                    lease=LEASE)
     assert decided == Plan(record=(mine,), discard=(orphan, young_orphan, stopped_orphan))
     assert plan([orphan], ENDED, ENDED, final=True, lease=LEASE) == Plan(discard=(orphan,))
+
+
+def test_memory_words_in_the_job_log_and_the_timeline() -> None:
+    killed = Result(Task(0, "x"), "x", -9, 0.0, 1.0, ENDED, memory=OUT_OF_MEMORY)
+    assert outcome_word(Outcome.FAILED, killed) == OUT_OF_MEMORY
+    assert outcome_word(Outcome.RETRY, killed) == "retry"
+    assert outcome_word(Outcome.FAILED, replace(killed, memory=None)) == "failed"
+    assert ended(0, stopped="SIGTERM").put_back_as == "stopped"
+    assert ended(0, stopped=OOM).put_back_as == OOM
+    assert ended(0, stopped=EVICTED).put_back_as == EVICTED
+    # put back for memory is a stop of its own: back into toprocess with the worker's queue
+    assert settle([ended(0, stopped=OOM)], ENDED, None, final=True).put_back == (
+        ended(0, stopped=OOM),)

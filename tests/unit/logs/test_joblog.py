@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from taskfarmer.logs.joblog import (
     parse_line,
     read_backward,
     recent_executions,
+    recent_peak,
 )
 
 
@@ -27,6 +29,25 @@ def test_format_and_parse_round_trip_escaping_tabs() -> None:
     assert parsed == Entry(7, 2, "node1", "node1.12-ab", 3, 1700000000.123, 1.5, 137, 9,
                            "failed", "printf 'a\\tb'")
     assert parse_line(b"\t".join(c.encode() for c in COLUMNS)) is None
+    peak = replace(entry, maxrss=123456)
+    assert parse_line(format_line(peak)[:-1]) == replace(parsed, maxrss=123456)
+
+
+def test_a_line_written_before_the_maxrss_column_still_parses() -> None:
+    old = b"7\t1\tn\tf\t0\t1000\t0.500\t0\t0\tfinished\techo a b"
+    assert parse_line(old) == Entry(7, 1, "n", "f", 0, 1.0, 0.5, 0, 0, "finished", "echo a b")
+    assert parse_line(old + b"\textra") is None  # 12 fields, the 11th not a number
+
+
+def test_recent_peak_is_the_largest_of_the_last_lines(tmp_path: Path) -> None:
+    assert recent_peak(tmp_path / "joblog") == 0  # no job log yet
+    assert recent_peak(tmp_path / "joblog" / "below") == 0  # not even a directory
+    log = JobLog(tmp_path / "joblog")
+    log.append([Entry(i, 1, "n", "f", 0, 1.0 + i, 0.5, 0, 0, "finished", "x", maxrss)
+                for i, maxrss in enumerate([900, 10, 30, 20])])
+    log.close()
+    assert recent_peak(tmp_path / "joblog") == 900 * 1024
+    assert recent_peak(tmp_path / "joblog", lines=3) == 30 * 1024
 
 
 def test_append_writes_the_header_once(tmp_path: Path) -> None:

@@ -117,6 +117,11 @@ def test_the_job_log_never_shows_an_outcome_the_state_does_not_have() -> None:
         ("joblog", "finished twice", (0,))]
     assert problems(replace(GOOD, joblog=joblog((0, "finished"), (1, "failed"),
                                                 (3, "timed out"))))[0][2] == (3,)
+    assert problems(replace(GOOD, joblog=joblog((0, "finished"), (1, "failed"),
+                                                (3, "out of memory"))))[0][2] == (3,)
+    # killed by the OOM killer or evicted, put back: not an outcome of the state
+    assert check(replace(GOOD, joblog=joblog((0, "finished"), (1, "oom"), (1, "evicted"),
+                                             (1, "out of memory"), (2, "oom")))).consistent
     # put back by --requeue-failed (an "ID 0" line in attempts): its failed line stays
     requeued = replace(GOOD, joblog=joblog((0, "finished"), (1, "failed"), (3, "failed")),
                        attempts=b"3 1\n3 0\n")
