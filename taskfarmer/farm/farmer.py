@@ -226,7 +226,8 @@ class Farm:
                 break
             if now >= next_look:
                 self.takeover.take_over_expired(self.track)
-                self._look_at_quarantine()
+                if self.quarantine.check():  # by one of our workers, or another farmer
+                    self.stop.request(QUARANTINE_STOP)
                 next_look = now + period
             self._reap()
             if self.errors.message is not None:
@@ -384,7 +385,8 @@ class Farm:
             self._drain_messages()
             if gone.code == WORKER_QUARANTINED:  # its tasks are handed back: not a death
                 self.takeover.revoke_worker(gone.slot, gone.pid, self.track)
-                self._look_at_quarantine()
+                if self.quarantine.check():  # by one of our workers, or another farmer
+                    self.stop.request(QUARANTINE_STOP)
                 continue
             if self.stop.requested or gone.code == WORKER_ERROR:
                 self.takeover.revoke_worker(gone.slot, gone.pid, self.track)
@@ -394,11 +396,6 @@ class Farm:
             self.deaths.settle(gone, self.track)
             if self.deaths.gave_up:  # reported even over an earlier error
                 self.errors.message = f"{self.deaths.uncharged} worker crashes; giving up"
-
-    def _look_at_quarantine(self) -> None:
-        """Stop once our node is quarantined (by one of our workers, or another farmer)."""
-        if self.quarantine.check():
-            self.stop.request(QUARANTINE_STOP)
 
     # -- the tasklist ------------------------------------------------------------------------
 
