@@ -117,7 +117,7 @@ def test_a_lease_shorter_than_the_heartbeats_allow_is_refused(tmp_path: Path) ->
     done = run_farmer([str(tasks), "--lease", "1.5"])
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "farmer: error: Invalid value for '--lease': 1.5 is not in the range x>=2.0."]
+        "farmer: error: Invalid value for '--lease': 1.5 must be at least 2"]
     assert not (tmp_path / "t_workdir").exists()
 
 

@@ -69,11 +69,14 @@ def test_task_log_of_a_pytaskfarmer_workdir(tmp_path: Path) -> None:
 def test_an_unknown_id_is_one_line_and_exit_2(tmp_path: Path) -> None:
     tasks = write_tasklist(tmp_path / "t", ["true"])
     assert run_farmer([str(tasks), "--logs", "packed"]).returncode == 0
-    for bad in ("1", "-1"):
-        code, out, err = task_log(tasks, int(bad))
-        assert (code, out) == (2, "")
-        assert err.splitlines() == [f"farmer: error: --task-log {bad}: no such task in "
-                                    f"{tmp_path / 't_workdir'}"]
+    code, out, err = task_log(tasks, 1)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"farmer: error: --task-log 1: no such task in "
+                                f"{tmp_path / 't_workdir'}"]
+    code, out, err = task_log(tasks, -1)  # refused as a number, before the workdir is read
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["farmer: error: Invalid value for '--task-log': -1 must be at "
+                                "least 0"]
     assert run_farmer(["--task-log", "0", "-w", str(tmp_path / "none")]).returncode == 2
 
 
