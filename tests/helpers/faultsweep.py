@@ -222,7 +222,7 @@ def choose(calls: Sequence[Call], full: bool, covered: set[str] = frozenset(),
         if index % 10 == 9:
             chosen.append(Fault(1, "EIO", site, persist=True))
     if covered:
-        extra *= 4
+        extra *= 2
     step = max(1, len(calls) // extra)
     chosen += [Fault(call.number, FAULTS[i % 3]) for i, call in enumerate(calls[step // 2::step])]
     return chosen

@@ -284,7 +284,12 @@ def stalled_until_taken_over(farmers: list, stalled: list, timeout: float) -> bo
     return False
 
 
-@pytest.mark.parametrize("nfs", [V42, V3], indirect=True, ids=str)
+#: The stall scenario on both mounts with TASKFARMER_NFS_FULL=1; CI runs NFSv3 (v4.2's polled
+#: lock makes each stall inside a lock hold cost a minute or more, and CI has 30 minutes).
+STALL_MOUNTS = [V42, V3] if FULL else [V3]
+
+
+@pytest.mark.parametrize("nfs", STALL_MOUNTS, indirect=True, ids=str)
 def test_a_node_stalled_past_its_lease_records_nothing_twice(nfs: NfsLab, nfs_dir: Path
                                                              ) -> None:
     """Node A's farmers (their process groups) are stopped until node B has taken their
