@@ -61,6 +61,23 @@ def resource_options(resources: SlotResources, engine: str) -> list[str]:
     return options
 
 
+def client(argv: list[str], environ: Mapping[str, str], timeout: float,
+           gone: re.Pattern[str] | None = None) -> str | None:
+    """Run the container client ``argv`` for at most ``timeout`` seconds; None if it
+    succeeded (or its error output matches ``gone``: nothing left to do), else what went
+    wrong, in one line."""
+    try:
+        done = subprocess.run(argv, env=dict(environ), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return f"no answer in {timeout:g} s"
+    except OSError as error:
+        return error.strerror or str(error)
+    if done.returncode == 0 or (gone is not None and gone.search(done.stderr)):
+        return None
+    return " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+
+
 class DockerRunner(ContainerRunner):
     """``docker run --rm --init --name NAME ... IMAGE /bin/sh -c "SETUP && TASK"``.
 
@@ -115,20 +132,10 @@ class DockerRunner(ContainerRunner):
             ConfigError: no client, or no answer within :data:`CHECK_TIMEOUT`.
         """
         super().check(environ)
-        try:
-            done = subprocess.run([self.engine, "version"], env=dict(environ),
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=CHECK_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            problem = f"no answer in {CHECK_TIMEOUT:g} s"
-        except OSError as error:
-            problem = error.strerror or str(error)
-        else:
-            if done.returncode == 0:
-                return
-            problem = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
-        raise ConfigError(f"no task can run on this node: '{self.engine} version' failed: "
-                          f"{problem}")
+        problem = client([self.engine, "version"], environ, CHECK_TIMEOUT)
+        if problem is not None:
+            raise ConfigError(f"no task can run on this node: '{self.engine} version' failed: "
+                              f"{problem}")
 
     def start(self, task_id: int, command: str, log_fd: int,
               environ: Mapping[str, str]) -> subprocess.Popen:
@@ -140,17 +147,9 @@ class DockerRunner(ContainerRunner):
         """``docker rm -f NAME``, bounded by :data:`REMOVE_TIMEOUT`; a line on stderr if the
         container may be left behind."""
         name = self.execution_name(task_id)
-        try:
-            done = subprocess.run([self.engine, "rm", "-f", name], env=self._environ,
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=REMOVE_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            problem = f"no answer in {REMOVE_TIMEOUT:g} s"
-        except OSError as error:
-            problem = error.strerror or str(error)
-        else:
-            if done.returncode == 0 or _GONE.search(done.stderr):
-                return
-            problem = " ".join(done.stderr.split()) or f"exit code {done.returncode}"
+        problem = client([self.engine, "rm", "-f", name], self._environ or os.environ,
+                         REMOVE_TIMEOUT, gone=_GONE)
+        if problem is None:
+            return
         print(f"taskfarmer: could not remove container {name} ({problem}); it may still run: "
               f"{self.engine} rm -f {name}", file=sys.stderr)
