@@ -91,10 +91,15 @@ def put_back(workdir: Path) -> list[Entry]:
     return [entry for entry in joblog(workdir) if entry.outcome in ("oom", "evicted")]
 
 
+#: Seconds by which the job log's times (start in ms, runtime to 3 decimals) may be off: a
+#: worker's next task can seem to start before its last one ended.
+ROUNDING = 0.005
+
+
 def most_at_once(entries: list[Entry]) -> int:
     """The most executions that ran at the same time."""
-    edges = sorted([(entry.start, 1) for entry in entries]
-                   + [(entry.end, -1) for entry in entries])
+    edges = sorted([(entry.start + ROUNDING, 1) for entry in entries]
+                   + [(entry.end - ROUNDING, -1) for entry in entries])
     running = most = 0
     for _, change in edges:
         running += change
