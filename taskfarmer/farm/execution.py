@@ -17,7 +17,7 @@ import signal
 from collections.abc import Mapping
 from typing import Callable, Protocol
 
-from ..hpc.groups import group_has_live_members, kill_group
+from ..hpc.groups import TaskGroup, boot_ticks, group_has_live_members, kill_group
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Process, Runner
 from ..tasks import Task
@@ -110,7 +110,7 @@ class Execution:
         chores_due: when the worker has chores to do while a task runs (monotonic time; None:
             none): held results to record, claimed tasks to hand back.
         do_chores: does the chores that are due (takes the lock).
-        on_start: told ``(task, pid of its group's leader, start time)`` once it started.
+        on_start: told the task's process group once it started.
         farm_stopping: whether the farm stops (a stop that reached only this worker, as when a
             task signals its own worker, kills the task, which then ends as it ended).
         memory: what the farm's processes share about memory (None: nothing is learned or
@@ -121,7 +121,7 @@ class Execution:
                  *, clock: Callable[[], float], monotonic: Callable[[], float],
                  sleep: Callable[[float], None], say: Callable[[str], None],
                  chores_due: Callable[[], float | None], do_chores: Callable[[], None],
-                 on_start: Callable[[Task, int, float], None],
+                 on_start: Callable[[TaskGroup], None],
                  farm_stopping: Callable[[], bool], memory: MemoryBoard | None = None) -> None:
         self._options = options
         self._runner = runner
@@ -190,6 +190,7 @@ class Execution:
         before = self._memory.starting(self._options.slot) if self._memory is not None else None
         try:
             try:
+                first = boot_ticks()  # the leader starts after this: see TaskGroup
                 process = self._runner.start(task.id, command, log_fd, self._options.environ)
             except OSError as error:
                 self._exited()
@@ -205,7 +206,7 @@ class Execution:
             if log_fd >= 0:
                 os.close(log_fd)
         try:
-            self._on_start(task, process.pid, start)
+            self._on_start(TaskGroup(task.id, process.pid, first, boot_ticks(), start))
         except BaseException:  # the lease cannot name it: the task must not outlive us
             Runner.kill(process, signal.SIGKILL)
             self._exited()

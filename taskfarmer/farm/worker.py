@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..errors import TaskfarmerError
 from ..hpc.groups import TaskGroup
-from ..hpc.identity import Identity, process_start_time
+from ..hpc.identity import Identity
 from ..logs.joblog import JobLog
 from ..logs.tasklogs import TaskLogs
 from ..runners.base import Runner
@@ -282,9 +282,8 @@ class Worker:
         claimed_under = self.lease.name  # a takeover while it runs replaces self.lease
         return replace(self.execution.run(task, command, rerun), lease=claimed_under)
 
-    def _name_group(self, task: Task, pid: int, start: float) -> None:
+    def _name_group(self, group: TaskGroup) -> None:
         """Name the task just started, and its process group, in our lease."""
-        group = TaskGroup(task.id, pid, process_start_time(pid) or "", start)
         self.store.task_records.mark(self.lease.name, group)
 
     def _busy(self, task_id: int) -> None:

@@ -2,19 +2,23 @@
 process of the same machine can kill it, and never anything else.
 
 Each task leads a session, hence a process group whose id is the leader's pid (see
-:mod:`taskfarmer.runners.base`). A worker writes what names its running task's group next to its
-lease (:class:`TaskGroup`: the task ID, the leader's pid and start time, in a task record:
-:mod:`taskfarmer.store.records`); whoever takes
-the lease over on the same machine (boot and PID namespace, :meth:`Identity.same_machine`)
-kills that group first (:func:`killable`), so that the task does not run on beside its re-run.
+:mod:`taskfarmer.runners.base`). A worker writes what names its running task's group next to
+its lease (:class:`TaskGroup`: the task ID, the leader's pid and start time, in a task record:
+:mod:`taskfarmer.store.records`); whoever takes the lease over on the same machine (boot and
+PID namespace, :meth:`Identity.same_machine`) kills that group first (:func:`killable`), so
+that the task does not run on beside its re-run.
 
 Why the leader's start time: a pid is reused once its process is gone and reaped, and a
 reused pid has another start time. While any member of a group lives, Linux allocates neither
 its id nor its session's id to a new process, so a leader found with the recorded start time
 leads the recorded group, and the group holds only the task's processes (a process can join a
-group only within its own session, and the task made that session). A group whose leader is
-gone is not killed: its id can no longer be told from a reused one; what lives on in it are
-the task's background processes (``docs/failures.md``).
+group only within its own session, and the task made that session). The worker does not read
+the start time (``/proc/PID/stat`` of a process in the middle of ``exec`` waits for its memory
+map: about 0.8 ms per task, measured); it notes the boot clock in ticks, as the kernel counts
+the start time, before it forks the leader and after: the leader started in that window, and a
+process that reuses its pid starts after the leader is reaped, which is later. A group whose
+leader is gone is not killed: its id can no longer be told from a reused one; what lives on in
+it are the task's background processes (``docs/failures.md``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from dataclasses import dataclass
 
 from .identity import Identity
 
-#: How a task record's line starts (``task=ID PID START BEGAN``, see :class:`TaskGroup`).
+#: Clock ticks per second, the unit of a process's start time in ``/proc/PID/stat``.
+_HZ = os.sysconf("SC_CLK_TCK")
+
+#: How a task record's line starts (``task=ID PID FIRST LAST BEGAN``, see :class:`TaskGroup`).
 RECORD_KEY = "task"
 #: Bytes of a task record (its line padded with spaces, then a newline): every record has the
 #: same length, so each overwrites the last in place.
@@ -38,19 +45,27 @@ KILL_WAIT = 5.0
 _KILL_POLL = 0.01
 
 
+def boot_ticks() -> int:
+    """The boot clock in the unit of a process's start time (field 22 of ``/proc/PID/stat``:
+    clock ticks since boot, suspend included)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) * _HZ // 1_000_000_000
+
+
 @dataclass(frozen=True)
 class TaskGroup:
     """The task a worker runs, and how to find its process group: the leader's pid (= the
-    group id) and start time (field 22 of ``/proc/PID/stat``, clock ticks since boot)."""
+    group id), and when it started: between ``first`` and ``last`` (:func:`boot_ticks`, read
+    before the fork and after)."""
 
     task: int
     pid: int
-    start: str
+    first: int
+    last: int
     began: float  # when the task started, seconds since the epoch (for the job log)
 
     def record(self) -> bytes:
         """The task record of this group (:data:`RECORD_SIZE` bytes)."""
-        return blank_record(f"{self.task} {self.pid} {self.start} {self.began:.3f}")
+        return blank_record(f"{self.task} {self.pid} {self.first} {self.last} {self.began:.3f}")
 
     @classmethod
     def parse(cls, text: str) -> TaskGroup | None:
@@ -58,13 +73,13 @@ class TaskGroup:
         names nothing to kill)."""
         key, _, value = text.partition("=")
         fields = value.split() if key == RECORD_KEY else []
-        if len(fields) != 4 or not all(field.isdigit() for field in fields[:3]):
+        if len(fields) != 5 or not all(field.isdigit() for field in fields[:4]):
             return None
         try:
-            began = float(fields[3])
+            began = float(fields[4])
         except ValueError:
             return None
-        return cls(int(fields[0]), int(fields[1]), fields[2], began)
+        return cls(int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]), began)
 
 
 def blank_record(value: str = "") -> bytes:
@@ -78,9 +93,11 @@ def killable(group: TaskGroup | None, owner: Identity, observer: Identity,
     """Whether ``observer``, taking over the lease of ``owner`` that records ``group``, must
     kill that group: only on the owner's machine (elsewhere its pids mean nothing), and only
     while the recorded leader runs, known by its start time (``leader_start``: the start time
-    of the process now holding the recorded pid, None if there is none)."""
-    return (group is not None and group.pid > 1 and bool(group.start)
-            and owner.same_machine(observer) and leader_start == group.start)
+    of the process now holding the recorded pid, None if there is none), which must lie in the
+    recorded window."""
+    return (group is not None and group.pid > 1 and owner.same_machine(observer)
+            and leader_start is not None and leader_start.isdigit()
+            and group.first <= int(leader_start) <= group.last)
 
 
 def group_has_live_members(pgid: int) -> bool:

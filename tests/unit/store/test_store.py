@@ -329,16 +329,16 @@ def test_a_leases_task_record_names_its_running_task_until_the_lease_goes(tmp_pa
     with store.locked():
         lease = store.register("l1", owner())
     assert store.task_records.read("l1") is None  # blank until a task starts
-    store.task_records.mark(lease.name, TaskGroup(0, 1234, "99", 1.5))
-    store.task_records.mark(lease.name, TaskGroup(1, 1240, "105", 2.5))  # overwritten in place
-    assert store.task_records.read("l1") == TaskGroup(1, 1240, "105", 2.5)
+    store.task_records.mark(lease.name, TaskGroup(0, 1234, 99, 99, 1.5))
+    store.task_records.mark(lease.name, TaskGroup(1, 1240, 105, 106, 2.5))  # in place
+    assert store.task_records.read("l1") == TaskGroup(1, 1240, 105, 106, 2.5)
     assert record.stat().st_size == RECORD_SIZE
     with store.locked():
         store.release(lease)
     assert not record.exists() and store.task_records.read("l1") is None
     with store.locked():
         other = store.register("l2", owner())
-        store.task_records.mark(other.name, TaskGroup(0, 1234, "99", 1.5))
+        store.task_records.mark(other.name, TaskGroup(0, 1234, 99, 99, 1.5))
         store.revoke("l2")  # the taker removes it
     assert not (tmp_path / ".task-l2").exists()
     store.close()
