@@ -12,7 +12,7 @@ import ctypes
 import os
 import signal
 import time
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Callable
 
 #: SIGHUP's default action would kill the farmer at once and leave its tasks running, unrecorded
@@ -52,6 +52,16 @@ def ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _interrupted_signal(frame: FrameType | None, handler: CodeType) -> int | None:
+    """The signal of the outermost call of ``handler`` among ``frame`` and its callers."""
+    first = None
+    while frame is not None:
+        if frame.f_code is handler:
+            first = frame.f_locals.get("signum", first)
+        frame = frame.f_back
+    return first
+
+
 class StopRequest:
     """Remembers the first stop signal and runs callbacks when one arrives."""
 
@@ -72,9 +82,15 @@ class StopRequest:
         self._callbacks.append(callback)
 
     def handle(self, signum: int, frame: FrameType | None = None) -> None:
-        """The signal handler: record the signal and run the callbacks."""
+        """The signal handler: record the signal and run the callbacks.
+
+        Python runs a handler between two bytecodes of whatever the main thread executes,
+        a handler's own first bytecode included: a SIGTERM that arrives as the SIGUSR1
+        handler starts runs *inside* it, before it has recorded anything. The first signal
+        is then the outermost :meth:`handle` among the frames this one interrupted.
+        """
         if self.signum is None:
-            self.signum = signum
+            self.signum = _interrupted_signal(frame, self.handle.__code__) or signum
         self._stopping()
 
     def request(self, reason: str) -> None:

@@ -26,4 +26,4 @@ def test_signals_while_exiting_keep_exit_code_3(tmp_path: Path) -> None:
         time.sleep(0.001)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 3, out + err
-    assert "stopped by SIGUSR1, work left" in out
+    assert "stopped by SIGUSR1, work left" in out, out

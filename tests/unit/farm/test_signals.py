@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import sys
+from types import FrameType
+from typing import Any
 
 from taskfarmer.farm.signals import StopRequest, died_of_stop_signal
 
@@ -15,6 +18,26 @@ def test_stop_request_handler_records_the_first_signal_and_calls_back() -> None:
     stop.handle(signal.SIGUSR1)
     stop.handle(signal.SIGTERM)
     assert stop.requested and stop.describe() == "SIGUSR1" and calls == [1, 1]
+
+
+def test_a_signal_arriving_as_the_first_handler_starts_does_not_replace_it() -> None:
+    """Python runs a second handler at the first bytecode of the first one (its eval breaker
+    is checked on entry): the SIGTERM handler then runs before the SIGUSR1 handler recorded
+    anything. A trace hook runs the nested call exactly there."""
+    stop = StopRequest()
+
+    def nest(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is StopRequest.handle.__code__ \
+                and frame.f_locals["signum"] == signal.SIGUSR1:
+            sys.setprofile(None)
+            stop.handle(signal.SIGTERM, frame)
+
+    sys.setprofile(nest)
+    try:
+        stop.handle(signal.SIGUSR1)
+    finally:
+        sys.setprofile(None)
+    assert stop.describe() == "SIGUSR1"
 
 
 def test_sighup_is_a_stop_signal_whose_handler_stops_the_farm() -> None:
