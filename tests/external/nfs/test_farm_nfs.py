@@ -74,7 +74,8 @@ def test_a_node_killed_is_taken_over_by_the_other(nfs: NfsLab, nfs_dir: Path) ->
     assert victim.wait(60).rc == -9
     result = survivor.wait(240)
     assert result.rc == 0, result
-    assert_exactly_once(workdir, count)
+    # Killed between the state append and the timeline append of a hold: see the test below.
+    assert_exactly_once(workdir, count, every_outcome_in_timeline=False)
     assert "took over lease" in result.out, result  # A's workers held leases when killed
 
 
