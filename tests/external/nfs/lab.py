@@ -292,7 +292,8 @@ class Node:
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"node {self.name} died waiting for {what}:\n{self.console()}")
             if time.monotonic() > deadline:
-                seen = f"\nstdout so far:\n{partial.output()}" if partial else ""
+                seen = (f"\nstdout so far:\n{partial.output()}" if partial
+                        else f"\nconsole:\n{self.console()}")
                 raise LabError(f"node {self.name}: timed out after {timeout} s waiting for "
                                f"{what}{seen}")
             time.sleep(0.01)
