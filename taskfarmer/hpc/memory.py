@@ -222,9 +222,9 @@ class NodeMemory:
 
     def _read_kills(self) -> str | None:
         """The text of the cgroup's file with the OOM kill counter, read before and after
-        every task: kept open and read with ``pread`` at offset 0, which makes the kernel
-        generate it afresh (an open and a close per task cost 3/4 of the read; workers share
-        the descriptor, which ``pread`` leaves without a position to share)."""
+        every task: kept open (by each worker, which opens it at its first task) and read
+        with ``pread`` at offset 0, which makes the kernel generate it afresh (an open and a
+        close per task cost 3/4 of the read). The descriptor lives as long as the worker."""
         assert self.cgroup is not None
         if self._kills_fd is None:
             try:
