@@ -19,6 +19,7 @@ process, which takes every process of the namespace with it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -161,14 +162,41 @@ def in_namespaces(netns: str, argv: Sequence[str], *, mount_ns: bool = False) ->
             *argv]
 
 
+#: Room for UML's memory file beyond ``mem=`` (the kernel maps a little more than that).
+NODE_MEM_SLACK_MB = 64
+
+
 def uml_command(node_dir: Path, tap: str) -> list[str]:
-    """Boot a UML node: hostfs root read-only, ``node_init.sh`` as init, one tap interface."""
-    return ["linux", f"mem={NODE_MEM_MB}M", "root=/dev/root", "rootfstype=hostfs",
+    """Boot a UML node: hostfs root read-only, ``node_init.sh`` as init, one tap interface.
+
+    UML keeps the node's whole memory in a file, in ``$TMPDIR`` or else ``/dev/shm``, and a
+    page it cannot get there kills the node's init with SIGSEGV or SIGBUS: a kernel panic at
+    boot (seen in CI, whose ``/dev/shm`` is not this machine's).  So the command first mounts
+    a tmpfs of the node's own, sized for ``mem=``, in ``node_dir/mem``, and points ``TMPDIR``
+    at it; run it in a mount namespace of its own (``mount_ns``), which that mount leaves with
+    the node.
+    """
+    memory = node_dir / "mem"
+    prepare = ('mkdir -p "$1" && mount -t tmpfs -o "size=$2M,mode=0700" tmpfs "$1" '
+               '&& TMPDIR="$1" && export TMPDIR && shift 2 && exec "$@"')
+    return ["sh", "-c", prepare, "sh", str(memory), str(NODE_MEM_MB + NODE_MEM_SLACK_MB),
+            "linux", f"mem={NODE_MEM_MB}M", "root=/dev/root", "rootfstype=hostfs",
             "rootflags=/", "ro", f"init={HERE / 'node_init.sh'}",
             f"vec0:transport=tap,ifname={tap}",
             # mconsole socket and pid file in the node's directory, not ~/.uml
             f"uml_dir={node_dir}", "umid=uml",
             "con0=null,fd:1", "con=null", f"TFNODE_DIR={node_dir}"]
+
+
+def console_tail(text: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of a node's console ``text`` but its stack dumps' lines.
+
+    A panic's call trace is tens of lines of addresses; what tells why (``init.sh[1]:
+    segfault at ...``, ``Kernel panic - not syncing: ...``) comes before it.
+    """
+    dump = re.compile(r"^(<\d>)?\s*(\[<[0-9a-f]+>\]|[0-9a-f]{8}( [0-9a-f]{8})*$"
+                      r"|Stack:|Call Trace:)")
+    return [line for line in text.splitlines() if not dump.match(line)][-lines:]
 
 
 def node_env_file(name: str, addr: str) -> str:
@@ -276,21 +304,35 @@ class Node:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "node.env").write_text(node_env_file(self.name, self.addr))
         with open(self.dir / "console.log", "wb") as console:
-            self.proc = subprocess.Popen(in_namespaces(self.netns, uml_command(self.dir, self.tap)),
+            self.proc = subprocess.Popen(in_namespaces(self.netns, uml_command(self.dir, self.tap),
+                                                       mount_ns=True),
                                          stdin=subprocess.DEVNULL, stdout=console,
                                          stderr=subprocess.STDOUT, start_new_session=True)
 
     def console(self, lines: int = 40) -> str:
+        """The console's last ``lines`` lines, without the kernel's stack dumps."""
         path = self.dir / "console.log"
         text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(console_tail(text, lines))
+
+    def panicked(self) -> bool:
+        """Whether the node's kernel panicked (a UML kernel that panics does not exit)."""
+        path = self.dir / "console.log"
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as console:
+            return b"Kernel panic" in console.read()
+        return False
 
     def wait_file(self, path: Path, timeout: float, what: str,
                   partial: Job | None = None) -> None:
         deadline = time.monotonic() + timeout
+        polls = 0
         while not path.exists():
+            polls += 1
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"node {self.name} died waiting for {what}:\n{self.console()}")
+            if polls % 100 == 0 and self.panicked():
+                raise LabError(f"node {self.name}: kernel panic waiting for {what}:\n"
+                               f"{self.console()}")
             if time.monotonic() > deadline:
                 seen = (f"\nstdout so far:\n{partial.output()}" if partial
                         else f"\nconsole:\n{self.console()}")

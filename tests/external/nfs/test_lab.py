@@ -8,10 +8,13 @@ import pytest
 
 from .lab import (
     MOUNTPOINT,
+    NODE_MEM_MB,
+    NODE_MEM_SLACK_MB,
     REPO,
     SERVER_ADDR,
     MountOptions,
     NfsLab,
+    console_tail,
     ganesha_config,
     in_namespaces,
     mount_command,
@@ -48,7 +51,10 @@ def test_command_lines() -> None:
         "setpriv", "--pdeathsig", "KILL", "ip", "netns", "exec", "ns",
         "unshare", "--pid", "--fork", "--kill-child", "--mount", "sh"]
     argv = uml_command(Path("/d/nodeA"), "tapA")
-    assert argv[0] == "linux"
+    # UML's memory file goes to a tmpfs of the node's own, as big as mem= and some slack
+    assert argv[:2] == ["sh", "-c"] and "mount -t tmpfs" in argv[2]
+    assert argv[3:7] == ["sh", "/d/nodeA/mem", str(NODE_MEM_MB + NODE_MEM_SLACK_MB), "linux"]
+    assert f"mem={NODE_MEM_MB}M" in argv
     assert {"rootfstype=hostfs", "rootflags=/", "ro", "vec0:transport=tap,ifname=tapA",
             "uml_dir=/d/nodeA", "TFNODE_DIR=/d/nodeA"} <= set(argv)
 
@@ -120,3 +126,14 @@ def test_flock_across_nodes(nfs: NfsLab, nfs_dir: Path, excludes: bool) -> None:
     assert holder.wait(60).rc == 0
     result = waiter.wait(120)
     assert (result.rc, result.out) == (0, "got it\n"), result
+
+
+def test_console_tail_drops_stack_dumps() -> None:
+    text = ("Run /x/node_init.sh as init process\n"
+            "init.sh[1]: segfault at 40190ee0 ip 0000000040190ee0 error 14 in libc.so.6\n"
+            "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000007\n"
+            "Stack:\n 606944ba 607e7fcd 9c843b70 6067bb96\n"
+            "Call Trace:\n [<606944ba>] ? _printk+0x0/0x94\n<4> [<6002c0dd>] new_thread_handler\n")
+    assert console_tail(text, 2) == [
+        "init.sh[1]: segfault at 40190ee0 ip 0000000040190ee0 error 14 in libc.so.6",
+        "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000007"]
