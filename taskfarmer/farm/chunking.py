@@ -104,3 +104,13 @@ def record_due(oldest_end: float, youngest_end: float) -> float:
     """When held results are to be recorded (monotonic time): once the youngest has been held
     :data:`~.recording.RESULT_HOLD` and the oldest :data:`RECORD_DELAY`."""
     return max(youngest_end + RESULT_HOLD, oldest_end + RECORD_DELAY)
+
+
+def earliest(*whens: float | None) -> float | None:
+    """The earliest of the times that are not None (None if all are); asked twice per task,
+    hence a loop rather than ``min`` over a generator."""
+    first = None
+    for when in whens:
+        if when is not None and (first is None or when < first):
+            first = when
+    return first

@@ -125,6 +125,11 @@ class MemoryBoard:
     inherit: each slot's task (starting or running, its pid), whether it ran crowded, whether
     it was evicted, its peak; the cap.
 
+    A task runs crowded if another task ran when it started, or another started before it
+    ended: the board counts the tasks that run and the starts (O(1) per task under the lock,
+    whatever the number of slots), and a task notes both when it starts and the starts again
+    when it exits.
+
     Args:
         proc: the number of worker slots.
         memory: the farmer's memory cgroup (or the node's memory).
@@ -144,7 +149,11 @@ class MemoryBoard:
         self._pids = RawArray("i", proc)  # it runs as this process (0: not yet, or no more)
         self._owners = RawArray("i", proc)  # its parent, the worker: against pid reuse
         self._since = RawArray("d", proc)  # when it started (monotonic)
-        self._crowded = RawArray("b", proc)  # another task started or ran meanwhile
+        self._crowded = RawArray("b", proc)  # another task ran when it started
+        self._starts_then = RawArray("q", proc)  # the starts counted when it started ...
+        self._starts_after = RawArray("q", proc)  # ... and when it exited
+        self._starts = RawValue("q", 0)  # tasks started, all slots
+        self._running = RawValue("i", 0)  # tasks starting or running, all slots
         self._evicted = RawArray("b", proc)
         self._peaks = RawArray("q", [seed] * proc)  # each slot's last peak (bytes)
         self._cap = RawValue("i", proc)
@@ -198,17 +207,15 @@ class MemoryBoard:
     # -- a worker ----------------------------------------------------------------------------
 
     def starting(self, slot: int) -> int | None:
-        """The task of ``slot`` is about to start: it runs crowded if another task starts or
-        runs, and so do those. The OOM kill counter now (for :meth:`judge`; None: no cgroup,
-        nothing to watch)."""
+        """The task of ``slot`` is about to start. The OOM kill counter now (for
+        :meth:`judge`; None: no cgroup, nothing to watch)."""
         if not self.watching:
             return None
         with self._lock:
-            others = [other for other in range(self._proc)
-                      if self._active[other] and other != slot]
-            for other in others:
-                self._crowded[other] = 1
-            self._crowded[slot] = bool(others)
+            self._starts.value += 1
+            self._starts_then[slot] = self._starts.value
+            self._crowded[slot] = self._running.value > 0
+            self._running.value += 1
             self._active[slot] = 1
             self._evicted[slot] = 0
         return self.memory.oom_kills()
@@ -228,10 +235,18 @@ class MemoryBoard:
         reaped: its pid cannot be reused meanwhile). Whether we evicted it."""
         if not self.watching:
             return False
-        with self._lock:
+        with self._lock:  # relieve() kills the pid it read under the lock: not once reaped
             self._pids[slot] = 0
-            self._active[slot] = 0
+            if self._active[slot]:
+                self._active[slot] = 0
+                self._running.value -= 1
+                self._starts_after[slot] = self._starts.value
             return bool(self._evicted[slot])
+
+    def crowded(self, slot: int) -> bool:
+        """Whether another task ran at some time while the last task of ``slot`` did (asked
+        after :meth:`exited`): one ran when it started, or one started before it exited."""
+        return bool(self._crowded[slot]) or self._starts_after[slot] != self._starts_then[slot]
 
     def judge(self, slot: int, returncode: int, before: int | None, evicted: bool,
               peak: int) -> Judgement | None:
@@ -240,12 +255,14 @@ class MemoryBoard:
         back."""
         killed = returncode in KILLED
         self._peaks[slot] = max(self._peaks[slot], peak) if killed else peak
-        after = self.memory.oom_kills() if killed and before is not None else None
-        word = verdict(returncode, before, after, evicted, bool(self._crowded[slot]))
+        if not killed:
+            return None
+        after = self.memory.oom_kills() if before is not None else None
+        word = verdict(returncode, before, after, evicted, self.crowded(slot))
         if word is None:
             return None
         with self._lock:
-            others = sum(self._active)
+            others = self._running.value
             if word in PUT_BACK:
                 self._cap.value = max(1, min(self.cap(), others))
                 self._lowered_at.value = self._monotonic()

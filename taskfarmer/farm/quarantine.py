@@ -30,7 +30,7 @@ from ..store import (
     farmer_node,
     safe_component,
 )
-from .blackhole import Attempt, Decision, Evidence, fast, hold_limit, judge
+from .blackhole import KEEP_RUNTIMES, Attempt, Decision, Evidence, fast, hold_limit, judge
 from .recording import HoldBatch, Result, SlotConfig
 
 #: A worker's exit code when it quarantined its node (the farmer then stops, exit code 6).
@@ -86,7 +86,8 @@ class NodeWatch:
         self._monotonic = monotonic
         self._say = say
         self._tail = JobLogTail(store.files.joblog, EVIDENCE_TAIL)
-        self._evidence = Evidence()
+        self._evidence = Evidence()  # read through evidence(): see _recorded
+        self._unlearned: list[Result] = []  # recorded, not learned yet
         self._learned: float | None = None  # when the job log was last read (monotonic)
         self._waiting: float | None = None  # since when the row waits (monotonic)
         self.row: list[Result] = []  # the held suspect failures, in the order they ended
@@ -125,7 +126,7 @@ class NodeWatch:
             return False
         self._learn()
         row = [attempt(result) for result in self.row]
-        return judge(row, self._evidence, len(row), final=True).decision is Decision.QUARANTINE
+        return judge(row, self.evidence(), len(row), final=True).decision is Decision.QUARANTINE
 
     def due(self) -> float | None:
         """When a row of fewer than k is to be recorded, unless it grows (monotonic clock): the
@@ -133,7 +134,7 @@ class NodeWatch:
         is held, or it waits."""
         if not self.row or self.waiting:
             return None
-        return self.row[-1].ended_at + hold_limit(self._evidence.reference)
+        return self.row[-1].ended_at + hold_limit(self.evidence().reference)
 
     def drop(self) -> list[Result]:
         """Give the held row up (to record it, or our lease was taken over)."""
@@ -145,7 +146,7 @@ class NodeWatch:
             return False
         if self._learned is None or self._monotonic() - self._learned >= EVIDENCE_REFRESH:
             self._learn()
-        return fast(attempt(result), self._evidence.reference)
+        return fast(attempt(result), self.evidence().reference)
 
     def _learn(self) -> None:
         """*locked* Read what the job log gained since the last look (but this worker's own
@@ -153,17 +154,34 @@ class NodeWatch:
         self._learned = self._monotonic()
         ours = (self._config.farmer, self._config.slot)
         entries = [entry for entry in self._tail.new() if (entry.farmer, entry.slot) != ours]
-        self._evidence = self._evidence.learn(entries, self._config.node)
+        self._evidence = self.evidence().learn(entries, self._config.node)
+
+    def evidence(self) -> Evidence:
+        """What the job log shows and this worker recorded, up to date."""
+        if self._unlearned:
+            config = self._config
+            entries = [Entry(result.task.id, 0, config.node, config.farmer, config.slot,
+                             result.start, result.end - result.start,
+                             *exit_and_signal(result.returncode),
+                             "finished" if result.succeeded else "failed", result.command)
+                       for result in self._unlearned]
+            self._unlearned = []
+            self._evidence = self._evidence.learn(entries, config.node)
+        return self._evidence
 
     def _recorded(self, results: list[Result]) -> list[Result]:
         """Learn ``results``, about to be recorded, as this node's executions (the job log
-        has them only after this lock hold's recording); returns them."""
-        config = self._config
-        entries = [Entry(result.task.id, 0, config.node, config.farmer, config.slot,
-                         result.start, result.end - result.start, *exit_and_signal(
-                             result.returncode), "finished" if result.succeeded else "failed",
-                         result.command) for result in results]
-        self._evidence = self._evidence.learn(entries, config.node)
+        has them only after this lock hold's recording); returns them.
+
+        Learned when the evidence is next looked at (:meth:`evidence`), all at once: learning
+        entries one by one or together gives the same evidence, but each learning copies the
+        latest :data:`~.blackhole.KEEP_RUNTIMES` outcomes, which per successful task (most of
+        them, never looked at) cost more than the rest of its recording. At most that many
+        wait, so learning stays O(1) per result.
+        """
+        self._unlearned += results
+        if len(self._unlearned) >= KEEP_RUNTIMES:
+            self.evidence()
         return results
 
     def _decide(self, k: int, final: bool) -> list[Result]:
@@ -183,7 +201,7 @@ class NodeWatch:
             broken = due is not None and self._monotonic() >= due  # by the task running now
             return self.drop() if final or broken else []
         self._learn()
-        evidence = replace(self._evidence, others_active=self._others_active())
+        evidence = replace(self.evidence(), others_active=self._others_active())
         waited = 0.0 if self._waiting is None else self._monotonic() - self._waiting
         verdict = judge([attempt(result) for result in self.row], evidence, k, waited, final)
         if verdict.decision is Decision.QUARANTINE:

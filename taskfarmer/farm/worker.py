@@ -31,7 +31,7 @@ from ..store import Lease, LeaseName, LeaseRevoked, StateStore, worker_name
 from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .blackhole import DEFAULT_ROW
-from .chunking import hand_back_due, record_due
+from .chunking import earliest, hand_back_due, record_due
 from .claiming import ClaimSizer
 from .execution import Execution
 from .halt import Halt
@@ -307,10 +307,9 @@ class Worker:
         results (:func:`~.chunking.record_due`) or the watch's row (:meth:`NodeWatch.due`),
         handing the queued tasks back (:func:`~.chunking.hand_back_due`); None if there is
         none."""
-        due = [hand_back_due(self._started, len(self.queue)), self.watch.due()]
-        if self.results:
-            due.append(record_due(self.results[0].ended_at, self.results[-1].ended_at))
-        return min((when for when in due if when is not None), default=None)
+        return earliest(hand_back_due(self._started, len(self.queue)), self.watch.due(),
+                        record_due(self.results[0].ended_at, self.results[-1].ended_at)
+                        if self.results else None)
 
     def _sleep_until_recordable(self) -> None:
         """Wait until the youngest held result may be recorded, or the waiting watch looks

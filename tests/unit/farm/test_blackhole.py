@@ -154,6 +154,19 @@ def test_evidence_keeps_the_latest_of_each_kind_and_a_bounded_median() -> None:
     assert Evidence().reference is None
 
 
+def test_learning_entries_together_or_one_by_one_gives_the_same_evidence() -> None:
+    """The watch learns its own recorded results in batches (quarantine.NodeWatch.evidence):
+    that must not change what it concludes, past the bounds too."""
+    outcomes = ("finished", "failed", "timed out", "stopped", "finished")
+    entries = [entry("abc"[i % 3], outcomes[i % 5], T0 + i, runtime=0.1 + i % 7, task=i)
+               for i in range(KEEP_RUNTIMES * 2 + 11)]
+    one_by_one = Evidence()
+    for each in entries:
+        one_by_one = one_by_one.learn([each], "a")
+    assert Evidence().learn(entries, "a") == one_by_one
+    assert Evidence().learn(entries[:100], "a").learn(entries[100:], "a") == one_by_one
+
+
 def test_the_row_is_described_in_one_line() -> None:
     mixed = [Attempt(1, 127, 0, T0, 0.002), Attempt(2, 139, 11, T0, 0.004)]
     assert describe_row(mixed, None) == ("2 tasks in a row failed fast (exit 127, signal 11, "

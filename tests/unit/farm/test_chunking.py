@@ -15,6 +15,7 @@ from taskfarmer.farm.chunking import (
     RECORD_DELAY,
     DurationEstimate,
     chunk_size,
+    earliest,
     hand_back_due,
     record_due,
     wanted,
@@ -93,6 +94,12 @@ def test_queued_tasks_are_handed_back_once_the_running_one_overruns() -> None:
     assert hand_back_due(started=10.0, queued=3) == 10.0 + HAND_BACK_AFTER
     assert hand_back_due(started=10.0, queued=0) is None  # nothing waits behind it
     assert hand_back_due(started=None, queued=3) is None  # no task runs
+
+
+def test_the_next_chore_is_the_earliest_due() -> None:
+    assert earliest(None, 3.0, None, 2.0, 5.0) == 2.0
+    assert earliest(0.0, 1.0) == 0.0
+    assert earliest(None, None) is None and earliest() is None
 
 
 def _worker(workdir: Path, lines: list[str], slots: int = 1, **kwargs: object) -> Worker:

@@ -121,6 +121,25 @@ def test_tasks_that_overlap_run_crowded_and_an_oom_kill_lowers_the_cap(
     assert board.expected() == 400 * MiB
 
 
+def test_crowded_means_another_task_ran_at_some_time_during_it(tmp_path: Path) -> None:
+    board = MemoryBoard(3, NodeMemory(fake_cgroup(tmp_path, 0)))
+    board.starting(0)
+    board.exited(0)
+    board.starting(1)  # began after slot 0's task ended
+    board.exited(1)
+    assert not board.crowded(0) and not board.crowded(1)
+    board.starting(2)
+    board.starting(1)  # began while slot 2's runs, and runs on after it
+    board.exited(2)
+    assert board.crowded(2)  # another started meanwhile
+    board.exited(1)
+    assert board.crowded(1)  # another ran when it started
+    board.exited(1)  # told twice (an error path): counts once
+    board.starting(0)  # alone now
+    board.exited(0)
+    assert not board.crowded(0)
+
+
 def test_a_killed_tasks_peak_does_not_lower_what_is_expected(tmp_path: Path) -> None:
     board = MemoryBoard(2, NodeMemory(fake_cgroup(tmp_path, 0)), seed=50 * MiB)
     assert board.expected() == 50 * MiB  # from the job log, before any task ran
