@@ -140,6 +140,7 @@ class Execution:
         self._terminating = False
         self._kill_at = 0.0
         self._timed_out = False
+        self._lease = ""  # the lease the running task was claimed under
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -176,8 +177,10 @@ class Execution:
 
     # -- one task ----------------------------------------------------------------------------
 
-    def run(self, task: Task, command: str, rerun: bool) -> Result:
-        """Run ``task`` as ``command``; a stopped result must go back into ``toprocess``."""
+    def run(self, task: Task, command: str, rerun: bool, lease: str = "") -> Result:
+        """Run ``task``, claimed under ``lease``, as ``command``; a stopped result must go back
+        into ``toprocess``."""
+        self._lease = lease
         if self._options.verbose:
             self._say(f"start task {task.id}: {command}")
         if not self._runner.executes:  # zero-execution (benchmarks): the farm's own cost
@@ -312,7 +315,7 @@ class Execution:
         if word in PUT_BACK:
             stopped = word
         result = Result(task, command, returncode, start, self._clock(), self._monotonic(),
-                        self._timed_out, stopped, rerun, peak=peak, memory=word)
+                        self._timed_out, stopped, rerun, self._lease, peak, word)
         if self._options.verbose and not stopped:
             how = "timed out" if result.timed_out else f"exit {returncode}"
             self._say(f"end task {task.id}: {how} ({result.end - result.start:.2f} s)")

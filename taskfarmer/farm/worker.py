@@ -18,7 +18,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import TaskfarmerError
@@ -279,8 +279,8 @@ class Worker:
         command = self.handler.command(task)
         rerun = task.id in self._reruns
         self._reruns.discard(task.id)
-        claimed_under = self.lease.name  # a takeover while it runs replaces self.lease
-        return replace(self.execution.run(task, command, rerun), lease=claimed_under)
+        # the lease it was claimed under: a takeover while it runs replaces self.lease
+        return self.execution.run(task, command, rerun, self.lease.name)
 
     def _name_group(self, group: TaskGroup) -> None:
         """Name the task just started, and its process group, in our lease."""
