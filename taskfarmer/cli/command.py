@@ -110,7 +110,7 @@ class Size(click.ParamType):
               help="Tasklist handler definition to read TASKLIST with.")
 # At least MIN_LEASE: heartbeats come from the main loop, which wakes every 0.5 s at worst; four
 # of them per lease leave no room below.
-@click.option("--lease", type=seconds_type(MIN_LEASE), default=DEFAULT_LEASE,
+@click.option("--lease", type=seconds_type(MIN_LEASE, unset=""), default=DEFAULT_LEASE,
               show_default=True, metavar="SECONDS",
               help="Take over the tasks of a farmer silent for this long.")
 @click.option("--retries", type=whole_type(0, MAX_RETRIES, ", the most retries"), default=0,
@@ -130,11 +130,12 @@ class Size(click.ParamType):
                    "farmers do not start here for an hour); off: never, and ignore records.")
 @click.option("--requeue-failed", is_flag=True,
               help="Put the tasks in WORKDIR/failed back into toprocess, then run.")
-@click.option("--task-time", type=seconds_type(above=True), default=None,
+@click.option("--task-time", type=seconds_type(above=True, unset=" (leave the option out to "
+                                                           "learn it)"), default=None,
               metavar="SECONDS",
               help="Start no task later than this before the time limit (SLURM job end or "
                    "--timeout) [default: learned from the workdir's finished tasks].")
-@click.option("--stop-margin", type=seconds_type(), default=DEFAULT_MARGIN,
+@click.option("--stop-margin", type=seconds_type(unset=""), default=DEFAULT_MARGIN,
               show_default=True, metavar="SECONDS",
               help="Inside SLURM, stop this long before the job's end, putting tasks back.")
 @click.option("--gpus-per-task", type=whole_type(1), default=None, metavar="N",

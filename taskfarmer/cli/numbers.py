@@ -33,9 +33,14 @@ def max_proc(cpus: int | None) -> int:
     return max(MIN_MAX_PROC, PROC_PER_CPU * (cpus or 1))
 
 
-def seconds(text: str, least: float, above: bool = False) -> float:
+#: What leaving out an option without a default means, said with a refused infinity.
+NO_LIMIT = " (leave the option out for no limit)"
+
+
+def seconds(text: str, least: float, above: bool = False, unset: str = NO_LIMIT) -> float:
     """``text`` as a number of seconds: finite, at least ``least`` (more than it if
-    ``above``), at most :data:`MAX_SECONDS`.
+    ``above``), at most :data:`MAX_SECONDS`. ``unset``: what the messages add about leaving the
+    option out (an option with a default: nothing).
 
     Raises:
         ValueError: it is not; the message says why.
@@ -45,13 +50,12 @@ def seconds(text: str, least: float, above: bool = False) -> float:
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite number of seconds (leave the option out "
-                         "for no limit)")
+        raise ValueError(f"{text!r} is not a finite number of seconds{unset}")
     if value < least or (above and value == least):
         raise ValueError(f"{text} must be {'more than' if above else 'at least'} {least:g}")
     if value > MAX_SECONDS:
         raise ValueError(f"{text} is more than {MAX_SECONDS} seconds (365 days), the longest "
-                         "allowed (leave the option out for no limit)")
+                         f"allowed{unset}")
     return value
 
 
@@ -91,9 +95,9 @@ class Checked(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
-def seconds_type(least: float = 0.0, above: bool = False) -> Checked:
+def seconds_type(least: float = 0.0, above: bool = False, unset: str = NO_LIMIT) -> Checked:
     """A number of seconds (:func:`seconds`)."""
-    return Checked("seconds", partial(seconds, least=least, above=above))
+    return Checked("seconds", partial(seconds, least=least, above=above, unset=unset))
 
 
 def whole_type(least: int, most: int | None = None, why: str = "") -> Checked:

@@ -85,6 +85,21 @@ def test_seconds_refused(text: str, least: float, above: bool, message: str) -> 
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize("option, hint", [
+    ("--timeout", " (leave the option out for no limit)"),
+    ("--lease", ""),  # it has a default: leaving it out is no limit only for limits
+    ("--stop-margin", ""),
+    ("--task-time", " (leave the option out to learn it)"),
+])
+def test_a_refused_infinity_says_what_leaving_the_option_out_means(
+        option: str, hint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["t", option, "inf"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"'inf' is not a finite number of seconds{hint}\n")
+
+
 def test_seconds_and_whole_numbers_accepted() -> None:
     assert seconds("0", 0) == 0.0
     assert seconds("2", 2) == 2.0
