@@ -166,7 +166,7 @@ def in_namespaces(netns: str, argv: Sequence[str], *, mount_ns: bool = False) ->
 NODE_MEM_SLACK_MB = 64
 
 
-def uml_command(node_dir: Path, tap: str) -> list[str]:
+def uml_command(node_dir: Path, tap: str, init: Path = HERE / "node_init.sh") -> list[str]:
     """Boot a UML node: hostfs root read-only, ``node_init.sh`` as init, one tap interface.
 
     UML keeps the node's whole memory in a file, in ``$TMPDIR`` or else ``/dev/shm``, and a
@@ -181,7 +181,7 @@ def uml_command(node_dir: Path, tap: str) -> list[str]:
                '&& TMPDIR="$1" && export TMPDIR && shift 2 && exec "$@"')
     return ["sh", "-c", prepare, "sh", str(memory), str(NODE_MEM_MB + NODE_MEM_SLACK_MB),
             "linux", f"mem={NODE_MEM_MB}M", "root=/dev/root", "rootfstype=hostfs",
-            "rootflags=/", "ro", f"init={HERE / 'node_init.sh'}",
+            "rootflags=/", "ro", f"init={init}",
             f"vec0:transport=tap,ifname={tap}",
             # mconsole socket and pid file in the node's directory, not ~/.uml
             f"uml_dir={node_dir}", "umid=uml",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,23 @@ def test_console_tail_drops_stack_dumps() -> None:
     assert console_tail(text, 2) == [
         "init.sh[1]: segfault at 40190ee0 ip 0000000040190ee0 error 14 in libc.so.6",
         "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000007"]
+
+
+def test_a_node_boots_whatever_room_dev_shm_has(nfs_lab: NfsLab, tmp_path: Path) -> None:
+    """UML keeps a node's memory in a file; CI's /dev/shm once had no room for it, and every
+    node's init died at boot (SIGBUS, a kernel panic, a hang). A node boots under a 16 MiB
+    /dev/shm: its memory file is on a tmpfs of its own."""
+    node_dir = Path(tempfile.mkdtemp(prefix="tfuml-"))  # short: UML's socket path is in it
+    try:
+        init = node_dir / "init.sh"
+        init.write_text("#!/bin/sh\nmount -t proc proc /proc\necho BOOTED-OK\n"
+                        "echo o > /proc/sysrq-trigger\n")
+        init.chmod(0o755)
+        argv = [arg for arg in uml_command(node_dir, "tapX", init) if not arg.startswith("vec0")]
+        small = ["unshare", "--mount", "sh", "-c",
+                 'mount -t tmpfs -o size=16M tmpfs /dev/shm && exec "$@"', "sh", *argv]
+        done = subprocess.run(small, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+        assert "BOOTED-OK" in done.stdout, "\n".join(console_tail(done.stdout, 20))
+    finally:
+        shutil.rmtree(node_dir, ignore_errors=True)
