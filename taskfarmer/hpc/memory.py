@@ -241,7 +241,7 @@ class NodeMemory:
             except OSError:
                 return None
         try:
-            return os.pread(self._kills_fd, 65536, 0).decode("ascii", "replace")
+            return os.pread(self._kills_fd, 4096, 0).decode("ascii", "replace")  # ~70 bytes
         except OSError:
             return None
 
