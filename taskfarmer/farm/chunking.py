@@ -30,8 +30,10 @@ from .recording import RESULT_HOLD
 
 #: Seconds of work one claim takes for a slot (from the measured task durations).
 CLAIM_PERIOD = 1.0
-#: The most tasks one claim takes.
-MAX_CHUNK = 32
+#: The most tasks one claim takes (the store's ``MAX_CLAIM``): tasks of a few milliseconds
+#: fill a chunk, and on a shared filesystem each claim may be a hand-over of the lock from
+#: another node, which costs what a whole chunk's other I/O does (see docs/design.md).
+MAX_CHUNK = 256
 #: Held results are recorded once the oldest is this old (seconds), at the latest.
 RECORD_DELAY = 1.0
 #: Seconds a task may run before the claimed tasks queued behind it are handed back.

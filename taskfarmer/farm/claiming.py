@@ -10,6 +10,9 @@ from .chunking import DurationEstimate, chunk_size, wanted
 
 #: Seconds between two counts of the workdir's lease files (for the size of a claim).
 CLAIMANTS_REFRESH = 10.0
+#: The most pending tasks a claim counts: past that the list is far from its end (a few reads
+#: of ``toprocess`` per claim, not one per 64 KiB of want x claimants lines).
+COUNT_LIMIT = 2048
 
 
 class ClaimSizer:
@@ -42,7 +45,13 @@ class ClaimSizer:
         if want <= 1:
             return want
         claimants = self._count_claimants()
-        return chunk_size(want, self._store.pending_count(want * claimants), claimants)
+        limit = want * claimants
+        pending = self._store.pending_count(min(limit, COUNT_LIMIT))
+        if limit > COUNT_LIMIT and pending >= COUNT_LIMIT:
+            # Far from the end of the list: a whole chunk is at most a second of work, so the
+            # end of the list shared a little later costs a slot at most that second.
+            return want
+        return chunk_size(want, pending, claimants)
 
     def _count_claimants(self) -> int:
         """*locked* The workers of the workdir (its lease files), counted at most every

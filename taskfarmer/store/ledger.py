@@ -147,7 +147,9 @@ class Ledger:
                         f"line longer than {LONGEST_LINE} bytes (no task line is: tasklist "
                         f"lines are at most {MAX_LINE}): {MALFORMED_HINT}"), cursor,
                         line_number(toprocess, cursor))
-                chunk = min(chunk * 2, LONGEST_LINE)
+            # Double the next read, whether this one held no whole line or too few: a chunk
+            # of 256 short lines is a few reads (each an NFS round trip), not one per 4 KiB.
+            chunk = min(chunk * 2, LONGEST_LINE)
             cursor += start
         if records:
             append(self.files.fd(self.files.claims), self.files.claims, b"".join(records))

@@ -20,6 +20,7 @@ from taskfarmer.farm.chunking import (
     record_due,
     wanted,
 )
+from taskfarmer.farm.claiming import COUNT_LIMIT
 from taskfarmer.farm.recording import RESULT_HOLD
 from taskfarmer.farm.signals import StopRequest
 from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
@@ -119,7 +120,7 @@ def _claimed(worker: Worker) -> list[int]:
 
 
 def test_short_tasks_are_claimed_a_chunk_at_a_time(tmp_path: Path) -> None:
-    worker = _worker(tmp_path, ["true"] * 100)
+    worker = _worker(tmp_path, ["true"] * (MAX_CHUNK * 2 + 10))
     worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     assert _claimed(worker) == list(range(MAX_CHUNK))
     assert ids(tmp_path / "claims") == list(range(MAX_CHUNK))
@@ -136,16 +137,28 @@ def test_the_last_tasks_are_shared_between_the_workers(tmp_path: Path) -> None:
 
 def test_claimed_tasks_not_started_go_back_when_the_start_gate_closes(tmp_path: Path) -> None:
     started: list[int] = []
-    worker = _worker(tmp_path, [f"echo {n}" for n in range(40)],
+    tasks = MAX_CHUNK * 2 + 8
+    worker = _worker(tmp_path, [f"echo {n}" for n in range(tasks)],
                      on_change=lambda slot, task_id: started.append(task_id),
                      may_start=lambda: not started)  # closes once the first task started
     worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     assert worker.run() == 0
     assert ids(tmp_path / "finished") == [0]
     with worker.store.locked():
-        assert worker.store.pending_count(100) == 39
+        assert worker.store.pending_count(tasks) == tasks - 1
         assert not worker.store.any_leases()
     assert ids(tmp_path / "toprocess")[-MAX_CHUNK + 1:] == list(range(1, MAX_CHUNK))  # put back
+
+
+def test_far_from_the_end_of_the_list_a_claim_counts_few_tasks(tmp_path: Path) -> None:
+    """64 claimants would need 64 chunks counted to tell whether the end is near; past
+    COUNT_LIMIT pending tasks a full chunk is taken without counting further."""
+    worker = _worker(tmp_path, ["true"] * (COUNT_LIMIT + 100), slots=64)
+    worker.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    assert len(_claimed(worker)) == MAX_CHUNK  # though fewer than MAX_CHUNK x 64 wait
+    small = _worker(tmp_path / "small", ["true"] * 1000, slots=64)
+    small.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
+    assert len(_claimed(small)) == 1000 // (2 * 64)  # near the end: a share of what is left
 
 
 def test_the_farmers_own_slots_count_before_they_registered(tmp_path: Path) -> None:
