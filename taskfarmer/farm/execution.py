@@ -192,23 +192,22 @@ class Execution:
         log_fd = self._logs.open(task.id, node, start)
         before = self._memory.starting(self._options.slot) if self._memory is not None else None
         try:
+            first = boot_ticks()  # the leader starts after this: see TaskGroup
+            process = self._runner.start(task.id, command, log_fd, self._options.environ)
+        except OSError as error:
+            self._exited()
             try:
-                first = boot_ticks()  # the leader starts after this: see TaskGroup
-                process = self._runner.start(task.id, command, log_fd, self._options.environ)
-            except OSError as error:
-                self._exited()
                 os.write(log_fd, f"taskfarmer: cannot start task: {error}\n".encode())
+            finally:
                 os.close(log_fd)
-                log_fd = -1
-                self._logs.done(task.id, node, "cannot start", lingering=False)
-                return self._finish(task, command, 127, start, rerun)
-            except BaseException:
-                self._exited()
-                raise
-        finally:
-            if log_fd >= 0:
-                os.close(log_fd)
+            self._logs.done(task.id, node, "cannot start", lingering=False)
+            return self._finish(task, command, 127, start, rerun)
+        except BaseException:
+            self._exited()
+            os.close(log_fd)
+            raise
         try:
+            os.close(log_fd)  # our copy: the task has its own
             self._on_start(TaskGroup(task.id, process.pid, first, boot_ticks(), start))
         except BaseException:  # the lease cannot name it: the task must not outlive us
             Runner.kill(process, signal.SIGKILL)

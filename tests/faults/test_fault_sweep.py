@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,46 @@ def test_recording_a_result_of_a_taken_over_lease_fails_anywhere_without_a_doubl
     assert not bad, f"{len(bad)} of {len(outcomes)} faults went wrong:\n" + "\n".join(bad)
     reached = [outcome for outcome in outcomes if outcome.hit]
     assert len(reached) >= 0.8 * len(outcomes), [o.describe() for o in outcomes if not o.hit]
+
+
+@dataclass(frozen=True)
+class _SlowFarm(Farm):
+    """Tasks that sleep (until ``fast`` exists) and then note that they ran."""
+
+    def tasks(self, root: Path) -> list[str]:
+        return [f"[ -e {root / 'fast'} ] || sleep 1.5; echo {task} >> {root / 'ran'}"
+                for task in range(TASKS)]
+
+
+def test_a_task_whose_log_descriptor_cannot_be_closed_does_not_run_on_unsupervised(
+        tmp_path: Path) -> None:
+    """The worker closes its copy of the task's log descriptor once the task started; when
+    that fails (EIO), the worker stops, and the task, in a session of its own that no lease
+    names yet, must be killed, not run on beside its re-run (the sweep caught it: the stop
+    task ran on without its worker)."""
+    site = next(call.site for call in count(tmp_path / "count", FARMS[0])
+                if call.op == "close" and "farm.execution:run:" in call.site)
+    farm = _SlowFarm("slow")
+    root = tmp_path / "farm"
+    prepare(root, farm)
+    result = run(root, farm, "fail", 1, "EIO", site=site)
+    assert result.returncode == 2, result.stderr
+    (faulted,) = logged(root)
+    task = int(faulted.path.rsplit("_", 1)[-1])  # wd/logs/log_ID
+    deadline = time.monotonic() + 30  # until no process of the farm's tasks is left
+    while any(str(root) in _cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit()):
+        assert time.monotonic() < deadline, "the tasks' processes did not end"
+        time.sleep(0.05)
+    ran = (root / "ran").read_text().split() if (root / "ran").exists() else []
+    assert str(task) not in ran  # killed: it never got to its end
+    (root / "fast").touch()
+    assert run(root, farm).returncode == 0
+    assert not state_problems(root)
+    assert sorted(map(int, (root / "ran").read_text().split())) == list(range(TASKS))
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
