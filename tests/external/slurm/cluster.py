@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,11 +209,14 @@ class SlurmCluster:
     # -- running slurm commands ---------------------------------------------------------
     @property
     def env(self) -> dict[str, str]:
-        """Environment for slurm commands (and so for jobs): ours plus ``SLURM_CONF``."""
+        """Environment for slurm commands (and so for jobs): ours plus ``SLURM_CONF``, and
+        the directory of the Python running the tests first on ``PATH``: the jobs' ``farmer``
+        is this checkout's (a virtual environment's ``bin``) whether or not it is activated."""
         if not self._exports:
             raise SlurmError("cluster not started")
         env = self._clean_environ()
         env.update(self._exports)
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         return env
 
     def run(
