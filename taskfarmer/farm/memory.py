@@ -214,8 +214,10 @@ class MemoryBoard:
         with self._lock:
             self._starts.value += 1
             self._starts_then[slot] = self._starts.value
-            self._crowded[slot] = self._running.value > 0
-            self._running.value += 1
+            # A slot still active is one whose worker died with its task: counted already.
+            self._crowded[slot] = self._running.value - self._active[slot] > 0
+            if not self._active[slot]:
+                self._running.value += 1
             self._active[slot] = 1
             self._evicted[slot] = 0
         return self.memory.oom_kills()

@@ -138,6 +138,10 @@ def test_crowded_means_another_task_ran_at_some_time_during_it(tmp_path: Path) -
     board.starting(0)  # alone now
     board.exited(0)
     assert not board.crowded(0)
+    board.starting(2)  # its worker dies with it: exited() is never told
+    board.starting(2)  # the slot's next worker: the dead one's task is not counted twice
+    board.exited(2)
+    assert not board.crowded(2)
 
 
 def test_a_killed_tasks_peak_does_not_lower_what_is_expected(tmp_path: Path) -> None:
