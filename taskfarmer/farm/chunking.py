@@ -26,14 +26,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..store.ledger import MAX_CLAIM
 from .recording import RESULT_HOLD
 
 #: Seconds of work one claim takes for a slot (from the measured task durations).
 CLAIM_PERIOD = 1.0
-#: The most tasks one claim takes (the store's ``MAX_CLAIM``): tasks of a few milliseconds
+#: The most tasks one claim takes (the store's bound on a claim): tasks of a few milliseconds
 #: fill a chunk, and on a shared filesystem each claim may be a hand-over of the lock from
 #: another node, which costs what a whole chunk's other I/O does (see docs/design.md).
-MAX_CHUNK = 256
+MAX_CHUNK = MAX_CLAIM
 #: Held results are recorded once the oldest is this old (seconds), at the latest.
 RECORD_DELAY = 1.0
 #: Seconds a task may run before the claimed tasks queued behind it are handed back.

@@ -177,7 +177,7 @@ class Execution:
 
     # -- one task ----------------------------------------------------------------------------
 
-    def run(self, task: Task, command: str, rerun: bool, lease: str = "") -> Result:
+    def run(self, task: Task, command: str, rerun: bool, lease: str) -> Result:
         """Run ``task``, claimed under ``lease``, as ``command``; a stopped result must go back
         into ``toprocess``."""
         self._lease = lease
