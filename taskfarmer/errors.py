@@ -99,6 +99,26 @@ class WorkdirError(StateError):
     """The workdir cannot be created or written."""
 
 
+class LostWriteError(StateError):
+    """A state file ended in bytes no farmer wrote: NUL bytes where a line was (a write-back
+    the filesystem lost or zeroed). They were cut off into ``WORKDIR/torn``; what they held is
+    unknown, so the farm stops rather than go on over a filesystem that loses writes.
+
+    Attributes:
+        path: the state file.
+        offset: where the NUL bytes began (the file's size once they were cut).
+        fragment: the bytes cut off.
+    """
+
+    def __init__(self, path: Path, offset: int, fragment: bytes) -> None:
+        self.fragment = fragment
+        super().__init__(
+            path, f"{len(fragment)} byte(s) no farmer wrote ({fragment.count(0)} NUL): the "
+            f"filesystem lost a write; they are cut off into torn, and a task they recorded "
+            f"runs again at the next start. Check the workdir's filesystem, then run again",
+            offset)
+
+
 class FilesystemError(StateError):
     """A filesystem operation on a workdir or lock file failed (disk full, quota, I/O error...).
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Callable
 
-from ..errors import StateError
+from ..errors import LostWriteError, StateError
 from ..tasks import MAX_LINE, Task
 from .files import StateFiles
 from .lines import (
@@ -22,6 +22,7 @@ from .lines import (
     line_ids,
     line_number,
     lines,
+    lost_write,
     parse_task_line,
     task_line,
 )
@@ -112,7 +113,9 @@ class Ledger:
         if now - self._incomplete[1] < INCOMPLETE_WAIT:
             return True
         self._incomplete = None
-        cut_incomplete_line(toprocess, self.files.torn)
+        fragment = cut_incomplete_line(toprocess, self.files.torn)
+        if fragment is not None and lost_write(fragment):
+            raise LostWriteError(toprocess, self.files.size(toprocess), fragment)
         return self.files.size(toprocess) > cursor
 
     def take(self, name: str, count: int) -> list[Task]:

@@ -216,6 +216,16 @@ def cut_incomplete_line(path: Path, torn: Path) -> bytes | None:
     return fragment
 
 
+def lost_write(fragment: bytes) -> bool:
+    """Whether a cut tail is what no farmer wrote rather than a line a crash cut short.
+
+    Farmers write text lines (a tasklist with a NUL byte is refused at import), so a writer
+    killed mid-``write(2)`` leaves a prefix of its line; NUL bytes are pages a filesystem
+    extended the file over without their data (a write-back lost, or two writers at once).
+    """
+    return b"\0" in fragment
+
+
 def line_ids(path: Path, start: int = 0, end: int | None = None) -> Iterator[int]:
     """The IDs of the ``ID ...`` lines of ``path`` in ``[start, end)`` (others are skipped)."""
     for _, line in lines(path, start, end):

@@ -7,9 +7,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import WorkdirError
+from ..errors import LostWriteError, WorkdirError
 from .files import StateFiles, private_tmp
-from .lines import cut_incomplete_line
+from .lines import cut_incomplete_line, lost_write
 
 
 class Workdir:
@@ -108,13 +108,25 @@ class Workdir:
         Every writer appends whole lines in one ``write(2)``, so a last line without its
         newline can only come from a crash in the middle of a write (or a hand edit). It is
         cut off and kept, with the file it came from, in ``WORKDIR/torn``. Returns what was cut.
+
+        Raises:
+            LostWriteError: a state file's cut tail is what no farmer wrote
+                (:func:`lost_write`); every file is repaired first.
         """
         files = self.files
         cut = []
-        # The job log (taskfarmer.logs.joblog) is appended to like the state files.
+        lost = None
+        # The job log (taskfarmer.logs.joblog) is appended to like the state files; it is a
+        # report, not state: a write it lost loses no task.
         for path in (files.toprocess, files.claims, files.finished, files.failed, files.attempts,
                      files.failed_requeue, files.joblog):
             fragment = cut_incomplete_line(path, files.torn)
-            if fragment is not None:
-                cut.append((path, fragment))
+            if fragment is None:
+                continue
+            cut.append((path, fragment))
+            if lost is None and path != files.joblog and lost_write(fragment):
+                lost = LostWriteError(path, path.stat().st_size, fragment)  # (after the cut)
+        if lost is not None:
+            raise lost
         return cut
+

@@ -50,7 +50,8 @@ def test_a_finished_line_zeroed_while_farming_runs_its_task_again(tmp_path: Path
 
 def test_a_farmer_starting_at_rest_puts_back_what_its_predecessor_lost(tmp_path: Path) -> None:
     """A workdir left at rest (no lease) before it was tidied, with task 2's ``finished``
-    line torn to NUL bytes: the next farmer cuts it off, puts task 2 back and runs it."""
+    line torn to NUL bytes: the next farmer cuts them off into torn and stops (exit 2: the
+    filesystem lost a write); the one after puts task 2 back and runs it."""
     workdir = tmp_path / "work"
     log = tmp_path / "runs"
     tasks = [f"echo {i} >> {log}" for i in range(4)]
@@ -68,10 +69,19 @@ def test_a_farmer_starting_at_rest_puts_back_what_its_predecessor_lost(tmp_path:
     finished = b"".join(f"{i} {tasks[i]}\n".encode() for i in (0, 1, 3))
     (workdir / "finished").write_bytes(finished + b"\0" * 78)
     log.unlink()
+    stopped = run_farmer([str(tasklist), "--workdir", str(workdir), "-n", "1"])
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr
+    no_traceback(stopped.stdout, stopped.stderr)
+    assert stopped.stderr.strip().splitlines() == [
+        f"farmer: error: {workdir / 'finished'} (byte {len(finished)}): 78 byte(s) no farmer "
+        f"wrote (78 NUL): the filesystem lost a write; they are cut off into torn, and a task "
+        f"they recorded runs again at the next start. Check the workdir's filesystem, then "
+        f"run again"]
+    assert not log.exists()  # nothing ran
+    assert (workdir / "torn").read_bytes() == b"finished: " + b"\0" * 78 + b"\n"
     result = run_farmer([str(tasklist), "--workdir", str(workdir), "-n", "1"])
     assert result.returncode == 0, result.stdout + result.stderr
     no_traceback(result.stdout, result.stderr)
-    assert "cut a torn last line off finished" in result.stdout + result.stderr
     assert "claimed but recorded nowhere" in result.stdout + result.stderr
     assert sorted(line_ids(workdir / "finished")) == [0, 1, 2, 3]
     assert runs(log) == ["2"]

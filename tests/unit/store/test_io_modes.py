@@ -11,7 +11,7 @@ import pytest
 from helpers.clock import FakeClock
 from helpers.farmer import ids
 
-from taskfarmer.errors import ConfigError
+from taskfarmer.errors import ConfigError, LostWriteError
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.logs.joblog import Entry, JobLog
 from taskfarmer.store import LineCounter, StateStore, append_lines, coherent_io
@@ -127,6 +127,28 @@ def test_an_incomplete_last_line_is_waited_for_then_cut_off(tmp_path: Path, cohe
         assert not store.pending()
     assert (tmp_path / "torn").read_text() == "toprocess: 1 half a line\n"
     assert ids(tmp_path / "toprocess") == [0]
+
+
+def test_nul_bytes_at_the_end_of_toprocess_are_cut_off_and_stop_the_farm(
+        tmp_path: Path, fake_clock: FakeClock) -> None:
+    store = make_store(tmp_path, ["a"], coherent=True)
+    store.ledger.monotonic = fake_clock
+    with store.locked():
+        lease = store.register("l", owner())
+        assert [t.id for t in store.claim(lease, 5)] == [0]
+        store.release(lease)
+    size = (tmp_path / "toprocess").stat().st_size
+    with open(tmp_path / "toprocess", "ab") as toprocess:
+        toprocess.write(b"\0" * 7)  # an import's write the filesystem lost
+    with store.locked():
+        assert store.pending()
+    fake_clock.tick(INCOMPLETE_WAIT * 1.1)
+    with store.locked():
+        with pytest.raises(LostWriteError) as raised:
+            store.pending()
+        assert not store.pending()
+    assert (raised.value.path, raised.value.offset) == (tmp_path / "toprocess", size)
+    assert (tmp_path / "torn").read_bytes() == b"toprocess: " + b"\0" * 7 + b"\n"
 
 
 def test_a_complete_line_before_an_incomplete_one_is_pending(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from taskfarmer.errors import LostWriteError
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.store import Lease, StateStore
 from taskfarmer.store.lines import line_ids
@@ -39,8 +42,11 @@ def test_a_nul_tail_of_finished_is_cut_and_its_task_put_back(tmp_path: Path) -> 
         handle.seek(size - 5)
         handle.write(b"\0" * 5)
     with store.locked():
-        cut = store.repair()
-        assert cut == [(finished, b"\0" * 5)]
+        with pytest.raises(LostWriteError) as raised:  # no farmer wrote them: the farm stops
+            store.repair()
+        assert (raised.value.path, raised.value.offset) == (finished, size - 5)
+        assert raised.value.fragment == b"\0" * 5
+        assert store.repair() == []  # cut once, kept in torn: the next start goes on
         assert [task.id for task in store.requeue_orphans()] == [3]
         assert store.requeue_orphans() == []  # put back once
     assert queued(tmp_path, store) == [3]

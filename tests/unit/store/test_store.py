@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from helpers.farmer import ids
 
-from taskfarmer.errors import StateError
+from taskfarmer.errors import LostWriteError, StateError
 from taskfarmer.hpc.groups import RECORD_SIZE, TaskGroup
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.store import READ_CHUNK, LeaseRevoked, Outcome, StateCounter, StateStore
+from taskfarmer.store.lines import lost_write
 from taskfarmer.store.locking import make_lock
 from taskfarmer.tasks import MAX_LINE, Task
 
@@ -217,6 +218,39 @@ def test_repair_cuts_torn_last_lines_and_keeps_them(tmp_path: Path) -> None:
     assert [(p.name, f) for p, f in cut] == [("finished", b"1 b")]
     assert (tmp_path / "finished").read_text() == "0 a\n"
     assert (tmp_path / "torn").read_text() == "finished: 1 b\n"
+
+
+def test_a_crash_leaves_a_prefix_of_a_line_and_a_lost_write_nul_bytes() -> None:
+    assert not lost_write(b"17 echo hel")  # a writer killed mid-write(2)
+    assert lost_write(b"\0" * 78)  # the NFSv4.2 lab's finished: a write-back lost
+    assert lost_write(b"17 echo\0\0\0")
+
+
+def test_nul_bytes_cut_off_a_state_file_stop_the_farm_once_every_file_is_repaired(
+        tmp_path: Path) -> None:
+    store = make_store(tmp_path, ["a", "b"])
+    with open(tmp_path / "finished", "ab") as finished:
+        finished.write(b"0 a\n" + b"\0" * 6)
+    with open(tmp_path / "failed", "ab") as failed:
+        failed.write(b"1 b")  # a crash's torn line, repaired in the same pass
+    with store.locked():
+        with pytest.raises(LostWriteError) as raised:
+            store.repair()
+        assert store.repair() == []  # everything was cut before the error
+    assert (raised.value.path, raised.value.offset) == (tmp_path / "finished", 4)
+    assert str(raised.value).startswith(f"{tmp_path / 'finished'} (byte 4): 6 byte(s) no "
+                                        f"farmer wrote (6 NUL): the filesystem lost a write")
+    assert (tmp_path / "finished").read_bytes() == b"0 a\n"
+    assert (tmp_path / "failed").read_bytes() == b""
+    assert (tmp_path / "torn").read_bytes() == b"finished: " + b"\0" * 6 + b"\nfailed: 1 b\n"
+
+
+def test_nul_bytes_cut_off_the_job_log_are_not_a_stop(tmp_path: Path) -> None:
+    """The job log is a report: a write it lost loses no task."""
+    store = make_store(tmp_path, ["a"])
+    (tmp_path / "joblog").write_bytes(b"\0" * 9)
+    with store.locked():
+        assert [(p.name, f) for p, f in store.repair()] == [("joblog", b"\0" * 9)]
 
 
 def test_malformed_toprocess_line_is_a_clear_error(tmp_path: Path) -> None:
