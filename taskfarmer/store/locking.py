@@ -232,16 +232,16 @@ class SoftLock:
 
     Not ``O_CREAT|O_EXCL`` on the lock file (filelock's soft lock, used before): over NFS an
     exclusive create carries a verifier, which the Linux client makes of its ``jiffies`` and
-    the caller's PID, and a server that finds the file existing *with that verifier* takes the
-    create for a retransmission and reports success. Two nodes booted together and running the
-    same process tree can send the same verifier: both then hold the lock (the likely cause of
-    what the NFS lab showed under ``--lock soft`` only: a farmer stopped by the holder check's
-    "did not keep out another farmer" in 2 of 12 kill runs, none in 15 runs with ``link(2)``;
-    and perhaps of the NUL bytes of issue 21). ``link(2)`` of a
-    file of our own to the lock name has no verifier: the server refuses it while the name
-    exists. A LINK whose reply was lost and resent reports EEXIST although it was made; then
-    our file has two links (the method of open(2)'s manual page). A filesystem without hard
-    links gets the exclusive create.
+    the caller's PID, and a server may take a create that finds the file existing *with that
+    verifier* for a retransmission and report success, so two nodes booted together and
+    running the same process tree could both hold the lock. (The NFS lab's server, ganesha
+    4.3, answered EEXIST to such a create from the other node in 5 of 5 tries; yet with the
+    exclusive create the holder check's "did not keep out another farmer" stopped a farmer in
+    2 of 12 kill runs under ``--lock soft``, and in none of 38 soft-lock runs with
+    ``link(2)``.) ``link(2)`` of a file of our own to the lock name has no verifier: the
+    server refuses it while the name exists. A LINK whose reply was lost and resent reports
+    EEXIST although it was made; then our file has two links (the method of open(2)'s manual
+    page). A filesystem without hard links gets the exclusive create.
     """
 
     kind = "soft"
