@@ -7,8 +7,8 @@ throughput is bounded by: see "The ceiling of one workdir" in ``docs/design.md``
 long task still claims one at a time. The decisions are pure functions, unit-tested alone:
 
 * :func:`wanted`: enough tasks to keep the slot busy for :data:`CLAIM_PERIOD` seconds, from the
-  durations the worker measured (no more than it measured: one task at first), at most
-  :data:`MAX_CHUNK`;
+  durations measured (by the farmer's workers, :class:`~.claiming.FarmDurations`; no more
+  than were measured: one task at first), at most :data:`MAX_CHUNK`;
 * :func:`chunk_size`: that, but near the end of the list no more than a share of what is left,
   so that no slot idles while another holds unstarted work.
 * :func:`hand_back_due`: a task that runs past :data:`HAND_BACK_AFTER` was not what the chunk

@@ -43,6 +43,7 @@ from ..store import (
     lease_warning,
 )
 from .blackhole import DEFAULT_ROW
+from .claiming import FarmDurations
 from .deaths import Where, WorkerDeaths
 from .display import Display, DisplayFactory, Snapshot, quiet
 from .ending import FirstError, close_quietly, close_state, mark_end, stop_workers, work_left
@@ -153,6 +154,7 @@ class Farm:
         self.pool = WorkerPool(config.proc, self._make_worker, self.pipe, self.stop,
                                self.identity.pid, config.workdir, monotonic)
         self.gate = StartGate(config.proc, clock, refresh=POLL)
+        self.durations = FarmDurations(self.pool.context)  # shared by the workers
         self.memory = MemoryBoard(config.proc, NodeMemory.current(), config.mem_per_task,
                                   recent_peak(self.store.files.joblog), monotonic)
         self.guard = MemoryGuard(self.memory)
@@ -365,7 +367,7 @@ class Farm:
                       monotonic=self.monotonic, say=self.pipe.send, on_change=self._mark,
                       may_start=self.gate.may_start, halt=self.halt,
                       farm_stopping=self.pool.stopping,
-                      memory=self.memory)
+                      memory=self.memory, durations=self.durations)
 
     def _mark(self, slot: int, task_id: int) -> None:
         """In a worker: slot ``slot`` runs ``task_id`` now (-1: none)."""

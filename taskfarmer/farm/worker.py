@@ -32,7 +32,7 @@ from ..tasks import Task, TaskList
 from ..timeline.file import Timeline
 from .blackhole import DEFAULT_ROW
 from .chunking import earliest, hand_back_due, record_due
-from .claiming import ClaimSizer
+from .claiming import ClaimSizer, FarmDurations
 from .execution import Execution
 from .halt import Halt
 from .memory import MemoryBoard
@@ -80,14 +80,14 @@ class Worker:
         monotonic: the monotonic clock (the one ``stop`` keeps its time by).
         sleep: sleeps that many seconds.
         say: tells the farmer a line.
-        on_change: told ``(slot, task id)`` when a task starts and ``(slot, -1)`` when it
-            ends.
+        on_change: told ``(slot, task id)`` when a task starts, ``(slot, -1)`` when it ends.
         may_start: asked before each task starts: False starts no more (and puts the unstarted
             claimed ones back).
         halt: the farmer's part in ``--halt`` (:class:`~.halt.Halt`): judged after each
             recording, looked at before each claim (default: one without a rule).
         farm_stopping: whether the whole farm stops (see :class:`Execution`).
         memory: what the farm's processes share about memory (None: not watched).
+        durations: what the farmer's workers measured, to size claims (None: its own).
     """
 
     def __init__(
@@ -104,6 +104,7 @@ class Worker:
         halt: Halt | None = None,
         farm_stopping: Callable[[], bool] = lambda: True,
         memory: MemoryBoard | None = None,
+        durations: FarmDurations | None = None,
     ) -> None:
         self.config = config
         self.store = parts.store
@@ -122,7 +123,7 @@ class Worker:
         self.queue: deque[Task] = deque()
         self._reruns: set[int] = set()  # queued tasks that were started before
         self._generation = 0
-        self.sizer = ClaimSizer(self.store, config.slots, monotonic)
+        self.sizer = ClaimSizer(self.store, config.slots, monotonic, durations)
         self._started: float | None = None  # when the running task started (monotonic)
         self.lease: Lease
         self.logs = TaskLogs(self.store.logs, config.logs, worker_name(config.farmer, config.slot))
@@ -163,10 +164,7 @@ class Worker:
                 what we believe we did), so nothing is lost or recorded twice.
         """
         try:
-            with self.store.locked():
-                self.lease = self._register()
             self._loop()
-            self._leave()
         except BaseException:
             self._abandon()
             raise
@@ -174,12 +172,16 @@ class Worker:
         return WORKER_QUARANTINED if self.watch.quarantined else 0
 
     def _loop(self) -> None:
+        """Claim, run, record, until the worker leaves: in the lock hold that finds nothing
+        more to do (the lease taken in the first, with the first claim: one hold each)."""
+        register = True
         while True:
             with self.store.locked():
+                if register:
+                    self.lease, register = self._register(), False
                 self._settle()
                 if self.stop.requested or self.watch.quarantined:
-                    self.batch.flush()
-                    return
+                    return self._leave()
                 halted = self.halt.before_claim()
                 if self.queue and (halted or not self.may_start() or self.watch.waiting):
                     # the start gate closed (walltime), halted, or the node's watch waits
@@ -187,15 +189,14 @@ class Worker:
                 judging = self.halt.holds_back(self.results)
                 if not self.queue and not halted and not judging and self._may_run():
                     self._take(self._claim())
+                if not self.queue and not self.results and not self.watch.stays():
+                    return self._leave()
                 self.batch.flush()
-                stay = not self.queue and self.watch.stays()
             if not self.queue or self.halt.holds_back(self.results):
-                if not self.results and not stay:
-                    return
                 self._sleep_until_recordable()
-                continue
-            if not self._run_queue():
-                return
+            elif not self._run_queue():
+                with self.store.locked():
+                    return self._leave()
 
     def _run_queue(self) -> bool:
         """Run the claimed tasks one after the other, without the lock, while
@@ -247,17 +248,16 @@ class Worker:
         self.batch.count(running=-unstarted, pending=unstarted)
 
     def _leave(self) -> None:
-        """Record or put back what we hold, drop the lease."""
-        with self.store.locked():
-            unstarted = len(self.queue)
-            self._settle(final=True)
-            if self.store.holds(self.lease):
-                self.store.requeue(self.queue)
-                self.batch.count(running=-unstarted, pending=unstarted)
-                self.store.release(self.lease)
-                self.batch.log(self.stopped)
-            self.queue.clear()
-            self.batch.flush()
+        """*locked* Record or put back what we hold, drop the lease."""
+        unstarted = len(self.queue)
+        self._settle(final=True)
+        if self.store.holds(self.lease):
+            self.store.requeue(self.queue)
+            self.batch.count(running=-unstarted, pending=unstarted)
+            self.store.release(self.lease)
+            self.batch.log(self.stopped)
+        self.queue.clear()
+        self.batch.flush()
 
     def _abandon(self) -> None:
         """After an error: kill the running task, close what can be closed, touch nothing."""
@@ -303,10 +303,9 @@ class Worker:
     # -- held results ------------------------------------------------------------------------
 
     def _chores_due(self) -> float | None:
-        """When the next chore is due while a task runs (monotonic clock): recording the held
-        results (:func:`~.chunking.record_due`) or the watch's row (:meth:`NodeWatch.due`),
-        handing the queued tasks back (:func:`~.chunking.hand_back_due`); None if there is
-        none."""
+        """When the next chore is due while a task runs (monotonic clock; None: none):
+        recording (:func:`~.chunking.record_due`), the watch's row (:meth:`NodeWatch.due`),
+        handing the queued tasks back (:func:`~.chunking.hand_back_due`)."""
         return earliest(hand_back_due(self._started, len(self.queue)), self.watch.due(),
                         record_due(self.results[0].ended_at, self.results[-1].ended_at)
                         if self.results else None)

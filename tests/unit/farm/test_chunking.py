@@ -3,6 +3,7 @@ worker following them."""
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from helpers.farmer import ids
 
 from taskfarmer.farm.chunking import (
     CLAIM_PERIOD,
+    DURATION_WEIGHT,
     HAND_BACK_AFTER,
     MAX_CHUNK,
     RECORD_DELAY,
@@ -20,7 +22,7 @@ from taskfarmer.farm.chunking import (
     record_due,
     wanted,
 )
-from taskfarmer.farm.claiming import COUNT_LIMIT
+from taskfarmer.farm.claiming import COUNT_LIMIT, FarmDurations
 from taskfarmer.farm.recording import RESULT_HOLD
 from taskfarmer.farm.signals import StopRequest
 from taskfarmer.farm.worker import Parts, Worker, WorkerConfig
@@ -159,6 +161,33 @@ def test_far_from_the_end_of_the_list_a_claim_counts_few_tasks(tmp_path: Path) -
     small = _worker(tmp_path / "small", ["true"] * 1000, slots=64)
     small.sizer.durations = DurationEstimate(CLAIM_PERIOD / 1000, count=1000)
     assert len(_claimed(small)) == 1000 // (2 * 64)  # near the end: a share of what is left
+
+
+def test_a_worker_sizes_its_claims_from_what_its_whole_farmer_measured(tmp_path: Path) -> None:
+    """Worker 0 ran one task; its 63 siblings ran 400 between them: its next chunk is sized
+    from the 401 (a worker alone would claim 1, 1, 2, 4 ... : one lock hold each)."""
+    farm = FarmDurations(multiprocessing.get_context("fork"))
+    sibling = _worker(tmp_path / "sibling", ["true"], durations=farm)
+    for _ in range(400):
+        sibling.sizer.learn(CLAIM_PERIOD / 1000)
+    worker = _worker(tmp_path, ["true"] * (COUNT_LIMIT + 500), slots=64, durations=farm)
+    worker.sizer.learn(CLAIM_PERIOD / 1000)
+    assert worker.sizer.durations.count == 1
+    assert farm.estimate().count == 401
+    assert len(_claimed(worker)) == MAX_CHUNK
+    alone = _worker(tmp_path / "alone", ["true"] * 100)
+    alone.sizer.learn(CLAIM_PERIOD / 1000)
+    assert len(_claimed(alone)) == 1
+
+
+def test_the_farmers_estimate_is_shared_with_forked_workers() -> None:
+    farm = FarmDurations(multiprocessing.get_context("fork"))
+    assert farm.estimate() == DurationEstimate()
+    child = multiprocessing.get_context("fork").Process(target=farm.add, args=(2.0,))
+    child.start()
+    child.join()
+    farm.add(1.0)
+    assert farm.estimate() == DurationEstimate(2.0 + DURATION_WEIGHT * (1.0 - 2.0), count=2)
 
 
 def test_the_farmers_own_slots_count_before_they_registered(tmp_path: Path) -> None:
