@@ -348,8 +348,7 @@ class Farm:
             return
         with self.store.locked():
             count = self.store.pending_count(len(free))
-        for slot in free[:count]:
-            self.pool.start(slot)
+        self.pool.start(free[:count])
 
     def _make_worker(self, slot: int) -> Worker:
         """In a forked worker process: the worker of ``slot``."""
