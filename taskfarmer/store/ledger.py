@@ -17,6 +17,7 @@ from .lines import (
     append,
     complete_end,
     cut_incomplete_line,
+    drop_cached_pages,
     ends_a_line,
     last_line,
     line_ids,
@@ -60,10 +61,18 @@ class Ledger:
         if last == COMPACT_MARK:
             self.finish_compaction()
             return 0
-        try:
-            return int(last.rsplit(b" ", 1)[1])
-        except (IndexError, ValueError):
-            raise StateError(claims, f"malformed last line {last[:60]!r}", size) from None
+        cursor = _claim_end(last)
+        if cursor is None:
+            # Asked again without this node's cached pages: an NFS client that kept a page
+            # another node's claim made stale reads that claim as NUL bytes (seen in the NFS
+            # lab on NFSv4.2, flock, 2 nodes x 4 farmers: a farmer stopped on it).
+            drop_cached_pages(fd)
+            size = os.fstat(fd).st_size
+            last = last_line(fd, size)
+            cursor = _claim_end(last)
+        if cursor is None:
+            raise StateError(claims, f"malformed last line {last[:60]!r}", size)
+        return cursor
 
     def peek_cursor(self) -> int | None:
         """The cursor read without the lock, for displays; None during a compaction."""
@@ -224,3 +233,11 @@ class Ledger:
                 raise
         self.files.forget(self.files.toprocess)
         os.truncate(self.files.claims, 0)
+
+
+def _claim_end(line: bytes) -> int | None:
+    """The cursor a ``claims`` line ends with (``ID LEASE END``); None if it is malformed."""
+    try:
+        return int(line.rsplit(b" ", 1)[1])
+    except (IndexError, ValueError):
+        return None

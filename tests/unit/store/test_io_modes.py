@@ -240,6 +240,24 @@ def test_a_tail_that_reads_as_nul_bytes_from_a_stale_cache_is_not_cut(
     assert not (tmp_path / "torn").exists()
 
 
+def test_a_claim_that_reads_as_nul_bytes_from_a_stale_cache_is_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node claimed task 1; this node's cache still has the page from before: the
+    cursor is read again from the filesystem instead of stopping the farmer on a "malformed
+    last line" of NUL bytes (what the NFS lab showed on NFSv4.2 with flock)."""
+    store = make_store(tmp_path, ["a", "b", "c"], coherent=True)
+    with store.locked():
+        lease = store.register("l", owner())
+        assert [t.id for t in store.claim(lease, 1)] == [0]
+        first = (tmp_path / "claims").stat().st_size
+        assert [t.id for t in store.claim(lease, 1)] == [1]
+        expected = store.cursor()
+    StaleTail(monkeypatch, start=first)
+    with store.locked():
+        assert store.cursor() == expected
+        assert [t.id for t in store.claim(lease, 1)] == [2]
+
+
 def test_nul_bytes_that_the_filesystem_has_are_cut_as_before(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hole the server really has (a write past the end, never filled) stays torn."""
