@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..errors import TaskfarmerError
 from ..store import StateStore, owns
+from .signals import start_thread
 
 
 class Heartbeat:
@@ -54,8 +55,7 @@ class Heartbeat:
 
     def start(self) -> None:
         """Start beating (the first round at once)."""
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "heartbeat")
 
     def stop(self) -> None:
         """Stop beating; once this returns, no lease is renewed any more."""

@@ -40,6 +40,7 @@ from typing import Callable
 
 from ..hpc.identity import parent_pid
 from ..hpc.memory import NodeMemory, Room
+from .signals import start_thread
 
 #: The line the tasks' memory stays under: this fraction of the capacity below it.
 MARGIN = 0.05
@@ -306,8 +307,7 @@ class MemoryGuard:
         """Start looking, if there is a cgroup limit to look at."""
         room = self._board.memory.room()
         if room is not None and room.confined:
-            self._thread = threading.Thread(target=self._run, name="memory guard", daemon=True)
-            self._thread.start()
+            self._thread = start_thread(self._run, "memory guard")
 
     def stop(self) -> None:
         """Stop looking; no task is evicted once this returns."""

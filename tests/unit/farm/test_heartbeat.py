@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from helpers.threads import blocked_in
 
 from taskfarmer.errors import FilesystemError, LockError
 from taskfarmer.farm.heartbeat import Heartbeat
+from taskfarmer.farm.signals import HANDLED_SIGNALS
 from taskfarmer.hpc.identity import Identity
 from taskfarmer.store import StateStore, read_records
 from taskfarmer.store.locking import make_lock
@@ -112,3 +114,16 @@ def test_rounds_follow_the_period_on_the_injected_clock(tmp_path: Path) -> None:
     assert heartbeat.rounds == 4
     assert waits == [2.5, 2.5, 2.5, 2.5]
     assert renewed(tmp_path) == {OURS}
+
+
+def test_the_heartbeat_thread_leaves_the_stop_signals_to_the_main_thread(tmp_path: Path
+                                                                        ) -> None:
+    """A SIGUSR1 the heartbeat thread took would not interrupt the main thread's wait."""
+    heartbeat = Heartbeat(leased(tmp_path), FARMER, 60.0)
+    heartbeat.start()
+    try:
+        until(lambda: heartbeat.rounds >= 1)
+        assert heartbeat._thread is not None
+        assert set(HANDLED_SIGNALS) <= blocked_in(heartbeat._thread)
+    finally:
+        heartbeat.stop()

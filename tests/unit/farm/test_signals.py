@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
-from taskfarmer.farm.signals import StopRequest, died_of_stop_signal
+from helpers.threads import blocked_in
+
+from taskfarmer.farm.signals import (
+    HANDLED_SIGNALS,
+    StopRequest,
+    died_of_stop_signal,
+    start_thread,
+)
 
 
 def test_stop_request_handler_records_the_first_signal_and_calls_back() -> None:
@@ -59,3 +67,15 @@ def test_died_of_stop_signal() -> None:
     assert died_of_stop_signal(-signal.SIGUSR1)
     assert died_of_stop_signal(128 + signal.SIGTERM)
     assert not died_of_stop_signal(1) and not died_of_stop_signal(-signal.SIGKILL)
+
+
+def test_a_helper_thread_leaves_the_handled_signals_to_the_main_thread() -> None:
+    """The kernel gives a process's signal to any thread that does not block it."""
+    release = threading.Event()
+    thread = start_thread(release.wait, "helper")
+    try:
+        assert set(HANDLED_SIGNALS) <= blocked_in(thread)
+        assert not set(HANDLED_SIGNALS) & set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    finally:
+        release.set()
+        thread.join()
