@@ -15,7 +15,6 @@ A filesystem not known to be local (FUSE, SMB, 9p, anything new) is treated as s
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,7 +59,9 @@ class _StatFs(ctypes.Structure):
 
 def filesystem_magic(path: Path) -> int | None:
     """``f_type`` of the filesystem holding ``path`` (or its nearest existing ancestor)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # The C library is in this process already: CDLL(None) finds statfs among its symbols.
+    # (ctypes.util.find_library runs /sbin/ldconfig -p: 50 ms or more, twice per farmer start.)
+    libc = ctypes.CDLL(None, use_errno=True)
     probe = path.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

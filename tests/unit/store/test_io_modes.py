@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,18 @@ def test_the_filesystem_decides_the_mode_and_the_environment_overrides(tmp_path:
     assert coherent_io(Path("/proc"), {"TASKFARMER_IO": "fast"}) is False
     with pytest.raises(ConfigError, match="TASKFARMER_IO"):
         coherent_io(tmp_path, {"TASKFARMER_IO": "sometimes"})
+
+
+def test_the_filesystem_is_told_without_starting_a_process(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """ctypes.util.find_library runs /sbin/ldconfig: a process per farmer start, for nothing."""
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    assert coherent_io(tmp_path, {}) is False
+    assert coherent_io(Path("/proc"), {}) is True
 
 
 @pytest.mark.parametrize("coherent", [False, True], ids=["fast", "coherent"])
