@@ -32,8 +32,7 @@ from typing import Callable, Protocol
 
 from ..errors import ConfigError, FilesystemError
 from .files import StateFiles
-from .filesystem import mount_type, shared_filesystem
-from .gate import GatedLock, gate_directories, gate_path
+from .filesystem import mount_type
 
 #: How long a farmer waits on a lock before printing a warning (and waiting on).
 STALL_WARNING_SECONDS = 60.0
@@ -340,8 +339,7 @@ LOCK_KINDS = tuple(_KINDS)
 
 def open_lock(kind: str, lock_file: str) -> WorkdirLock:
     """A new lock object of ``kind`` on ``lock_file``: the factory :class:`StateStore` calls
-    once per process (a lock must not cross ``fork``). On a shared filesystem it is taken
-    behind the node's gate (:mod:`.gate`).
+    once per process (a lock must not cross ``fork``).
 
     Raises:
         ConfigError: ``kind`` is unknown.
@@ -351,11 +349,7 @@ def open_lock(kind: str, lock_file: str) -> WorkdirLock:
     except KeyError:
         raise ConfigError(f"unknown lock kind {kind!r} (choose from {', '.join(LOCK_KINDS)})",
                           option="--lock") from None
-    lock = make(lock_file)
-    if not shared_filesystem(Path(lock_file).parent):  # the kernel queues the waiters already
-        return lock
-    gate = gate_path(lock_file, gate_directories())
-    return lock if gate is None else GatedLock(lock, gate)
+    return make(lock_file)
 
 
 def make_lock(workdir: Path, kind: str, environ: Mapping[str, str]) -> WorkdirLock:
