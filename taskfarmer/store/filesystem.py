@@ -60,7 +60,7 @@ class _StatFs(ctypes.Structure):
 def filesystem_magic(path: Path) -> int | None:
     """``f_type`` of the filesystem holding ``path`` (or its nearest existing ancestor)."""
     # The C library is in this process already: CDLL(None) finds statfs among its symbols.
-    # (ctypes.util.find_library runs /sbin/ldconfig -p: 50 ms or more, twice per farmer start.)
+    # (ctypes.util.find_library ran /sbin/ldconfig -p, a process each time: twice per start.)
     libc = ctypes.CDLL(None, use_errno=True)
     probe = path.absolute()
     while not probe.exists() and probe != probe.parent:
